@@ -1,0 +1,125 @@
+//! Decrypting `encryptedContent` exactly as Graph produces it (graph-protocol.md §4):
+//! RSA-OAEP(SHA-1, MGF1-SHA1) unwraps a 32-byte key; HMAC-SHA256 over the decoded data is
+//! verified in constant time *before* AES-256-CBC/PKCS7 with IV = key[0..16].
+//!
+//! Everything here is CPU-bound and synchronous: callers run it off the async reactor.
+
+use aws_lc_rs::cipher::{PaddedBlockDecryptingKey, UnboundCipherKey, AES_256};
+use aws_lc_rs::hmac;
+use aws_lc_rs::rsa::OAEP_SHA1_MGF1SHA1;
+use base64::Engine;
+use zeroize::Zeroizing;
+
+use super::keyring::{Keyring, PrivateKey};
+use crate::graph::envelope::EncryptedContent;
+
+/// Why an `encryptedContent` could not be turned into plaintext. Every variant is permanent:
+/// retrying the same bytes cannot succeed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecryptError {
+    #[error("no private key for encryptionCertificateId {0:?}")]
+    UnknownCertificate(String),
+    #[error("encryptionCertificateThumbprint does not match the certificate for id {0:?}")]
+    ThumbprintMismatch(String),
+    #[error("{0} is not valid base64")]
+    BadBase64(&'static str),
+    #[error("dataKey could not be unwrapped with the private key")]
+    KeyUnwrap,
+    #[error("unwrapped symmetric key has {0} bytes, expected 32")]
+    KeyLength(usize),
+    #[error("dataSignature does not match the data (tampered or wrong key)")]
+    SignatureMismatch,
+    #[error("data could not be decrypted (bad padding)")]
+    Cipher,
+}
+
+impl DecryptError {
+    /// Short, stable label for metrics and dead letters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecryptError::UnknownCertificate(_) => "unknown_certificate",
+            DecryptError::ThumbprintMismatch(_) => "thumbprint_mismatch",
+            DecryptError::BadBase64(_) => "bad_base64",
+            DecryptError::KeyUnwrap | DecryptError::KeyLength(_) => "key_unwrap_failed",
+            DecryptError::SignatureMismatch => "signature_mismatch",
+            DecryptError::Cipher => "decrypt_failed",
+        }
+    }
+}
+
+/// The 32-byte symmetric key Graph wrapped in `dataKey`; wiped on drop.
+pub type SymmetricKey = Zeroizing<[u8; 32]>;
+
+fn b64(field: &'static str, s: &str) -> Result<Vec<u8>, DecryptError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|_| DecryptError::BadBase64(field))
+}
+
+/// Finds the key for the content's certificate id and checks the thumbprint when both sides have one.
+pub fn select_key<'k>(
+    keyring: &'k Keyring,
+    content: &EncryptedContent,
+) -> Result<&'k PrivateKey, DecryptError> {
+    let key = keyring
+        .get(&content.encryption_certificate_id)
+        .ok_or_else(|| DecryptError::UnknownCertificate(content.encryption_certificate_id.clone()))?;
+    if let (Some(expected), Some(got)) = (
+        key.thumbprint(),
+        content.encryption_certificate_thumbprint.as_deref(),
+    ) {
+        if !expected.eq_ignore_ascii_case(got.trim()) {
+            return Err(DecryptError::ThumbprintMismatch(
+                content.encryption_certificate_id.clone(),
+            ));
+        }
+    }
+    Ok(key)
+}
+
+/// RSA-OAEP(SHA-1/MGF1-SHA1) unwrap of `dataKey`: the expensive step (~1 ms at 2048 bits).
+pub fn unwrap_key(key: &PrivateKey, data_key_b64: &str) -> Result<SymmetricKey, DecryptError> {
+    let wrapped = b64("dataKey", data_key_b64)?;
+    let oaep = key.oaep();
+    let mut out = Zeroizing::new(vec![0u8; oaep.min_output_size()]);
+    let plain = oaep
+        .decrypt(&OAEP_SHA1_MGF1SHA1, &wrapped, &mut out, None)
+        .map_err(|_| DecryptError::KeyUnwrap)?;
+    let bytes: [u8; 32] = (&*plain)
+        .try_into()
+        .map_err(|_| DecryptError::KeyLength(plain.len()))?;
+    Ok(Zeroizing::new(bytes))
+}
+
+/// Verifies the HMAC over the decoded data, then AES-256-CBC decrypts it.
+pub fn open_data(
+    symmetric: &[u8; 32],
+    data_b64: &str,
+    signature_b64: &str,
+) -> Result<Vec<u8>, DecryptError> {
+    let mut data = b64("data", data_b64)?;
+    let signature = b64("dataSignature", signature_b64)?;
+    let mac_key = hmac::Key::new(hmac::HMAC_SHA256, symmetric);
+    // Constant-time comparison inside aws-lc-rs; nothing is decrypted before this passes.
+    hmac::verify(&mac_key, &data, &signature).map_err(|_| DecryptError::SignatureMismatch)?;
+
+    let iv: [u8; 16] = symmetric[..16].try_into().expect("16 of 32 bytes");
+    let cipher_key =
+        UnboundCipherKey::new(&AES_256, symmetric).map_err(|_| DecryptError::Cipher)?;
+    let decrypting =
+        PaddedBlockDecryptingKey::cbc_pkcs7(cipher_key).map_err(|_| DecryptError::Cipher)?;
+    let context = aws_lc_rs::cipher::DecryptionContext::Iv128(iv.into());
+    let len = decrypting
+        .decrypt(&mut data, context)
+        .map_err(|_| DecryptError::Cipher)?
+        .len();
+    data.truncate(len);
+    Ok(data)
+}
+
+/// The whole §4 algorithm: select key, unwrap, verify, decrypt. Returns the plaintext bytes.
+pub fn decrypt(keyring: &Keyring, content: &EncryptedContent) -> Result<Vec<u8>, DecryptError> {
+    let key = select_key(keyring, content)?;
+    let symmetric = unwrap_key(key, &content.data_key)?;
+    open_data(&symmetric, &content.data, &content.data_signature)
+}

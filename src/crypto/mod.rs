@@ -1,0 +1,6 @@
+//! Keys and the `encryptedContent` algorithm (graph-protocol.md §4).
+
+pub mod certgen;
+pub mod decrypt;
+pub mod encrypt;
+pub mod keyring;

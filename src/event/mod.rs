@@ -1,0 +1,5 @@
+//! The event schema (v1) and how notifications become events.
+
+pub mod deadletter;
+pub mod normalize;
+pub mod v1;

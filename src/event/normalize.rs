@@ -1,0 +1,310 @@
+//! Turning an authenticated notification and its decrypted chatMessage into a v1 event.
+//! Pure: no I/O, no clocks (the receive time is passed in).
+
+use aws_lc_rs::digest;
+
+use super::v1::*;
+use crate::graph::envelope::ChangeNotification;
+use crate::graph::message::{self, ChatMessage};
+use crate::graph::resource::{self, Conversation, MessageResource, ResourceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("notification has no resource")]
+    MissingResource,
+    #[error("notification has no changeType")]
+    MissingChangeType,
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+    #[error("decrypted content is not a chatMessage: {0}")]
+    NotChatMessage(String),
+    #[error("decrypted message does not match the notification's resource: {0}")]
+    ResourceMismatch(&'static str),
+}
+
+impl NormalizeError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NormalizeError::MissingResource | NormalizeError::MissingChangeType => "malformed_item",
+            NormalizeError::Resource(_) => "unsupported_resource",
+            NormalizeError::NotChatMessage(_) => "not_chat_message",
+            NormalizeError::ResourceMismatch(_) => "resource_mismatch",
+        }
+    }
+}
+
+/// Hex SHA-256 of `tenantId|resource|changeType|etag-or-lastModified`: the same notification
+/// redelivered by Graph gets the same id, so brokers and consumers can drop the copy.
+pub fn event_id(tenant: &str, resource: &str, change_type: &str, version: &str) -> String {
+    let input = format!("{tenant}|{resource}|{change_type}|{version}");
+    hex::encode(digest::digest(&digest::SHA256, input.as_bytes()))
+}
+
+/// The resource string and the parsed resource of a message notification.
+pub fn message_resource(n: &ChangeNotification) -> Result<(&str, MessageResource), NormalizeError> {
+    let raw = n.resource.as_deref().ok_or(NormalizeError::MissingResource)?;
+    Ok((raw, resource::parse(raw)?))
+}
+
+/// Only the body is covered by the HMAC, so the ids Graph put outside it must agree with it.
+fn cross_check(r: &MessageResource, m: &ChatMessage) -> Result<(), NormalizeError> {
+    if m.id != r.message_id {
+        return Err(NormalizeError::ResourceMismatch("message id"));
+    }
+    if let Some(parent) = m.reply_to_id.as_deref() {
+        if r.reply_to_id.as_deref() != Some(parent) {
+            return Err(NormalizeError::ResourceMismatch("replyToId"));
+        }
+    }
+    match &r.conversation {
+        Conversation::Channel { team_id, channel_id } => {
+            if m.chat_id.is_some() {
+                return Err(NormalizeError::ResourceMismatch("chat message on a channel resource"));
+            }
+            if let Some(ci) = &m.channel_identity {
+                if ci.team_id.as_deref().is_some_and(|t| t != team_id)
+                    || ci.channel_id.as_deref().is_some_and(|c| c != channel_id)
+                {
+                    return Err(NormalizeError::ResourceMismatch("channelIdentity"));
+                }
+            }
+        }
+        Conversation::Chat { chat_id } => {
+            if m.chat_id.as_deref().is_some_and(|c| c != chat_id) {
+                return Err(NormalizeError::ResourceMismatch("chatId"));
+            }
+            if m.channel_identity.as_ref().is_some_and(|ci| ci.team_id.is_some()) {
+                return Err(NormalizeError::ResourceMismatch("channel message on a chat resource"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sender(from: &message::From) -> Option<Sender> {
+    let (kind, who) = if let Some(u) = &from.user {
+        (SenderKind::User, u)
+    } else if let Some(a) = &from.application {
+        (SenderKind::Application, a)
+    } else {
+        (SenderKind::Device, from.device.as_ref()?)
+    };
+    Some(Sender {
+        kind,
+        id: who.id.clone(),
+        display_name: who.display_name.clone(),
+    })
+}
+
+/// Text of an HTML body: tags dropped (block ends become line breaks), entities decoded.
+pub fn plain_text(content_type: &str, content: &str) -> String {
+    if !content_type.eq_ignore_ascii_case("html") {
+        return content.to_string();
+    }
+    let mut out = String::with_capacity(content.len());
+    let mut rest = content;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('>') else {
+            rest = "";
+            break;
+        };
+        let tag = rest[start + 1..start + len].trim_start_matches('/').to_ascii_lowercase();
+        if ["br", "p", "div", "li"].iter().any(|b| tag.starts_with(b)) && !out.ends_with('\n') && !out.is_empty() {
+            out.push('\n');
+        }
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    html_escape::decode_html_entities(out.trim()).into_owned()
+}
+
+fn message_data(m: &ChatMessage) -> (Option<Body>, Vec<Mention>, Vec<Attachment>, Vec<Reaction>) {
+    let body = m.body.as_ref().map(|b| {
+        let content_type = b.content_type.clone().unwrap_or_else(|| "text".into()).to_ascii_lowercase();
+        let content = b.content.clone().unwrap_or_default();
+        Body {
+            plain_text: plain_text(&content_type, &content),
+            content_type,
+            content,
+        }
+    });
+    let mentions = m
+        .mentions
+        .iter()
+        .map(|x| {
+            let who = x.mentioned.clone().unwrap_or_default();
+            let (kind, ident) = [
+                ("user", who.user),
+                ("application", who.application),
+                ("conversation", who.conversation),
+                ("tag", who.tag),
+            ]
+            .into_iter()
+            .find_map(|(k, i)| i.map(|i| (Some(k.to_string()), i)))
+            .unwrap_or_default();
+            Mention {
+                id: x.id,
+                text: x.mention_text.clone(),
+                kind,
+                mentioned_id: ident.id,
+                display_name: ident.display_name,
+            }
+        })
+        .collect();
+    let attachments = m
+        .attachments
+        .iter()
+        .map(|a| Attachment {
+            id: a.id.clone(),
+            content_type: a.content_type.clone(),
+            name: a.name.clone(),
+            content_url: a.content_url.clone(),
+        })
+        .collect();
+    let reactions = m
+        .reactions
+        .iter()
+        .map(|r| Reaction {
+            reaction_type: r.reaction_type.clone(),
+            created_at: r.created_date_time.clone(),
+            user_id: r.user.as_ref().and_then(|u| u.user.as_ref()).and_then(|u| u.id.clone()),
+        })
+        .collect();
+    (body, mentions, attachments, reactions)
+}
+
+/// Builds the event. `plaintext` is the decrypted resource, absent when Graph sent none
+/// (a deleted message may carry no content: the event then holds what the resource says).
+/// `raw_resource` and `r` come from [`message_resource`], checked before any decryption.
+pub fn normalize(
+    n: &ChangeNotification,
+    raw_resource: &str,
+    r: MessageResource,
+    plaintext: Option<&[u8]>,
+    received_at: &str,
+    include_resource: bool,
+) -> Result<MessageEvent, NormalizeError> {
+    let change_type = n.change_type.ok_or(NormalizeError::MissingChangeType)?;
+    let message = plaintext
+        .map(|p| ChatMessage::parse(p).map_err(|e| NormalizeError::NotChatMessage(e.to_string())))
+        .transpose()?;
+    if let Some(m) = &message {
+        cross_check(&r, m)?;
+    }
+    let m = message.as_ref();
+    let etag = m.and_then(|m| m.etag.clone());
+    let created_at = m.and_then(|m| m.created_date_time.clone());
+    let last_modified_at = m.and_then(|m| m.last_modified_date_time.clone());
+    let deleted_at = m.and_then(|m| m.deleted_date_time.clone());
+    let version = etag
+        .as_deref()
+        .or(last_modified_at.as_deref())
+        .or(deleted_at.as_deref())
+        .unwrap_or("");
+    let id = event_id(&n.tenant_id, raw_resource, change_type.as_str(), version);
+    let source = match &r.conversation {
+        Conversation::Channel { team_id, channel_id } => {
+            format!("/tenants/{}/teams/{team_id}/channels/{channel_id}", n.tenant_id)
+        }
+        Conversation::Chat { chat_id } => format!("/tenants/{}/chats/{chat_id}", n.tenant_id),
+    };
+    let time = last_modified_at
+        .clone()
+        .or_else(|| created_at.clone())
+        .unwrap_or_else(|| received_at.to_string());
+    let (body, mentions, attachments, reactions) = m.map(message_data).unwrap_or_default();
+    Ok(CloudEvent {
+        specversion: SPEC_VERSION.into(),
+        id,
+        source,
+        ty: format!("graph.teams.message.{}", change_type.as_str()),
+        subject: format!("messages/{}", r.message_id),
+        time,
+        datacontenttype: "application/json".into(),
+        dataschema: MESSAGE_SCHEMA.into(),
+        data: MessageData {
+            schema_version: 1,
+            tenant_id: n.tenant_id.clone(),
+            change_type: change_type.as_str().into(),
+            conversation: r.conversation,
+            message_id: r.message_id,
+            reply_to_id: r.reply_to_id,
+            etag,
+            created_at,
+            last_modified_at,
+            deleted_at,
+            from: m.and_then(|m| m.from.as_ref()).and_then(sender),
+            body,
+            subject: m.and_then(|m| m.subject.clone()),
+            importance: m.and_then(|m| m.importance.clone()),
+            locale: m.and_then(|m| m.locale.clone()),
+            web_url: m.and_then(|m| m.web_url.clone()),
+            message_type: m.and_then(|m| m.message_type.clone()),
+            mentions,
+            attachments,
+            reactions,
+            subscription_id: n.subscription_id.clone(),
+            received_at: received_at.to_string(),
+            resource: if include_resource {
+                plaintext.and_then(|p| serde_json::from_slice(p).ok())
+            } else {
+                None
+            },
+        },
+    })
+}
+
+/// A lifecycle notification as an event. Its id covers the subscription, the event and the
+/// expiration Graph reported, so a redelivery dedupes while a later occurrence does not.
+pub fn lifecycle(n: &ChangeNotification, received_at: &str) -> LifecycleEvent {
+    let event = n.lifecycle_event.clone().unwrap_or_default();
+    let expires = n.subscription_expiration_date_time.clone();
+    let id = event_id(
+        &n.tenant_id,
+        &format!("subscriptions('{}')", n.subscription_id),
+        &event,
+        expires.as_deref().unwrap_or(""),
+    );
+    CloudEvent {
+        specversion: SPEC_VERSION.into(),
+        id,
+        source: format!("/tenants/{}/subscriptions/{}", n.tenant_id, n.subscription_id),
+        ty: format!("graph.subscription.{event}"),
+        subject: format!("subscriptions/{}", n.subscription_id),
+        time: received_at.to_string(),
+        datacontenttype: "application/json".into(),
+        dataschema: LIFECYCLE_SCHEMA.into(),
+        data: LifecycleData {
+            schema_version: 1,
+            tenant_id: n.tenant_id.clone(),
+            subscription_id: n.subscription_id.clone(),
+            lifecycle_event: event,
+            subscription_expires_at: expires,
+            received_at: received_at.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_strips_tags_and_entities() {
+        assert_eq!(
+            plain_text("html", "<p>Hi <at id=\"0\">Ann</at> &amp; co</p><p>line2</p>"),
+            "Hi Ann & co\nline2"
+        );
+        assert_eq!(plain_text("text", "<b>x</b>"), "<b>x</b>");
+    }
+
+    #[test]
+    fn event_id_is_deterministic_and_sensitive() {
+        let a = event_id("t", "chats('c')/messages('1')", "created", "1");
+        assert_eq!(a, event_id("t", "chats('c')/messages('1')", "created", "1"));
+        assert_ne!(a, event_id("t", "chats('c')/messages('1')", "updated", "1"));
+        assert_ne!(a, event_id("t", "chats('c')/messages('1')", "created", "2"));
+        assert_eq!(a.len(), 64);
+    }
+}

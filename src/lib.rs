@@ -1,0 +1,16 @@
+//! graphbridge: Microsoft Graph change notifications for Teams messages → Kafka and NATS.
+//!
+//! A notification flows down this list: `server` → `graph` → `auth` → `crypto` → `event` →
+//! `pipeline` → `sink`.
+
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod demo;
+pub mod event;
+pub mod graph;
+pub mod pipeline;
+pub mod server;
+pub mod simulate;
+pub mod sink;
+pub mod telemetry;

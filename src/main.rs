@@ -1,0 +1,126 @@
+//! CLI dispatch only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use graphbridge::config::Config;
+
+#[derive(Parser)]
+#[command(name = "graphbridge", version, about = "Microsoft Graph Teams message notifications → Kafka / NATS")]
+struct Cli {
+    /// Configuration file (default: config/graphbridge.toml when present).
+    #[arg(long, global = true, env = "GRAPHBRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the ingress: Graph's notification and lifecycle URLs plus the admin port.
+    Serve,
+    /// Run serve in-process with a fresh key and the file sink, drive it like Graph, print the result.
+    Demo {
+        /// Directory for keys and output (default: a new temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make an RSA key and self-signed certificate: DIR/ID.pem and DIR/ID.crt.
+    Generate {
+        /// The encryptionCertificateId to use in subscriptions.
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "keys")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print the effective values, secrets redacted.
+    Check,
+}
+
+fn keys_generate(id: &str, out: &std::path::Path, bits: usize) -> anyhow::Result<()> {
+    if id.is_empty() || id.len() > 128 || id.contains(['/', '\\']) || id.starts_with('.') {
+        anyhow::bail!("--id must be 1 to 128 characters, without path separators or a leading dot");
+    }
+    let key = graphbridge::crypto::certgen::generate(id, bits).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let key_path = out.join(format!("{id}.pem"));
+    if key_path.exists() {
+        anyhow::bail!("{} exists; refusing to overwrite a key", key_path.display());
+    }
+    write_private(&key_path, key.pkcs8_pem.as_bytes())?;
+    std::fs::write(out.join(format!("{id}.crt")), &key.certificate_pem)?;
+    eprintln!("wrote {} and {}", key_path.display(), out.join(format!("{id}.crt")).display());
+    println!("encryptionCertificateId: {id}");
+    println!("encryptionCertificateThumbprint: {}", key.thumbprint());
+    println!("encryptionCertificate: {}", key.encryption_certificate());
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(bytes)?;
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            graphbridge::telemetry::init_logging(&cfg.telemetry);
+            graphbridge::server::serve(&cfg).await?;
+        }
+        Command::Demo { dir } => {
+            graphbridge::telemetry::init_logging(&Config::defaults().telemetry);
+            graphbridge::demo::run(dir).await?;
+        }
+        Command::Keys {
+            command: KeysCommand::Generate { id, out, bits },
+        } => keys_generate(&id, &out, bits)?,
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            print!("{}", cfg.to_redacted_toml());
+            cfg.validate_for_serve()?;
+            eprintln!("configuration ok");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

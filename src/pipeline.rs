@@ -1,0 +1,266 @@
+//! One batch through the stages, and the acknowledgement rule — which lives here only:
+//!
+//! `Received → Authenticated → Decrypted → Event`, then the sink. The answer is `Accepted`
+//! only when every item is durably accepted by the sink (an event, a lifecycle event, or a
+//! dead letter for a permanent rejection). If that cannot happen within the ack budget the
+//! batch is `Unavailable` and Graph retries; nothing is acknowledged that is not safe.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
+
+use crate::auth::{Authenticated, Authenticator};
+use crate::crypto::decrypt::decrypt;
+use crate::crypto::keyring::Keyring;
+use crate::event::deadletter::DeadLetter;
+use crate::event::normalize::{self, message_resource};
+use crate::graph::envelope::{ChangeNotification, Envelope, EnvelopeError};
+use crate::sink::{Record, Sink, SinkError};
+use crate::telemetry::Metrics;
+
+/// What the caller is told about a batch that was accepted.
+#[derive(Debug, Default, Serialize)]
+pub struct BatchSummary {
+    pub events: usize,
+    pub lifecycle: usize,
+    /// Reasons of the items that went to the dead-letter stream, in item order.
+    pub rejected: Vec<&'static str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The body is not a notification envelope: nothing of it is processed (400).
+    #[error(transparent)]
+    BadRequest(#[from] EnvelopeError),
+    /// Durable acceptance did not happen within the budget: Graph must retry (503).
+    #[error("not accepted: {0}")]
+    Unavailable(String),
+}
+
+pub struct Pipeline {
+    keyring: Arc<Keyring>,
+    auth: Authenticator,
+    sink: Arc<dyn Sink>,
+    metrics: Arc<Metrics>,
+    budget: Duration,
+    include_resource: bool,
+    raw_archive: bool,
+    /// One permit per core: RSA work runs on blocking threads, never more at once than cores.
+    cpu: Arc<Semaphore>,
+}
+
+/// What one item turned into, before publishing.
+enum Outcome {
+    Event(Record),
+    Lifecycle(Record),
+    Rejected(&'static str, Record),
+}
+
+fn reject(raw: &RawValue, reason: &'static str, detail: String, received_at: &str) -> Outcome {
+    tracing::info!(reason, %detail, "item rejected");
+    Outcome::Rejected(reason, Record::dead_letter(&DeadLetter::new(raw, reason, detail, received_at)))
+}
+
+pub struct PipelineOptions {
+    pub budget: Duration,
+    pub include_resource: bool,
+    /// Also publish every authenticated item, still encrypted, to the raw stream.
+    pub raw_archive: bool,
+}
+
+impl Pipeline {
+    pub fn new(
+        keyring: Arc<Keyring>,
+        auth: Authenticator,
+        sink: Arc<dyn Sink>,
+        metrics: Arc<Metrics>,
+        opts: PipelineOptions,
+    ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Pipeline {
+            keyring,
+            auth,
+            sink,
+            metrics,
+            budget: opts.budget,
+            include_resource: opts.include_resource,
+            raw_archive: opts.raw_archive,
+            cpu: Arc::new(Semaphore::new(cores)),
+        }
+    }
+
+    pub fn sink(&self) -> &Arc<dyn Sink> {
+        &self.sink
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// Processes one request body. The whole call is bounded by the ack budget.
+    pub async fn process(&self, body: &[u8]) -> Result<BatchSummary, BatchError> {
+        let started = Instant::now();
+        let envelope = Envelope::parse(body).inspect_err(|_| self.metrics.reject("bad_json"))?;
+        let result = tokio::time::timeout(self.budget, self.accept(envelope)).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(BatchError::Unavailable(format!(
+                "ack budget of {} ms exceeded",
+                self.budget.as_millis()
+            ))),
+        };
+        match &result {
+            Ok(_) => self.metrics.ack_latency.observe(started.elapsed().as_secs_f64()),
+            Err(e) => {
+                self.metrics.unavailable.inc();
+                tracing::warn!(error = %e, "batch not accepted; Graph will retry");
+            }
+        }
+        result
+    }
+
+    async fn accept(&self, envelope: Envelope) -> Result<BatchSummary, BatchError> {
+        let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut slots: Vec<Option<Outcome>> = Vec::with_capacity(envelope.value.len());
+        let mut raw_records = Vec::new();
+        let mut decrypting = Vec::new();
+
+        // Cheap stages on the reactor: parse and authenticate every item.
+        for raw in envelope.value {
+            self.metrics.received.inc();
+            let item = match ChangeNotification::parse(&raw) {
+                Ok(item) => item,
+                Err(e) => {
+                    slots.push(Some(reject(&raw, "malformed_item", e.to_string(), &received_at)));
+                    continue;
+                }
+            };
+            let authenticated = match self.auth.authenticate(item) {
+                Ok(a) => a,
+                Err(e) => {
+                    slots.push(Some(reject(&raw, e.reason(), e.to_string(), &received_at)));
+                    continue;
+                }
+            };
+            let n = authenticated.item();
+            if n.is_lifecycle() {
+                let event = normalize::lifecycle(n, &received_at);
+                slots.push(Some(Outcome::Lifecycle(Record::lifecycle(&event))));
+                continue;
+            }
+            if self.raw_archive {
+                raw_records.push(raw_record(n, &raw));
+            }
+            // CPU stage: decrypt and normalize on a blocking thread, one per core at a time.
+            let index = slots.len();
+            slots.push(None);
+            let permit = self.cpu.clone().acquire_owned().await.expect("semaphore never closed");
+            let keyring = self.keyring.clone();
+            let (include, at) = (self.include_resource, received_at.clone());
+            decrypting.push((
+                index,
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let outcome = open(&keyring, &authenticated, &at, include);
+                    (raw, outcome, at)
+                }),
+            ));
+        }
+        for (index, handle) in decrypting {
+            let (raw, outcome, at) = handle
+                .await
+                .map_err(|e| BatchError::Unavailable(format!("decrypt task failed: {e}")))?;
+            slots[index] = Some(match outcome {
+                Ok(record) => Outcome::Event(record),
+                Err((reason, detail)) => reject(&raw, reason, detail, &at),
+            });
+        }
+
+        let mut summary = BatchSummary::default();
+        let mut records = Vec::with_capacity(slots.len() + raw_records.len());
+        for outcome in slots.into_iter().flatten() {
+            match outcome {
+                Outcome::Event(r) => {
+                    summary.events += 1;
+                    records.push(r)
+                }
+                Outcome::Lifecycle(r) => {
+                    summary.lifecycle += 1;
+                    records.push(r)
+                }
+                Outcome::Rejected(reason, r) => {
+                    summary.rejected.push(reason);
+                    records.push(r)
+                }
+            }
+        }
+        records.extend(raw_records);
+        self.publish(&records).await?;
+
+        self.metrics.accepted.inc_by((summary.events + summary.lifecycle) as u64);
+        for reason in &summary.rejected {
+            self.metrics.reject(reason);
+        }
+        Ok(summary)
+    }
+
+    async fn publish(&self, records: &[Record]) -> Result<(), BatchError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        match self.sink.publish(records).await {
+            Ok(()) => {
+                self.metrics.publish_latency.observe(started.elapsed().as_secs_f64());
+                self.metrics.published(self.sink.kind(), records.len() as u64);
+                Ok(())
+            }
+            Err(e) => {
+                if let SinkError::Permanent(_) = e {
+                    tracing::error!(error = %e, "sink refused the batch; fix the configuration");
+                }
+                Err(BatchError::Unavailable(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Decrypts (when Graph sent content) and normalizes one authenticated message item.
+fn open(
+    keyring: &Keyring,
+    a: &Authenticated,
+    received_at: &str,
+    include_resource: bool,
+) -> Result<Record, (&'static str, String)> {
+    let n = a.item();
+    // Check the resource before any RSA work: an unsupported one is rejected for free.
+    let (raw_resource, resource) = message_resource(n).map_err(|e| (e.reason(), e.to_string()))?;
+    let plaintext = n
+        .encrypted_content
+        .as_ref()
+        .map(|c| decrypt(keyring, c))
+        .transpose()
+        .map_err(|e| (e.reason(), e.to_string()))?;
+    let event = normalize::normalize(n, raw_resource, resource, plaintext.as_deref(), received_at, include_resource)
+        .map_err(|e| (e.reason(), e.to_string()))?;
+    Ok(Record::message(&event))
+}
+
+fn raw_record(n: &ChangeNotification, raw: &RawValue) -> Record {
+    let key = message_resource(n)
+        .map(|(_, r)| r.conversation.key().to_string())
+        .unwrap_or_else(|_| n.subscription_id.clone());
+    let id = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, raw.get().as_bytes()));
+    Record::raw(id, key, &n.tenant_id, raw.get().as_bytes())
+}

@@ -1,0 +1,38 @@
+//! The admin listener: `/healthz` (the process is alive), `/readyz` (keys are loaded and the
+//! sink is usable, so a load balancer may send traffic), `/metrics` (Prometheus text).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use super::AppState;
+
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let p = &state.pipeline;
+    if p.keyring().is_empty() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: no keys loaded\n");
+    }
+    if !p.sink().ready().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: sink unavailable\n");
+    }
+    (StatusCode::OK, "ready\n")
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.pipeline.metrics().render(),
+    )
+}

@@ -1,0 +1,132 @@
+//! HTTP: the public listener (Graph's notification and lifecycle URLs) and the admin listener
+//! (health, readiness, metrics). The server takes bound listeners and a shutdown future, so
+//! tests bind port 0 and stop it deterministically.
+
+mod admin;
+mod routes;
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, ConfigError, SinkKind};
+use crate::crypto::keyring::{Keyring, KeyringError};
+use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::sink::SinkError;
+use crate::telemetry::Metrics;
+
+pub use admin::admin_router;
+pub use routes::public_router;
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub pipeline: Pipeline,
+    pub max_body_bytes: usize,
+    pub retry_after_s: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("keys: {0}")]
+    Keys(#[from] KeyringError),
+    #[error("sink: {0}")]
+    Sink(#[from] SinkError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(std::net::SocketAddr, std::io::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl AppState {
+    /// Validates the configuration, loads the keys and connects the sink.
+    pub async fn build(cfg: &Config) -> Result<Arc<Self>, StartError> {
+        cfg.validate_for_serve()?;
+        let keyring = Keyring::load_dir(&cfg.graph.keys_dir, cfg.graph.keys_password.as_ref())?;
+        if keyring.is_empty() {
+            tracing::warn!(dir = %cfg.graph.keys_dir.display(), "keys directory holds no keys; not ready");
+        }
+        for id in keyring.ids() {
+            let key = keyring.get(id).expect("listed id");
+            tracing::info!(id, bits = key.bits(), thumbprint = key.thumbprint(), "key loaded");
+        }
+        let sink = crate::sink::build(&cfg.sink).await?;
+        let auth = Authenticator::new(cfg.client_states()?, cfg.graph.tenants.clone());
+        let opts = PipelineOptions {
+            budget: Duration::from_millis(cfg.ack.budget_ms),
+            include_resource: cfg.graph.include_resource,
+            raw_archive: cfg.sink.kind == SinkKind::Kafka && cfg.sink.kafka.raw_topic.is_some(),
+        };
+        let pipeline = Pipeline::new(Arc::new(keyring), auth, sink, Metrics::new(), opts);
+        Ok(Arc::new(AppState {
+            pipeline,
+            max_body_bytes: cfg.server.max_body_bytes,
+            retry_after_s: cfg.ack.retry_after_s,
+        }))
+    }
+}
+
+/// Serves both listeners until `shutdown` completes, then lets in-flight requests finish and
+/// flushes the sink.
+pub async fn run(
+    state: Arc<AppState>,
+    public: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let public_srv = axum::serve(public, public_router(state.clone())).with_graceful_shutdown(wait(rx.clone()));
+    let admin_srv = axum::serve(admin, admin_router(state.clone())).with_graceful_shutdown(wait(rx));
+    let trigger = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = tx.send(true);
+    });
+    let (a, b) = tokio::join!(public_srv.into_future(), admin_srv.into_future());
+    trigger.abort();
+    state.pipeline.sink().close().await;
+    a?;
+    b?;
+    Ok(())
+}
+
+/// `graphbridge serve`: binds the configured addresses and runs until SIGINT/SIGTERM.
+pub async fn serve(cfg: &Config) -> Result<(), StartError> {
+    let state = AppState::build(cfg).await?;
+    let public = TcpListener::bind(cfg.server.listen)
+        .await
+        .map_err(|e| StartError::Bind(cfg.server.listen, e))?;
+    let admin = TcpListener::bind(cfg.server.admin_listen)
+        .await
+        .map_err(|e| StartError::Bind(cfg.server.admin_listen, e))?;
+    tracing::info!(
+        listen = %public.local_addr()?,
+        admin = %admin.local_addr()?,
+        sink = state.pipeline.sink().kind(),
+        "graphbridge serving"
+    );
+    run(state, public, admin, shutdown_signal()).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

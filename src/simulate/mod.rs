@@ -1,0 +1,3 @@
+//! Graph's side of the protocol: generating and encrypting notifications as Graph would.
+
+pub mod generate;

@@ -1,0 +1,92 @@
+//! Logging setup and the Prometheus metrics served on the admin port.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::config::{LogFormat, TelemetryConfig};
+
+/// Starts `tracing` output: JSON for log pipelines, pretty for people. RUST_LOG overrides the level.
+pub fn init_logging(cfg: &TelemetryConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cfg.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric the bridge exports. Labels are bounded: reasons and sink kinds are fixed sets.
+pub struct Metrics {
+    registry: Registry,
+    /// Notification items received (after the envelope parsed).
+    pub received: Counter,
+    /// Items that became events (message or lifecycle) and were durably accepted.
+    pub accepted: Counter,
+    /// Items permanently rejected, by reason; also requests refused whole (bad_json, ...).
+    pub rejected: Family<Labels, Counter>,
+    /// Records published, by sink kind.
+    pub published: Family<Labels, Counter>,
+    /// Batches answered 503 because the sink could not accept them in the ack budget.
+    pub unavailable: Counter,
+    /// Seconds from request start to answer, for answered batches.
+    pub ack_latency: Histogram,
+    /// Seconds a sink took to accept one batch.
+    pub publish_latency: Histogram,
+    /// Batches being processed now.
+    pub in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("graphbridge"),
+            received: Counter::default(),
+            accepted: Counter::default(),
+            rejected: Family::default(),
+            published: Family::default(),
+            unavailable: Counter::default(),
+            ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            publish_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            in_flight: Gauge::default(),
+        };
+        m.registry.register("received", "Notification items received", m.received.clone());
+        m.registry.register("accepted", "Items durably accepted as events", m.accepted.clone());
+        m.registry.register("rejected", "Items or requests rejected, by reason", m.rejected.clone());
+        m.registry.register("published", "Records published, by sink", m.published.clone());
+        m.registry.register("unavailable", "Batches answered 503", m.unavailable.clone());
+        m.registry.register("ack_latency_seconds", "Time to answer a batch", m.ack_latency.clone());
+        m.registry.register("publish_latency_seconds", "Time for a sink to accept a batch", m.publish_latency.clone());
+        m.registry.register("in_flight", "Batches in progress", m.in_flight.clone());
+        m
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.rejected.get_or_create(&vec![("reason", reason.to_string())]).inc();
+    }
+
+    pub fn published(&self, sink: &str, n: u64) {
+        self.published.get_or_create(&vec![("sink", sink.to_string())]).inc_by(n);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
