@@ -47,22 +47,31 @@ impl Authenticator {
     pub fn new(client_states: Vec<Secret>, tenants: Vec<String>) -> Self {
         Authenticator {
             client_states,
-            tenants: tenants.into_iter().map(|t| t.to_ascii_lowercase()).collect(),
+            tenants: tenants
+                .into_iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect(),
         }
     }
 
     pub fn authenticate(&self, item: ChangeNotification) -> Result<Authenticated, AuthError> {
-        let got = item.client_state.as_deref().ok_or(AuthError::MissingClientState)?;
+        let got = item
+            .client_state
+            .as_deref()
+            .ok_or(AuthError::MissingClientState)?;
         // Compare against every secret without stopping early, so timing tells nothing about
         // which one (if any) matched.
         let matched = self
             .client_states
             .iter()
-            .fold(subtle::Choice::from(0), |acc, s| acc | s.expose().as_bytes().ct_eq(got.as_bytes()));
+            .fold(subtle::Choice::from(0), |acc, s| {
+                acc | s.expose().as_bytes().ct_eq(got.as_bytes())
+            });
         if !bool::from(matched) {
             return Err(AuthError::WrongClientState);
         }
-        if !self.tenants.is_empty() && !self.tenants.contains(&item.tenant_id.to_ascii_lowercase()) {
+        if !self.tenants.is_empty() && !self.tenants.contains(&item.tenant_id.to_ascii_lowercase())
+        {
             return Err(AuthError::TenantNotAllowed(item.tenant_id.clone()));
         }
         Ok(Authenticated { item })
@@ -85,8 +94,14 @@ mod tests {
         let a = Authenticator::new(vec![Secret::new("old"), Secret::new("new")], vec![]);
         assert!(a.authenticate(item(Some("old"), "t")).is_ok());
         assert!(a.authenticate(item(Some("new"), "t")).is_ok());
-        assert_eq!(a.authenticate(item(Some("ne"), "t")).unwrap_err(), AuthError::WrongClientState);
-        assert_eq!(a.authenticate(item(None, "t")).unwrap_err(), AuthError::MissingClientState);
+        assert_eq!(
+            a.authenticate(item(Some("ne"), "t")).unwrap_err(),
+            AuthError::WrongClientState
+        );
+        assert_eq!(
+            a.authenticate(item(None, "t")).unwrap_err(),
+            AuthError::MissingClientState
+        );
     }
 
     #[test]

@@ -206,7 +206,11 @@ fn redact_properties<S: Serializer>(p: &BTreeMap<String, String>, s: S) -> Resul
     let redacted: BTreeMap<&str, &str> = p
         .iter()
         .map(|(k, v)| {
-            let v = if is_secret_property(k) { "<redacted>" } else { v.as_str() };
+            let v = if is_secret_property(k) {
+                "<redacted>"
+            } else {
+                v.as_str()
+            };
             (k.as_str(), v)
         })
         .collect();
@@ -235,13 +239,15 @@ impl Config {
         match file {
             Some(path) if !path.is_file() => return Err(ConfigError::MissingFile(path.into())),
             Some(path) => fig = fig.merge(Toml::file_exact(path)),
-            None if Path::new(DEFAULT_PATH).is_file() => fig = fig.merge(Toml::file_exact(DEFAULT_PATH)),
+            None if Path::new(DEFAULT_PATH).is_file() => {
+                fig = fig.merge(Toml::file_exact(DEFAULT_PATH))
+            }
             None => {}
         }
         let env = Env::prefixed("GRAPHBRIDGE_")
             .filter(|k| {
-                let k = k.as_str();
-                !k.starts_with("test_") && !NON_CONFIG_ENV.contains(&k)
+                let k = k.as_str().to_ascii_lowercase();
+                !k.starts_with("test_") && !NON_CONFIG_ENV.contains(&k.as_str())
             })
             .split("__");
         Ok(fig.merge(env))
@@ -264,8 +270,14 @@ impl Config {
     pub fn client_states(&self) -> Result<Vec<Secret>, ConfigError> {
         let mut all = self.graph.client_state.to_vec();
         if let Some(path) = &self.graph.client_state_file {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable(path.clone(), e))?;
-            all.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(Secret::new));
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Unreadable(path.clone(), e))?;
+            all.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(Secret::new),
+            );
         }
         Ok(all)
     }
@@ -275,9 +287,14 @@ impl Config {
         let mut problems = Vec::new();
         match self.client_states() {
             Ok(states) if states.is_empty() => problems.push(
-                "graph.client_state (or graph.client_state_file) must name at least one secret".into(),
+                "graph.client_state (or graph.client_state_file) must name at least one secret"
+                    .into(),
             ),
-            Ok(states) if states.iter().any(|s| s.expose().is_empty() || s.expose().len() > 128) => {
+            Ok(states)
+                if states
+                    .iter()
+                    .any(|s| s.expose().is_empty() || s.expose().len() > 128) =>
+            {
                 problems.push("graph.client_state: each secret must be 1 to 128 characters".into())
             }
             Ok(_) => {}
@@ -299,7 +316,9 @@ impl Config {
             SinkKind::Kafka if self.sink.kafka.brokers.trim().is_empty() => {
                 problems.push("sink.kafka.brokers is empty".into())
             }
-            SinkKind::Nats if self.sink.nats.url.trim().is_empty() => problems.push("sink.nats.url is empty".into()),
+            SinkKind::Nats if self.sink.nats.url.trim().is_empty() => {
+                problems.push("sink.nats.url is empty".into())
+            }
             _ => {}
         }
         if problems.is_empty() {

@@ -33,7 +33,12 @@ pub fn demo_messages(now_ms: i64) -> Vec<MessageSpec> {
     let chat = Conversation::Chat {
         chat_id: "19:8ea0e38b-efb3-4757-924a-5f94061cf8c2_97f62344-57dc-409c-88ad-c4af14158ff5@unq.gbl.spaces".into(),
     };
-    let spec = |conversation: &Conversation, id: i64, reply_to: Option<i64>, change, html: &str, at: i64| MessageSpec {
+    let spec = |conversation: &Conversation,
+                id: i64,
+                reply_to: Option<i64>,
+                change,
+                html: &str,
+                at: i64| MessageSpec {
         tenant_id: TENANT.into(),
         conversation: conversation.clone(),
         message_id: id.to_string(),
@@ -46,10 +51,38 @@ pub fn demo_messages(now_ms: i64) -> Vec<MessageSpec> {
     };
     let (m1, m2, m3) = (now_ms - 60_000, now_ms - 30_000, now_ms - 20_000);
     vec![
-        spec(&channel, m1, None, ChangeType::Created, "<p>Release 2.3 is out 🎉</p>", m1),
-        spec(&channel, m2, Some(m1), ChangeType::Created, "<p>Great work &amp; thanks!</p>", m2),
-        spec(&chat, m3, None, ChangeType::Created, "<p>héllo — lunch at 12?</p>", m3),
-        spec(&chat, m3, None, ChangeType::Updated, "<p>héllo — lunch at 12:30?</p>", now_ms - 10_000),
+        spec(
+            &channel,
+            m1,
+            None,
+            ChangeType::Created,
+            "<p>Release 2.3 is out 🎉</p>",
+            m1,
+        ),
+        spec(
+            &channel,
+            m2,
+            Some(m1),
+            ChangeType::Created,
+            "<p>Great work &amp; thanks!</p>",
+            m2,
+        ),
+        spec(
+            &chat,
+            m3,
+            None,
+            ChangeType::Created,
+            "<p>héllo — lunch at 12?</p>",
+            m3,
+        ),
+        spec(
+            &chat,
+            m3,
+            None,
+            ChangeType::Updated,
+            "<p>héllo — lunch at 12:30?</p>",
+            now_ms - 10_000,
+        ),
         spec(&chat, m3, None, ChangeType::Deleted, "", now_ms - 5_000),
     ]
 }
@@ -59,7 +92,10 @@ fn demo_config(dir: &Path) -> anyhow::Result<Config> {
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys)?;
     let key = certgen::generate(CERT_ID, 2048).map_err(anyhow::Error::msg)?;
-    std::fs::write(keys.join(format!("{CERT_ID}.pem")), key.pkcs8_pem.as_bytes())?;
+    std::fs::write(
+        keys.join(format!("{CERT_ID}.pem")),
+        key.pkcs8_pem.as_bytes(),
+    )?;
     std::fs::write(keys.join(format!("{CERT_ID}.crt")), &key.certificate_pem)?;
     let mut cfg: Config = Config::defaults();
     cfg.graph.client_state = OneOrMany::One(Secret::new(CLIENT_STATE));
@@ -101,9 +137,14 @@ fn read_lines(path: &Path) -> Vec<Value> {
 
 /// Runs the demo; output goes to `dir` (created), or a fresh temp directory.
 pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("graphbridge-demo-{}", std::process::id())));
+    let dir = dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("graphbridge-demo-{}", std::process::id()))
+    });
     if dir.join("events.jsonl").exists() {
-        bail!("{} already holds demo output; pass another --dir", dir.display());
+        bail!(
+            "{} already holds demo output; pass another --dir",
+            dir.display()
+        );
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let cfg = demo_config(&dir)?;
@@ -116,18 +157,27 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let server = tokio::spawn(server::run(state, public, admin, async {
         let _ = stopped.await;
     }));
-    println!("graphbridge demo: serving on {base} (admin {admin_base}), file sink in {}", dir.display());
+    println!(
+        "graphbridge demo: serving on {base} (admin {admin_base}), file sink in {}",
+        dir.display()
+    );
 
     let client = reqwest::Client::new();
     handshake(&client, &base, "/notifications").await?;
     handshake(&client, &base, "/lifecycle").await?;
     println!("  handshake       ok on /notifications and /lifecycle (URL-decoded token echoed as text/plain)");
-    let ready = client.get(format!("{admin_base}/readyz")).send().await?.status();
+    let ready = client
+        .get(format!("{admin_base}/readyz"))
+        .send()
+        .await?
+        .status();
     println!("  readiness       {ready}");
 
     // What Graph knows: the certificate we would give it in the subscription.
-    let cert = crate::crypto::keyring::certificate_der(&std::fs::read(cfg.graph.keys_dir.join(format!("{CERT_ID}.crt")))?)
-        .map_err(anyhow::Error::msg)?;
+    let cert = crate::crypto::keyring::certificate_der(&std::fs::read(
+        cfg.graph.keys_dir.join(format!("{CERT_ID}.crt")),
+    )?)
+    .map_err(anyhow::Error::msg)?;
     let recipient = Recipient::from_certificate(CERT_ID, &cert).map_err(anyhow::Error::msg)?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let messages = demo_messages(now_ms);
@@ -141,8 +191,16 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     tamper(&mut bad["encryptedContent"]);
     items.push(bad);
 
-    let (status, summary) = post(&client, format!("{base}/notifications"), &json!({"value": items, "validationTokens": []})).await?;
-    println!("  notifications   {} items -> HTTP {status} {summary}", items.len());
+    let (status, summary) = post(
+        &client,
+        format!("{base}/notifications"),
+        &json!({"value": items, "validationTokens": []}),
+    )
+    .await?;
+    println!(
+        "  notifications   {} items -> HTTP {status} {summary}",
+        items.len()
+    );
     let lifecycle = json!({"value": [lifecycle_item(SUBSCRIPTION, TENANT, CLIENT_STATE, "reauthorizationRequired", "2030-01-01T00:00:00Z")]});
     let (lstatus, lsummary) = post(&client, format!("{base}/lifecycle"), &lifecycle).await?;
     println!("  lifecycle       1 item  -> HTTP {lstatus} {lsummary}");
@@ -152,18 +210,37 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
 
     let events = read_lines(&cfg.sink.file.path);
     let dead = read_lines(&cfg.sink.file.deadletter_path);
-    println!("\npublished {} events to {}:", events.len(), cfg.sink.file.path.display());
+    println!(
+        "\npublished {} events to {}:",
+        events.len(),
+        cfg.sink.file.path.display()
+    );
     for e in &events {
         let text = e["data"]["body"]["plain_text"].as_str().unwrap_or("");
-        println!("  {:<36} {:<28} {}", e["type"].as_str().unwrap_or(""), e["subject"].as_str().unwrap_or(""), text);
+        println!(
+            "  {:<36} {:<28} {}",
+            e["type"].as_str().unwrap_or(""),
+            e["subject"].as_str().unwrap_or(""),
+            text
+        );
     }
-    println!("rejected {} items to {}:", dead.len(), cfg.sink.file.deadletter_path.display());
+    println!(
+        "rejected {} items to {}:",
+        dead.len(),
+        cfg.sink.file.deadletter_path.display()
+    );
     for d in &dead {
-        println!("  {:<36} {}", d["reason"].as_str().unwrap_or(""), d["detail"].as_str().unwrap_or(""));
+        println!(
+            "  {:<36} {}",
+            d["reason"].as_str().unwrap_or(""),
+            d["detail"].as_str().unwrap_or("")
+        );
     }
     if status != 202 || lstatus != 202 || events.len() != messages.len() + 1 || dead.len() != 1 {
         bail!("demo did not produce the expected output");
     }
-    println!("\ndemo ok: every valid notification became one event, the tampered one was dead-lettered");
+    println!(
+        "\ndemo ok: every valid notification became one event, the tampered one was dead-lettered"
+    );
     Ok(())
 }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use graphbridge::config::Config;
 
 #[derive(Parser)]
-#[command(name = "graphbridge", version, about = "Microsoft Graph Teams message notifications → Kafka / NATS")]
+#[command(
+    name = "graphbridge",
+    version,
+    about = "Microsoft Graph Teams message notifications → Kafka / NATS"
+)]
 struct Cli {
     /// Configuration file (default: config/graphbridge.toml when present).
     #[arg(long, global = true, env = "GRAPHBRIDGE_CONFIG")]
@@ -71,7 +75,11 @@ fn keys_generate(id: &str, out: &std::path::Path, bits: usize) -> anyhow::Result
     }
     write_private(&key_path, key.pkcs8_pem.as_bytes())?;
     std::fs::write(out.join(format!("{id}.crt")), &key.certificate_pem)?;
-    eprintln!("wrote {} and {}", key_path.display(), out.join(format!("{id}.crt")).display());
+    eprintln!(
+        "wrote {} and {}",
+        key_path.display(),
+        out.join(format!("{id}.crt")).display()
+    );
     println!("encryptionCertificateId: {id}");
     println!("encryptionCertificateThumbprint: {}", key.thumbprint());
     println!("encryptionCertificate: {}", key.encryption_certificate());

@@ -61,7 +61,10 @@ enum Outcome {
 
 fn reject(raw: &RawValue, reason: &'static str, detail: String, received_at: &str) -> Outcome {
     tracing::info!(reason, %detail, "item rejected");
-    Outcome::Rejected(reason, Record::dead_letter(&DeadLetter::new(raw, reason, detail, received_at)))
+    Outcome::Rejected(
+        reason,
+        Record::dead_letter(&DeadLetter::new(raw, reason, detail, received_at)),
+    )
 }
 
 pub struct PipelineOptions {
@@ -121,7 +124,10 @@ impl Pipeline {
             ))),
         };
         match &result {
-            Ok(_) => self.metrics.ack_latency.observe(started.elapsed().as_secs_f64()),
+            Ok(_) => self
+                .metrics
+                .ack_latency
+                .observe(started.elapsed().as_secs_f64()),
             Err(e) => {
                 self.metrics.unavailable.inc();
                 tracing::warn!(error = %e, "batch not accepted; Graph will retry");
@@ -142,7 +148,12 @@ impl Pipeline {
             let item = match ChangeNotification::parse(&raw) {
                 Ok(item) => item,
                 Err(e) => {
-                    slots.push(Some(reject(&raw, "malformed_item", e.to_string(), &received_at)));
+                    slots.push(Some(reject(
+                        &raw,
+                        "malformed_item",
+                        e.to_string(),
+                        &received_at,
+                    )));
                     continue;
                 }
             };
@@ -165,7 +176,12 @@ impl Pipeline {
             // CPU stage: decrypt and normalize on a blocking thread, one per core at a time.
             let index = slots.len();
             slots.push(None);
-            let permit = self.cpu.clone().acquire_owned().await.expect("semaphore never closed");
+            let permit = self
+                .cpu
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closed");
             let keyring = self.keyring.clone();
             let (include, at) = (self.include_resource, received_at.clone());
             decrypting.push((
@@ -208,7 +224,9 @@ impl Pipeline {
         records.extend(raw_records);
         self.publish(&records).await?;
 
-        self.metrics.accepted.inc_by((summary.events + summary.lifecycle) as u64);
+        self.metrics
+            .accepted
+            .inc_by((summary.events + summary.lifecycle) as u64);
         for reason in &summary.rejected {
             self.metrics.reject(reason);
         }
@@ -222,8 +240,11 @@ impl Pipeline {
         let started = Instant::now();
         match self.sink.publish(records).await {
             Ok(()) => {
-                self.metrics.publish_latency.observe(started.elapsed().as_secs_f64());
-                self.metrics.published(self.sink.kind(), records.len() as u64);
+                self.metrics
+                    .publish_latency
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .published(self.sink.kind(), records.len() as u64);
                 Ok(())
             }
             Err(e) => {
@@ -252,8 +273,15 @@ fn open(
         .map(|c| decrypt(keyring, c))
         .transpose()
         .map_err(|e| (e.reason(), e.to_string()))?;
-    let event = normalize::normalize(n, raw_resource, resource, plaintext.as_deref(), received_at, include_resource)
-        .map_err(|e| (e.reason(), e.to_string()))?;
+    let event = normalize::normalize(
+        n,
+        raw_resource,
+        resource,
+        plaintext.as_deref(),
+        received_at,
+        include_resource,
+    )
+    .map_err(|e| (e.reason(), e.to_string()))?;
     Ok(Record::message(&event))
 }
 
@@ -261,6 +289,9 @@ fn raw_record(n: &ChangeNotification, raw: &RawValue) -> Record {
     let key = message_resource(n)
         .map(|(_, r)| r.conversation.key().to_string())
         .unwrap_or_else(|_| n.subscription_id.clone());
-    let id = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, raw.get().as_bytes()));
+    let id = hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        raw.get().as_bytes(),
+    ));
     Record::raw(id, key, &n.tenant_id, raw.get().as_bytes())
 }

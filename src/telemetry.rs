@@ -14,8 +14,11 @@ use crate::config::{LogFormat, TelemetryConfig};
 /// Starts `tracing` output: JSON for log pipelines, pretty for people. RUST_LOG overrides the level.
 pub fn init_logging(cfg: &TelemetryConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match cfg.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
@@ -58,14 +61,40 @@ impl Default for Metrics {
             publish_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             in_flight: Gauge::default(),
         };
-        m.registry.register("received", "Notification items received", m.received.clone());
-        m.registry.register("accepted", "Items durably accepted as events", m.accepted.clone());
-        m.registry.register("rejected", "Items or requests rejected, by reason", m.rejected.clone());
-        m.registry.register("published", "Records published, by sink", m.published.clone());
-        m.registry.register("unavailable", "Batches answered 503", m.unavailable.clone());
-        m.registry.register("ack_latency_seconds", "Time to answer a batch", m.ack_latency.clone());
-        m.registry.register("publish_latency_seconds", "Time for a sink to accept a batch", m.publish_latency.clone());
-        m.registry.register("in_flight", "Batches in progress", m.in_flight.clone());
+        m.registry.register(
+            "received",
+            "Notification items received",
+            m.received.clone(),
+        );
+        m.registry.register(
+            "accepted",
+            "Items durably accepted as events",
+            m.accepted.clone(),
+        );
+        m.registry.register(
+            "rejected",
+            "Items or requests rejected, by reason",
+            m.rejected.clone(),
+        );
+        m.registry.register(
+            "published",
+            "Records published, by sink",
+            m.published.clone(),
+        );
+        m.registry
+            .register("unavailable", "Batches answered 503", m.unavailable.clone());
+        m.registry.register(
+            "ack_latency_seconds",
+            "Time to answer a batch",
+            m.ack_latency.clone(),
+        );
+        m.registry.register(
+            "publish_latency_seconds",
+            "Time for a sink to accept a batch",
+            m.publish_latency.clone(),
+        );
+        m.registry
+            .register("in_flight", "Batches in progress", m.in_flight.clone());
         m
     }
 }
@@ -76,11 +105,15 @@ impl Metrics {
     }
 
     pub fn reject(&self, reason: &str) {
-        self.rejected.get_or_create(&vec![("reason", reason.to_string())]).inc();
+        self.rejected
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
     }
 
     pub fn published(&self, sink: &str, n: u64) {
-        self.published.get_or_create(&vec![("sink", sink.to_string())]).inc_by(n);
+        self.published
+            .get_or_create(&vec![("sink", sink.to_string())])
+            .inc_by(n);
     }
 
     /// Prometheus text exposition.

@@ -28,15 +28,21 @@ pub fn generate(id: &str, bits: usize) -> Result<GeneratedKey, String> {
         2048 => KeySize::Rsa2048,
         3072 => KeySize::Rsa3072,
         4096 => KeySize::Rsa4096,
-        _ => return Err(format!("unsupported key size {bits}; use 2048, 3072 or 4096")),
+        _ => {
+            return Err(format!(
+                "unsupported key size {bits}; use 2048, 3072 or 4096"
+            ))
+        }
     };
     let key = PrivateDecryptingKey::generate(size).map_err(|e| e.to_string())?;
     let pkcs8 = zeroize::Zeroizing::new(pkcs8_der(&key));
-    let pkcs8_pem = zeroize::Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.to_vec())));
+    let pkcs8_pem =
+        zeroize::Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.to_vec())));
 
     let pair = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pkcs8_pem, &rcgen::PKCS_RSA_SHA256)
         .map_err(|e| e.to_string())?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, format!("graphbridge {id}"));

@@ -63,7 +63,9 @@ pub fn select_key<'k>(
 ) -> Result<&'k PrivateKey, DecryptError> {
     let key = keyring
         .get(&content.encryption_certificate_id)
-        .ok_or_else(|| DecryptError::UnknownCertificate(content.encryption_certificate_id.clone()))?;
+        .ok_or_else(|| {
+            DecryptError::UnknownCertificate(content.encryption_certificate_id.clone())
+        })?;
     if let (Some(expected), Some(got)) = (
         key.thumbprint(),
         content.encryption_certificate_thumbprint.as_deref(),

@@ -23,7 +23,8 @@ impl Recipient {
         let (_, cert) = x509_parser::parse_x509_certificate(certificate_der)
             .map_err(|e| format!("invalid certificate: {e}"))?;
         let spki = cert.tbs_certificate.subject_pki.raw;
-        let public = PublicEncryptingKey::from_der(spki).map_err(|e| format!("not an RSA key: {e}"))?;
+        let public =
+            PublicEncryptingKey::from_der(spki).map_err(|e| format!("not an RSA key: {e}"))?;
         Ok(Recipient {
             id: id.to_string(),
             thumbprint: thumbprint(certificate_der),
@@ -49,7 +50,10 @@ impl Recipient {
         let encrypting = PaddedBlockEncryptingKey::cbc_pkcs7(key).expect("CBC key");
         let mut data = plaintext.to_vec();
         encrypting
-            .less_safe_encrypt(&mut data, aws_lc_rs::cipher::EncryptionContext::Iv128(iv.into()))
+            .less_safe_encrypt(
+                &mut data,
+                aws_lc_rs::cipher::EncryptionContext::Iv128(iv.into()),
+            )
             .expect("AES-CBC encryption");
         let signature = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, symmetric), &data);
 

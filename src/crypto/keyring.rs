@@ -52,7 +52,10 @@ impl fmt::Debug for PrivateKey {
 
 /// Uppercase hex SHA-1 of a DER certificate: Graph's `encryptionCertificateThumbprint`.
 pub fn thumbprint(certificate_der: &[u8]) -> String {
-    hex::encode_upper(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, certificate_der))
+    hex::encode_upper(digest::digest(
+        &digest::SHA1_FOR_LEGACY_USE_ONLY,
+        certificate_der,
+    ))
 }
 
 impl PrivateKey {
@@ -79,17 +82,27 @@ impl PrivateKey {
     }
 
     /// Parses a PEM file's text: a private key block and an optional certificate block.
-    pub fn from_pem(id: &str, text: &[u8], certificate_der: Option<Vec<u8>>) -> Result<Self, String> {
+    pub fn from_pem(
+        id: &str,
+        text: &[u8],
+        certificate_der: Option<Vec<u8>>,
+    ) -> Result<Self, String> {
         let blocks = pem::parse_many(text).map_err(|e| format!("invalid PEM: {e}"))?;
         let mut certificate = certificate_der;
         let mut pkcs8 = None;
         for block in &blocks {
             match block.tag() {
                 "PRIVATE KEY" => pkcs8 = Some(zeroize::Zeroizing::new(block.contents().to_vec())),
-                "RSA PRIVATE KEY" => pkcs8 = Some(zeroize::Zeroizing::new(pkcs1_to_pkcs8(block.contents()))),
-                "CERTIFICATE" if certificate.is_none() => certificate = Some(block.contents().to_vec()),
+                "RSA PRIVATE KEY" => {
+                    pkcs8 = Some(zeroize::Zeroizing::new(pkcs1_to_pkcs8(block.contents())))
+                }
+                "CERTIFICATE" if certificate.is_none() => {
+                    certificate = Some(block.contents().to_vec())
+                }
                 "ENCRYPTED PRIVATE KEY" => {
-                    return Err("encrypted PEM keys are not supported; use a .pfx with a password".into())
+                    return Err(
+                        "encrypted PEM keys are not supported; use a .pfx with a password".into(),
+                    )
                 }
                 _ => {}
             }
@@ -107,7 +120,11 @@ impl PrivateKey {
         let keys = pfx
             .key_bags(password)
             .map_err(|e| format!("cannot decrypt PKCS#12 key: {e:?}"))?;
-        let pkcs8 = zeroize::Zeroizing::new(keys.into_iter().next().ok_or("PKCS#12 holds no private key")?);
+        let pkcs8 = zeroize::Zeroizing::new(
+            keys.into_iter()
+                .next()
+                .ok_or("PKCS#12 holds no private key")?,
+        );
         let certificate = pfx
             .cert_x509_bags(password)
             .map_err(|e| format!("cannot read PKCS#12 certificate: {e:?}"))?
@@ -184,8 +201,10 @@ impl Keyring {
         if !dir.is_dir() {
             return Err(KeyringError::MissingDir(dir.to_path_buf()));
         }
-        let read = |p: &Path| std::fs::read(p).map_err(|e| KeyringError::Unreadable(p.to_path_buf(), e));
-        let entries = std::fs::read_dir(dir).map_err(|e| KeyringError::Unreadable(dir.to_path_buf(), e))?;
+        let read =
+            |p: &Path| std::fs::read(p).map_err(|e| KeyringError::Unreadable(p.to_path_buf(), e));
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| KeyringError::Unreadable(dir.to_path_buf(), e))?;
         let mut keys = Vec::new();
         for entry in entries {
             let path = entry
@@ -204,7 +223,10 @@ impl Keyring {
                 "pem" => {
                     let cert_path = path.with_extension("crt");
                     let cert = if cert_path.is_file() {
-                        Some(certificate_der(&read(&cert_path)?).map_err(|e| KeyringError::BadKey(cert_path.clone(), e))?)
+                        Some(
+                            certificate_der(&read(&cert_path)?)
+                                .map_err(|e| KeyringError::BadKey(cert_path.clone(), e))?,
+                        )
                     } else {
                         None
                     };
@@ -214,9 +236,13 @@ impl Keyring {
                     let pw_path = path.with_extension("password");
                     let password = if pw_path.is_file() {
                         let raw = read(&pw_path)?;
-                        String::from_utf8_lossy(&raw).trim_end_matches(['\r', '\n']).to_string()
+                        String::from_utf8_lossy(&raw)
+                            .trim_end_matches(['\r', '\n'])
+                            .to_string()
                     } else {
-                        default_password.map(|s| s.expose().to_string()).unwrap_or_default()
+                        default_password
+                            .map(|s| s.expose().to_string())
+                            .unwrap_or_default()
                     };
                     PrivateKey::from_pfx(stem, &read(&path)?, &password)
                 }

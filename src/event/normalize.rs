@@ -42,7 +42,10 @@ pub fn event_id(tenant: &str, resource: &str, change_type: &str, version: &str) 
 
 /// The resource string and the parsed resource of a message notification.
 pub fn message_resource(n: &ChangeNotification) -> Result<(&str, MessageResource), NormalizeError> {
-    let raw = n.resource.as_deref().ok_or(NormalizeError::MissingResource)?;
+    let raw = n
+        .resource
+        .as_deref()
+        .ok_or(NormalizeError::MissingResource)?;
     Ok((raw, resource::parse(raw)?))
 }
 
@@ -57,9 +60,14 @@ fn cross_check(r: &MessageResource, m: &ChatMessage) -> Result<(), NormalizeErro
         }
     }
     match &r.conversation {
-        Conversation::Channel { team_id, channel_id } => {
+        Conversation::Channel {
+            team_id,
+            channel_id,
+        } => {
             if m.chat_id.is_some() {
-                return Err(NormalizeError::ResourceMismatch("chat message on a channel resource"));
+                return Err(NormalizeError::ResourceMismatch(
+                    "chat message on a channel resource",
+                ));
             }
             if let Some(ci) = &m.channel_identity {
                 if ci.team_id.as_deref().is_some_and(|t| t != team_id)
@@ -73,8 +81,13 @@ fn cross_check(r: &MessageResource, m: &ChatMessage) -> Result<(), NormalizeErro
             if m.chat_id.as_deref().is_some_and(|c| c != chat_id) {
                 return Err(NormalizeError::ResourceMismatch("chatId"));
             }
-            if m.channel_identity.as_ref().is_some_and(|ci| ci.team_id.is_some()) {
-                return Err(NormalizeError::ResourceMismatch("channel message on a chat resource"));
+            if m.channel_identity
+                .as_ref()
+                .is_some_and(|ci| ci.team_id.is_some())
+            {
+                return Err(NormalizeError::ResourceMismatch(
+                    "channel message on a chat resource",
+                ));
             }
         }
     }
@@ -109,8 +122,13 @@ pub fn plain_text(content_type: &str, content: &str) -> String {
             rest = "";
             break;
         };
-        let tag = rest[start + 1..start + len].trim_start_matches('/').to_ascii_lowercase();
-        if ["br", "p", "div", "li"].iter().any(|b| tag.starts_with(b)) && !out.ends_with('\n') && !out.is_empty() {
+        let tag = rest[start + 1..start + len]
+            .trim_start_matches('/')
+            .to_ascii_lowercase();
+        if ["br", "p", "div", "li"].iter().any(|b| tag.starts_with(b))
+            && !out.ends_with('\n')
+            && !out.is_empty()
+        {
             out.push('\n');
         }
         rest = &rest[start + len + 1..];
@@ -121,7 +139,11 @@ pub fn plain_text(content_type: &str, content: &str) -> String {
 
 fn message_data(m: &ChatMessage) -> (Option<Body>, Vec<Mention>, Vec<Attachment>, Vec<Reaction>) {
     let body = m.body.as_ref().map(|b| {
-        let content_type = b.content_type.clone().unwrap_or_else(|| "text".into()).to_ascii_lowercase();
+        let content_type = b
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "text".into())
+            .to_ascii_lowercase();
         let content = b.content.clone().unwrap_or_default();
         Body {
             plain_text: plain_text(&content_type, &content),
@@ -168,7 +190,11 @@ fn message_data(m: &ChatMessage) -> (Option<Body>, Vec<Mention>, Vec<Attachment>
         .map(|r| Reaction {
             reaction_type: r.reaction_type.clone(),
             created_at: r.created_date_time.clone(),
-            user_id: r.user.as_ref().and_then(|u| u.user.as_ref()).and_then(|u| u.id.clone()),
+            user_id: r
+                .user
+                .as_ref()
+                .and_then(|u| u.user.as_ref())
+                .and_then(|u| u.id.clone()),
         })
         .collect();
     (body, mentions, attachments, reactions)
@@ -204,8 +230,14 @@ pub fn normalize(
         .unwrap_or("");
     let id = event_id(&n.tenant_id, raw_resource, change_type.as_str(), version);
     let source = match &r.conversation {
-        Conversation::Channel { team_id, channel_id } => {
-            format!("/tenants/{}/teams/{team_id}/channels/{channel_id}", n.tenant_id)
+        Conversation::Channel {
+            team_id,
+            channel_id,
+        } => {
+            format!(
+                "/tenants/{}/teams/{team_id}/channels/{channel_id}",
+                n.tenant_id
+            )
         }
         Conversation::Chat { chat_id } => format!("/tenants/{}/chats/{chat_id}", n.tenant_id),
     };
@@ -269,7 +301,10 @@ pub fn lifecycle(n: &ChangeNotification, received_at: &str) -> LifecycleEvent {
     CloudEvent {
         specversion: SPEC_VERSION.into(),
         id,
-        source: format!("/tenants/{}/subscriptions/{}", n.tenant_id, n.subscription_id),
+        source: format!(
+            "/tenants/{}/subscriptions/{}",
+            n.tenant_id, n.subscription_id
+        ),
         ty: format!("graph.subscription.{event}"),
         subject: format!("subscriptions/{}", n.subscription_id),
         time: received_at.to_string(),
@@ -293,7 +328,10 @@ mod tests {
     #[test]
     fn plain_text_strips_tags_and_entities() {
         assert_eq!(
-            plain_text("html", "<p>Hi <at id=\"0\">Ann</at> &amp; co</p><p>line2</p>"),
+            plain_text(
+                "html",
+                "<p>Hi <at id=\"0\">Ann</at> &amp; co</p><p>line2</p>"
+            ),
             "Hi Ann & co\nline2"
         );
         assert_eq!(plain_text("text", "<b>x</b>"), "<b>x</b>");

@@ -164,7 +164,9 @@ mod tests {
         let r = parse("teams/t1/channels/19%3Aabc%40thread.tacv2/messages/42").unwrap();
         assert_eq!(r.conversation.key(), "t1");
         match r.conversation {
-            Conversation::Channel { channel_id, .. } => assert_eq!(channel_id, "19:abc@thread.tacv2"),
+            Conversation::Channel { channel_id, .. } => {
+                assert_eq!(channel_id, "19:abc@thread.tacv2")
+            }
             _ => panic!("not a channel"),
         }
         let q = parse("chats('it''s')/messages('1')").unwrap();

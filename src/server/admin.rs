@@ -22,17 +22,26 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
 async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let p = &state.pipeline;
     if p.keyring().is_empty() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: no keys loaded\n");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no keys loaded\n",
+        );
     }
     if !p.sink().ready().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: sink unavailable\n");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: sink unavailable\n",
+        );
     }
     (StatusCode::OK, "ready\n")
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.pipeline.metrics().render(),
     )
 }

@@ -52,7 +52,12 @@ impl AppState {
         }
         for id in keyring.ids() {
             let key = keyring.get(id).expect("listed id");
-            tracing::info!(id, bits = key.bits(), thumbprint = key.thumbprint(), "key loaded");
+            tracing::info!(
+                id,
+                bits = key.bits(),
+                thumbprint = key.thumbprint(),
+                "key loaded"
+            );
         }
         let sink = crate::sink::build(&cfg.sink).await?;
         let auth = Authenticator::new(cfg.client_states()?, cfg.graph.tenants.clone());
@@ -82,8 +87,10 @@ pub async fn run(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let public_srv = axum::serve(public, public_router(state.clone())).with_graceful_shutdown(wait(rx.clone()));
-    let admin_srv = axum::serve(admin, admin_router(state.clone())).with_graceful_shutdown(wait(rx));
+    let public_srv =
+        axum::serve(public, public_router(state.clone())).with_graceful_shutdown(wait(rx.clone()));
+    let admin_srv =
+        axum::serve(admin, admin_router(state.clone())).with_graceful_shutdown(wait(rx));
     let trigger = tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");

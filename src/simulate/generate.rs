@@ -33,14 +33,31 @@ impl MessageSpec {
     /// Graph's resource string for this message.
     pub fn resource(&self) -> String {
         match (&self.conversation, &self.reply_to_id) {
-            (Conversation::Channel { team_id, channel_id }, Some(parent)) => format!(
+            (
+                Conversation::Channel {
+                    team_id,
+                    channel_id,
+                },
+                Some(parent),
+            ) => format!(
                 "teams('{team_id}')/channels('{channel_id}')/messages('{parent}')/replies('{}')",
                 self.message_id
             ),
-            (Conversation::Channel { team_id, channel_id }, None) => {
-                format!("teams('{team_id}')/channels('{channel_id}')/messages('{}')", self.message_id)
+            (
+                Conversation::Channel {
+                    team_id,
+                    channel_id,
+                },
+                None,
+            ) => {
+                format!(
+                    "teams('{team_id}')/channels('{channel_id}')/messages('{}')",
+                    self.message_id
+                )
             }
-            (Conversation::Chat { chat_id }, _) => format!("chats('{chat_id}')/messages('{}')", self.message_id),
+            (Conversation::Chat { chat_id }, _) => {
+                format!("chats('{chat_id}')/messages('{}')", self.message_id)
+            }
         }
     }
 
@@ -49,9 +66,13 @@ impl MessageSpec {
         let created: i64 = self.message_id.parse().unwrap_or(self.modified_ms);
         let deleted = self.change_type == ChangeType::Deleted;
         let (chat_id, channel_identity) = match &self.conversation {
-            Conversation::Channel { team_id, channel_id } => {
-                (Value::Null, json!({"teamId": team_id, "channelId": channel_id}))
-            }
+            Conversation::Channel {
+                team_id,
+                channel_id,
+            } => (
+                Value::Null,
+                json!({"teamId": team_id, "channelId": channel_id}),
+            ),
             Conversation::Chat { chat_id } => (json!(chat_id), Value::Null),
         };
         json!({
@@ -87,13 +108,27 @@ impl MessageSpec {
     }
 
     /// The changeNotification item, content encrypted for `recipient`.
-    pub fn notification(&self, subscription_id: &str, client_state: &str, recipient: &Recipient) -> Value {
+    pub fn notification(
+        &self,
+        subscription_id: &str,
+        client_state: &str,
+        recipient: &Recipient,
+    ) -> Value {
         let plaintext = serde_json::to_vec(&self.chat_message()).expect("json");
-        self.notification_with(subscription_id, client_state, &serde_json::to_value(recipient.encrypt(&plaintext)).expect("json"))
+        self.notification_with(
+            subscription_id,
+            client_state,
+            &serde_json::to_value(recipient.encrypt(&plaintext)).expect("json"),
+        )
     }
 
     /// The item around a given `encryptedContent` (for tests that tamper with it).
-    pub fn notification_with(&self, subscription_id: &str, client_state: &str, encrypted: &Value) -> Value {
+    pub fn notification_with(
+        &self,
+        subscription_id: &str,
+        client_state: &str,
+        encrypted: &Value,
+    ) -> Value {
         let resource = self.resource();
         json!({
             "subscriptionId": subscription_id,
@@ -109,7 +144,13 @@ impl MessageSpec {
 }
 
 /// A lifecycle notification item.
-pub fn lifecycle_item(subscription_id: &str, tenant_id: &str, client_state: &str, event: &str, expires: &str) -> Value {
+pub fn lifecycle_item(
+    subscription_id: &str,
+    tenant_id: &str,
+    client_state: &str,
+    event: &str,
+    expires: &str,
+) -> Value {
     json!({
         "subscriptionId": subscription_id,
         "subscriptionExpirationDateTime": expires,

@@ -54,7 +54,11 @@ fn lines<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<u8> {
 impl Sink for FileSink {
     async fn publish(&self, records: &[Record]) -> Result<(), SinkError> {
         // The raw archive is a Kafka feature; the file sink keeps events and dead letters only.
-        let events = lines(records.iter().filter(|r| !matches!(r.stream, Stream::DeadLetter | Stream::Raw)));
+        let events = lines(
+            records
+                .iter()
+                .filter(|r| !matches!(r.stream, Stream::DeadLetter | Stream::Raw)),
+        );
         let dead = lines(records.iter().filter(|r| r.stream == Stream::DeadLetter));
         let files = self.files.clone();
         // One write and one fsync per file per batch, off the reactor.

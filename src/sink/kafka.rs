@@ -120,14 +120,19 @@ impl Sink for KafkaSink {
                 .payload(&r.payload)
                 .headers(headers(r));
             // send_result enqueues without waiting; a full local queue is back-pressure.
-            let delivery = self.producer.send_result(rec).map_err(|(e, _)| classify(e))?;
+            let delivery = self
+                .producer
+                .send_result(rec)
+                .map_err(|(e, _)| classify(e))?;
             deliveries.push(delivery);
         }
         for outcome in join_all(deliveries).await {
             match outcome {
                 Ok(Ok(_)) => {}
                 Ok(Err((e, _))) => return Err(classify(e)),
-                Err(_canceled) => return Err(SinkError::Retryable("kafka producer shut down".into())),
+                Err(_canceled) => {
+                    return Err(SinkError::Retryable("kafka producer shut down".into()))
+                }
             }
         }
         Ok(())

@@ -32,15 +32,26 @@ pub fn render_subject(template: &str, vars: &[(&str, String)]) -> String {
 
 /// The subjects a stream must capture: each template with its placeholders as `*`.
 pub fn stream_subjects(names: &StreamNames) -> Vec<String> {
-    [&names.channel_messages, &names.chat_messages, &names.lifecycle, &names.deadletter]
-        .iter()
-        .map(|t| {
-            t.split('.')
-                .map(|tok| if tok.starts_with('{') && tok.ends_with('}') { "*" } else { tok })
-                .collect::<Vec<_>>()
-                .join(".")
-        })
-        .collect()
+    [
+        &names.channel_messages,
+        &names.chat_messages,
+        &names.lifecycle,
+        &names.deadletter,
+    ]
+    .iter()
+    .map(|t| {
+        t.split('.')
+            .map(|tok| {
+                if tok.starts_with('{') && tok.ends_with('}') {
+                    "*"
+                } else {
+                    tok
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    })
+    .collect()
 }
 
 pub struct NatsSink {
@@ -55,7 +66,9 @@ fn retryable(what: &str, e: impl std::fmt::Display) -> SinkError {
 
 impl NatsSink {
     pub async fn connect(cfg: &NatsConfig) -> Result<Self, SinkError> {
-        let permanent = |what: &str, e: &dyn std::fmt::Display| SinkError::Permanent(format!("nats {what}: {e}"));
+        let permanent = |what: &str, e: &dyn std::fmt::Display| {
+            SinkError::Permanent(format!("nats {what}: {e}"))
+        };
         let mut opts = async_nats::ConnectOptions::new()
             .name("graphbridge")
             .connection_timeout(Duration::from_secs(5));
@@ -66,7 +79,8 @@ impl NatsSink {
                 .map_err(|e| permanent("credentials_file", &e))?;
         }
         if let Some(path) = &cfg.nkey_seed_file {
-            let seed = std::fs::read_to_string(path).map_err(|e| permanent("nkey_seed_file", &e))?;
+            let seed =
+                std::fs::read_to_string(path).map_err(|e| permanent("nkey_seed_file", &e))?;
             opts = opts.nkey(seed.trim().to_string());
         }
         if let Some(path) = &cfg.tls_ca_file {
@@ -115,7 +129,9 @@ impl Sink for NatsSink {
     async fn publish(&self, records: &[Record]) -> Result<(), SinkError> {
         let mut acks = Vec::with_capacity(records.len());
         for r in records {
-            let Some(subject) = self.subject(r) else { continue };
+            let Some(subject) = self.subject(r) else {
+                continue;
+            };
             let mut headers = HeaderMap::new();
             for (k, v) in &r.headers {
                 headers.insert(*k, v.as_str());
@@ -125,7 +141,12 @@ impl Sink for NatsSink {
                 .headers(headers)
                 .message_id(r.id.as_str());
             // Send every message first, then await the acks: one round trip per batch.
-            acks.push(self.js.send_publish(subject, publish).await.map_err(|e| retryable("publish", e))?);
+            acks.push(
+                self.js
+                    .send_publish(subject, publish)
+                    .await
+                    .map_err(|e| retryable("publish", e))?,
+            );
         }
         for ack in join_all(acks.into_iter().map(|a| a.into_future())).await {
             ack.map_err(|e| retryable("ack", e))?;
@@ -152,10 +173,20 @@ mod tests {
 
     #[test]
     fn tokens_escape_reversibly() {
-        for id in ["19:abc@thread.tacv2", "19:a_b@unq.gbl.spaces", "a*b>c d%e", "ü.ø"] {
+        for id in [
+            "19:abc@thread.tacv2",
+            "19:a_b@unq.gbl.spaces",
+            "a*b>c d%e",
+            "ü.ø",
+        ] {
             let e = escape_token(id);
             assert!(!e.contains(['.', '*', '>', ' ']), "{e}");
-            assert_eq!(percent_encoding::percent_decode_str(&e).decode_utf8().unwrap(), id);
+            assert_eq!(
+                percent_encoding::percent_decode_str(&e)
+                    .decode_utf8()
+                    .unwrap(),
+                id
+            );
         }
     }
 
@@ -163,7 +194,10 @@ mod tests {
     fn subjects_render_and_stream_captures_them() {
         let s = render_subject(
             "graph.v1.teams.{team}.channels.{channel}.messages",
-            &[("team", "t1".into()), ("channel", "19:x@thread.tacv2".into())],
+            &[
+                ("team", "t1".into()),
+                ("channel", "19:x@thread.tacv2".into()),
+            ],
         );
         assert_eq!(s, "graph.v1.teams.t1.channels.19:x@thread%2Etacv2.messages");
         let names = StreamNames {

@@ -52,7 +52,10 @@ fn ce_headers<T>(e: &CloudEvent<T>, tenant: &str) -> Vec<(&'static str, String)>
         ("ce_subject", e.subject.clone()),
         ("ce_time", e.time.clone()),
         ("ce_dataschema", e.dataschema.clone()),
-        ("content-type", "application/cloudevents+json; charset=utf-8".into()),
+        (
+            "content-type",
+            "application/cloudevents+json; charset=utf-8".into(),
+        ),
         ("graph_tenant_id", tenant.to_string()),
     ]
 }
@@ -64,11 +67,16 @@ fn json(v: &impl Serialize) -> Vec<u8> {
 impl Record {
     pub fn message(e: &MessageEvent) -> Self {
         let (stream, subject_vars) = match &e.data.conversation {
-            Conversation::Channel { team_id, channel_id } => (
+            Conversation::Channel {
+                team_id,
+                channel_id,
+            } => (
                 Stream::ChannelMessages,
                 vec![("team", team_id.clone()), ("channel", channel_id.clone())],
             ),
-            Conversation::Chat { chat_id } => (Stream::ChatMessages, vec![("chat", chat_id.clone())]),
+            Conversation::Chat { chat_id } => {
+                (Stream::ChatMessages, vec![("chat", chat_id.clone())])
+            }
         };
         Record {
             stream,

@@ -11,7 +11,10 @@ pub struct StdoutSink;
 impl Sink for StdoutSink {
     async fn publish(&self, records: &[Record]) -> Result<(), SinkError> {
         let write = |out: &mut dyn Write, dead: bool| -> std::io::Result<()> {
-            for r in records.iter().filter(|r| (r.stream == Stream::DeadLetter) == dead && r.stream != Stream::Raw) {
+            for r in records
+                .iter()
+                .filter(|r| (r.stream == Stream::DeadLetter) == dead && r.stream != Stream::Raw)
+            {
                 out.write_all(&r.payload)?;
                 out.write_all(b"\n")?;
             }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what building and testing graphbridge needs on a Debian machine, only what is
+# missing: C toolchain and headers for librdkafka (built from source by rdkafka's cmake-build),
+# Java + Maven for Kafka (its jars come from Maven Central, see kafka.sh), and nats-server.
+set -euo pipefail
+
+need_pkgs=()
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+have_cmd cc || need_pkgs+=(build-essential)
+have_cmd cmake || need_pkgs+=(cmake)
+have_cmd curl || need_pkgs+=(curl)
+for p in libssl-dev libcurl4-openssl-dev zlib1g-dev pkg-config; do
+  have_pkg "$p" || need_pkgs+=("$p")
+done
+have_cmd java || need_pkgs+=(default-jdk-headless)
+have_cmd mvn || need_pkgs+=(maven)
+have_cmd nats-server || need_pkgs+=(nats-server)
+
+if ((${#need_pkgs[@]})); then
+  echo "setup.sh: installing ${need_pkgs[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! have_cmd cargo; then
+  echo "setup.sh: cargo not found; install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true

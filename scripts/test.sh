@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing, starts a real Kafka (KRaft)
+# and a real NATS JetStream on 127.0.0.1, runs fmt, clippy and every test, stops the brokers.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+scripts/setup.sh
+scripts/brokers.sh up
+trap 'scripts/brokers.sh down' EXIT
+eval "$(scripts/brokers.sh env)"
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked
