@@ -1,6 +1,9 @@
 //! Shared test helpers: fixture keys, a `serve` on port 0, schema validation, broker addresses.
 #![allow(dead_code)]
 
+pub mod kafka;
+pub mod nats;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -163,4 +166,71 @@ pub fn unique(prefix: &str) -> String {
         chrono::Utc::now().timestamp_millis(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A batch with every outcome: the real RSA-4096 channel reply, the synthetic chat message, a
+/// fresh channel message, a wrong clientState, a tampered signature, an unknown certificate id
+/// and a lifecycle event. The two vector items are the same in every batch (like a Graph
+/// redelivery); the fresh message, the tampered item and the lifecycle event vary with `seed`.
+pub struct MixedBatch {
+    pub body: Value,
+    /// (stream, key) of each event in item order: "channel"/"chat"/"lifecycle".
+    pub events: Vec<(&'static str, String)>,
+    pub rejected: Vec<&'static str>,
+}
+
+pub const REAL_TEAM: &str = "79852646-8963-4d32-95f1-e0c5237d37fa";
+pub const SYNTH_CHAT: &str =
+    "19:8ea0e38b-efb3-4757-924a-5f94061cf8c2_97f62344-57dc-409c-88ad-c4af14158ff5@unq.gbl.spaces";
+
+pub fn mixed_batch(seed: i64) -> MixedBatch {
+    use graphbridge::graph::envelope::ChangeType;
+    use graphbridge::graph::resource::Conversation;
+    use graphbridge::simulate::generate::{lifecycle_item, tamper, MessageSpec};
+    let r = synthetic_recipient();
+    let spec = MessageSpec {
+        tenant_id: "tenant-1".into(),
+        conversation: Conversation::Channel {
+            team_id: "team.with.dots".into(),
+            channel_id: "19:chan@thread.tacv2".into(),
+        },
+        message_id: seed.to_string(),
+        reply_to_id: None,
+        change_type: ChangeType::Created,
+        html: "<p>hello</p>".into(),
+        from_id: "u".into(),
+        from_name: "U".into(),
+        modified_ms: seed,
+    };
+    let real = json(&"sdk-core-channel-reply/constructed_notification_envelope.json".to_string())
+        ["value"][0]
+        .clone();
+    let synth = json("synthetic/chat_notification.json")["value"][0].clone();
+    let mut wrong = synth.clone();
+    wrong["clientState"] = Value::from("wrong");
+    let mut tampered = spec.clone();
+    tampered.message_id = (seed + 1).to_string();
+    let mut tampered = tampered.notification("sub-t", SYNTH_CLIENT_STATE, &r);
+    tamper(&mut tampered["encryptedContent"]);
+    let mut unknown = synth.clone();
+    unknown["encryptedContent"]["encryptionCertificateId"] = Value::from("nobody");
+    let fresh = spec.notification("sub-t", SYNTH_CLIENT_STATE, &r);
+    let life_sub = format!("sub-life-{seed}");
+    let lifecycle = lifecycle_item(
+        &life_sub,
+        "tenant-1",
+        SYNTH_CLIENT_STATE,
+        "reauthorizationRequired",
+        "2030-01-01T00:00:00Z",
+    );
+    MixedBatch {
+        body: serde_json::json!({"value": [real, wrong, synth, tampered, unknown, fresh, lifecycle], "validationTokens": []}),
+        events: vec![
+            ("channel", REAL_TEAM.to_string()),
+            ("chat", SYNTH_CHAT.to_string()),
+            ("channel", "team.with.dots".to_string()),
+            ("lifecycle", life_sub),
+        ],
+        rejected: vec!["client_state", "signature_mismatch", "unknown_certificate"],
+    }
 }
