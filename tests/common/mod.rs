@@ -202,9 +202,8 @@ pub fn mixed_batch(seed: i64) -> MixedBatch {
         from_name: "U".into(),
         modified_ms: seed,
     };
-    let real = json(&"sdk-core-channel-reply/constructed_notification_envelope.json".to_string())
-        ["value"][0]
-        .clone();
+    let real =
+        json("sdk-core-channel-reply/constructed_notification_envelope.json")["value"][0].clone();
     let synth = json("synthetic/chat_notification.json")["value"][0].clone();
     let mut wrong = synth.clone();
     wrong["clientState"] = Value::from("wrong");
