@@ -16,13 +16,12 @@ use crate::graph::envelope::ChangeType;
 use crate::graph::resource::Conversation;
 use crate::server::{self, AppState};
 use crate::simulate::generate::{lifecycle_item, tamper, MessageSpec};
+use crate::simulate::run::handshake;
 
 const CLIENT_STATE: &str = "demo-client-state";
 const TENANT: &str = "8afd02d6-ebdd-4270-a515-c749898ea5c5";
 const SUBSCRIPTION: &str = "7f105c7d-2dc5-4530-97cd-4e7ae6534c07";
 const CERT_ID: &str = "demo-key";
-/// Contains characters that must be URL-encoded, as Graph's real tokens do.
-pub const HANDSHAKE_TOKEN: &str = "Validation: Token+Demo &<b>not html</b>=ok";
 
 /// The messages the demo sends: a channel message, a reply, a chat message, an edit and a delete.
 pub fn demo_messages(now_ms: i64) -> Vec<MessageSpec> {
@@ -33,21 +32,10 @@ pub fn demo_messages(now_ms: i64) -> Vec<MessageSpec> {
     let chat = Conversation::Chat {
         chat_id: "19:8ea0e38b-efb3-4757-924a-5f94061cf8c2_97f62344-57dc-409c-88ad-c4af14158ff5@unq.gbl.spaces".into(),
     };
-    let spec = |conversation: &Conversation,
-                id: i64,
-                reply_to: Option<i64>,
-                change,
-                html: &str,
-                at: i64| MessageSpec {
-        tenant_id: TENANT.into(),
-        conversation: conversation.clone(),
-        message_id: id.to_string(),
+    let spec = |conversation: &Conversation, id: i64, reply_to: Option<i64>, change, html: &str, at: i64| MessageSpec {
         reply_to_id: reply_to.map(|r| r.to_string()),
-        change_type: change,
-        html: html.into(),
-        from_id: "a660dbf8-1ebf-4be9-be48-19c602bf5194".into(),
-        from_name: "Megan Bowen".into(),
         modified_ms: at,
+        ..MessageSpec::new(TENANT, conversation.clone(), id, change, html)
     };
     let (m1, m2, m3) = (now_ms - 60_000, now_ms - 30_000, now_ms - 20_000);
     vec![
@@ -106,21 +94,6 @@ fn demo_config(dir: &Path) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-async fn handshake(client: &reqwest::Client, base: &str, path: &str) -> anyhow::Result<()> {
-    let resp = client
-        .post(format!("{base}{path}"))
-        .query(&[("validationToken", HANDSHAKE_TOKEN)])
-        .header("content-type", "text/plain")
-        .send()
-        .await?;
-    let status = resp.status();
-    let body = resp.text().await?;
-    if status != 200 || body != HANDSHAKE_TOKEN {
-        bail!("handshake on {path} failed: {status} {body:?}");
-    }
-    Ok(())
-}
-
 async fn post(client: &reqwest::Client, url: String, body: &Value) -> anyhow::Result<(u16, Value)> {
     let resp = client.post(url).json(body).send().await?;
     let status = resp.status().as_u16();
@@ -163,8 +136,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     );
 
     let client = reqwest::Client::new();
-    handshake(&client, &base, "/notifications").await?;
-    handshake(&client, &base, "/lifecycle").await?;
+    handshake(&client, &base).await?;
     println!("  handshake       ok on /notifications and /lifecycle (URL-decoded token echoed as text/plain)");
     let ready = client
         .get(format!("{admin_base}/readyz"))

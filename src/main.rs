@@ -31,6 +31,9 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Act as Microsoft Graph toward a running bridge: handshake, encrypted notifications,
+    /// retries; a load generator and end-to-end checker (--verify).
+    Simulate(graphbridge::simulate::cli::Args),
     /// Key management.
     Keys {
         #[command(subcommand)]
@@ -106,6 +109,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { dir } => {
             graphbridge::telemetry::init_logging(&Config::defaults().telemetry);
             graphbridge::demo::run(dir).await?;
+        }
+        Command::Simulate(args) => {
+            graphbridge::telemetry::init_logging(&Config::defaults().telemetry);
+            if !graphbridge::simulate::cli::main(args, cli.config.as_deref()).await? {
+                anyhow::bail!("simulation found problems (see the report)");
+            }
         }
         Command::Keys {
             command: KeysCommand::Generate { id, out, bits },

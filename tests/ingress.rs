@@ -11,17 +11,14 @@ use serde_json::{json, Value};
 
 fn chat_spec(id: i64, change: ChangeType) -> MessageSpec {
     MessageSpec {
-        tenant_id: "9f4ebab6-520d-49c0-85cc-7b25c78d4a93".into(),
-        conversation: Conversation::Chat {
-            chat_id: "19:aa_bb@unq.gbl.spaces".into(),
-        },
-        message_id: id.to_string(),
-        reply_to_id: None,
-        change_type: change,
-        html: "<p>Hi <b>there</b> &amp; welcome ✓</p>".into(),
-        from_id: "u1".into(),
-        from_name: "Ann".into(),
         modified_ms: id + 5,
+        ..MessageSpec::new(
+            "9f4ebab6-520d-49c0-85cc-7b25c78d4a93",
+            Conversation::Chat { chat_id: "19:aa_bb@unq.gbl.spaces".into() },
+            id,
+            change,
+            "<p>Hi <b>there</b> &amp; welcome ✓</p>",
+        )
     }
 }
 

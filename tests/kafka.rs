@@ -139,19 +139,7 @@ async fn messages_of_one_chat_keep_their_order_in_one_partition() {
         } else {
             "19:ordered@unq.gbl.spaces"
         };
-        let spec = MessageSpec {
-            tenant_id: "t".into(),
-            conversation: Conversation::Chat {
-                chat_id: chat.into(),
-            },
-            message_id: (base + i).to_string(),
-            reply_to_id: None,
-            change_type: ChangeType::Created,
-            html: format!("<p>{i}</p>"),
-            from_id: "u".into(),
-            from_name: "U".into(),
-            modified_ms: base + i,
-        };
+        let spec = MessageSpec::new("t", Conversation::Chat { chat_id: chat.into() }, base + i, ChangeType::Created, &format!("<p>{i}</p>"));
         // Posted one after another, as Graph delivers them; pairs share a request.
         let item = spec.notification("s", SYNTH_CLIENT_STATE, &r);
         if chat.contains("ordered") {

@@ -45,26 +45,33 @@ impl Recipient {
 
     /// Deterministic form for tests: the caller picks the symmetric key.
     pub fn encrypt_with_key(&self, symmetric: &[u8; 32], plaintext: &[u8]) -> EncryptedContent {
-        let iv: [u8; 16] = symmetric[..16].try_into().expect("16 of 32 bytes");
-        let key = UnboundCipherKey::new(&AES_256, symmetric).expect("32-byte AES key");
-        let encrypting = PaddedBlockEncryptingKey::cbc_pkcs7(key).expect("CBC key");
-        let mut data = plaintext.to_vec();
-        encrypting
-            .less_safe_encrypt(
-                &mut data,
-                aws_lc_rs::cipher::EncryptionContext::Iv128(iv.into()),
-            )
-            .expect("AES-CBC encryption");
-        let signature = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, symmetric), &data);
+        self.encrypt_with_wrapped_key(symmetric, &self.wrap_key(symmetric), plaintext)
+    }
 
+    /// RSA-OAEP(SHA-1) wrap of a symmetric key, base64: Graph's `dataKey`.
+    pub fn wrap_key(&self, symmetric: &[u8; 32]) -> String {
         let mut wrapped = vec![0u8; self.public.ciphertext_size()];
         let wrapped = self
             .public
             .encrypt(&OAEP_SHA1_MGF1SHA1, symmetric, &mut wrapped, None)
             .expect("OAEP wrap of 32 bytes");
+        B64.encode(wrapped)
+    }
+
+    /// Encrypts with a key already wrapped by [`Self::wrap_key`] (the load generator reuses one
+    /// to measure the bridge without RSA cost).
+    pub fn encrypt_with_wrapped_key(&self, symmetric: &[u8; 32], data_key: &str, plaintext: &[u8]) -> EncryptedContent {
+        let iv: [u8; 16] = symmetric[..16].try_into().expect("16 of 32 bytes");
+        let key = UnboundCipherKey::new(&AES_256, symmetric).expect("32-byte AES key");
+        let encrypting = PaddedBlockEncryptingKey::cbc_pkcs7(key).expect("CBC key");
+        let mut data = plaintext.to_vec();
+        encrypting
+            .less_safe_encrypt(&mut data, aws_lc_rs::cipher::EncryptionContext::Iv128(iv.into()))
+            .expect("AES-CBC encryption");
+        let signature = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, symmetric), &data);
         EncryptedContent {
             data: B64.encode(&data),
-            data_key: B64.encode(wrapped),
+            data_key: data_key.to_string(),
             data_signature: B64.encode(signature.as_ref()),
             encryption_certificate_id: self.id.clone(),
             encryption_certificate_thumbprint: Some(self.thumbprint.clone()),

@@ -21,6 +21,12 @@ pub struct MessageSpec {
     pub from_name: String,
     /// Milliseconds since the epoch of the last change: also the etag, as Graph does.
     pub modified_ms: i64,
+    /// Mentioned users: (id, display name); the body should contain `<at id="i">name</at>`.
+    pub mentions: Vec<(String, String)>,
+    /// Attached file names (reference attachments on SharePoint, as Teams does).
+    pub attachments: Vec<String>,
+    /// Reactions: (reactionType, user id).
+    pub reactions: Vec<(String, String)>,
 }
 
 fn iso(ms: i64) -> String {
@@ -30,6 +36,24 @@ fn iso(ms: i64) -> String {
 }
 
 impl MessageSpec {
+    /// A plain message by a fixed sender; callers adjust the public fields.
+    pub fn new(tenant_id: &str, conversation: Conversation, message_id: i64, change_type: ChangeType, html: &str) -> Self {
+        MessageSpec {
+            tenant_id: tenant_id.to_string(),
+            conversation,
+            message_id: message_id.to_string(),
+            reply_to_id: None,
+            change_type,
+            html: html.to_string(),
+            from_id: "a660dbf8-1ebf-4be9-be48-19c602bf5194".into(),
+            from_name: "Megan Bowen".into(),
+            modified_ms: message_id,
+            mentions: vec![],
+            attachments: vec![],
+            reactions: vec![],
+        }
+    }
+
     /// Graph's resource string for this message.
     pub fn resource(&self) -> String {
         match (&self.conversation, &self.reply_to_id) {
@@ -97,10 +121,20 @@ impl MessageSpec {
                 "tenantId": self.tenant_id}},
             "body": {"contentType": "html", "content": if deleted { String::new() } else { self.html.clone() }},
             "channelIdentity": channel_identity,
-            "attachments": [],
-            "mentions": [],
+            "attachments": self.attachments.iter().enumerate().map(|(i, name)| json!({
+                "id": format!("{:08x}-0000-4000-8000-{:012x}", created, i),
+                "contentType": "reference",
+                "contentUrl": format!("https://contoso.sharepoint.com/sites/team/Shared%20Documents/{name}"),
+                "content": null, "name": name, "thumbnailUrl": null, "teamsAppId": null})).collect::<Vec<_>>(),
+            "mentions": self.mentions.iter().enumerate().map(|(i, (id, name))| json!({
+                "id": i, "mentionText": name,
+                "mentioned": {"application": null, "device": null, "conversation": null, "tag": null,
+                              "user": {"id": id, "displayName": name, "userIdentityType": "aadUser"}}})).collect::<Vec<_>>(),
             "policyViolation": null,
-            "reactions": [],
+            "reactions": self.reactions.iter().map(|(ty, user)| json!({
+                "reactionType": ty, "displayName": null, "reactionContentUrl": null,
+                "createdDateTime": iso(self.modified_ms),
+                "user": {"application": null, "device": null, "user": {"id": user, "displayName": null, "userIdentityType": "aadUser"}}})).collect::<Vec<_>>(),
             "replies": [],
             "hostedContents": [],
             "eventDetail": null

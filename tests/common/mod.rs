@@ -188,20 +188,13 @@ pub fn mixed_batch(seed: i64) -> MixedBatch {
     use graphbridge::graph::resource::Conversation;
     use graphbridge::simulate::generate::{lifecycle_item, tamper, MessageSpec};
     let r = synthetic_recipient();
-    let spec = MessageSpec {
-        tenant_id: "tenant-1".into(),
-        conversation: Conversation::Channel {
-            team_id: "team.with.dots".into(),
-            channel_id: "19:chan@thread.tacv2".into(),
-        },
-        message_id: seed.to_string(),
-        reply_to_id: None,
-        change_type: ChangeType::Created,
-        html: "<p>hello</p>".into(),
-        from_id: "u".into(),
-        from_name: "U".into(),
-        modified_ms: seed,
-    };
+    let spec = MessageSpec::new(
+        "tenant-1",
+        Conversation::Channel { team_id: "team.with.dots".into(), channel_id: "19:chan@thread.tacv2".into() },
+        seed,
+        ChangeType::Created,
+        "<p>hello</p>",
+    );
     let real =
         json("sdk-core-channel-reply/constructed_notification_envelope.json")["value"][0].clone();
     let synth = json("synthetic/chat_notification.json")["value"][0].clone();

@@ -1,0 +1,153 @@
+//! `graphbridge simulate`: arguments and the run from start to report.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args as ClapArgs, ValueEnum};
+
+use super::report::{ProcessUsage, Report};
+use super::run::{run, RetryPolicy, RunOptions};
+use super::verify::{verify, Target};
+use super::workload::{Workload, WorkloadConfig};
+use crate::config::Config;
+use crate::crypto::encrypt::Recipient;
+use crate::crypto::keyring::certificate_der;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum VerifyKind {
+    File,
+    Kafka,
+    Nats,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Bridge base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    /// The certificate Graph encrypts for (PEM or DER): `<id>.crt` from `keys generate`.
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// Its encryptionCertificateId.
+    #[arg(long)]
+    pub cert_id: String,
+    /// The subscription's clientState.
+    #[arg(long, env = "GRAPHBRIDGE_SIM_CLIENT_STATE", hide_env_values = true)]
+    pub client_state: String,
+    /// Number of notification items to send.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Or: seconds to run.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Items per second (0 = as fast as the concurrency allows).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Items per POST.
+    #[arg(long, default_value_t = 20)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 3)]
+    pub tenants: usize,
+    #[arg(long, default_value_t = 20)]
+    pub teams: usize,
+    #[arg(long, default_value_t = 50)]
+    pub chats: usize,
+    /// Fraction of bad items (wrong clientState, tampered signature, unknown certificate id).
+    #[arg(long, default_value_t = 0.0)]
+    pub bad_fraction: f64,
+    /// Reuse one wrapped key for all items (measures the bridge without RSA work).
+    #[arg(long)]
+    pub reuse_key: bool,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// First retry backoff in milliseconds (doubles per attempt; Graph-like).
+    #[arg(long, default_value_t = 1000)]
+    pub retry_base_ms: u64,
+    /// Give an item up after retrying this long (Graph: 4 hours).
+    #[arg(long, default_value_t = 14_400)]
+    pub give_up_s: u64,
+    /// Read back the bridge's output (named by --config's sink section) and check it.
+    #[arg(long, value_enum)]
+    pub verify: Option<VerifyKind>,
+    /// The bridge's pid, for its CPU seconds and peak RSS.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Args {
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            target: self.target.trim_end_matches('/').to_string(),
+            count: self.count,
+            duration: self.duration.map(Duration::from_secs_f64),
+            rate: self.rate,
+            concurrency: self.concurrency,
+            batch_size: self.batch_size.max(1),
+            request_timeout: Duration::from_secs(15),
+            retry: RetryPolicy {
+                base: Duration::from_millis(self.retry_base_ms),
+                max: Duration::from_secs(60),
+                give_up_after: Duration::from_secs(self.give_up_s),
+            },
+        }
+    }
+
+    pub fn workload(&self) -> anyhow::Result<Workload> {
+        let bytes = std::fs::read(&self.cert).with_context(|| format!("reading {}", self.cert.display()))?;
+        let der = certificate_der(&bytes).map_err(anyhow::Error::msg)?;
+        let recipient = Recipient::from_certificate(&self.cert_id, &der).map_err(anyhow::Error::msg)?;
+        Ok(Workload::new(
+            WorkloadConfig {
+                tenants: self.tenants,
+                teams: self.teams,
+                chats: self.chats,
+                bad_fraction: self.bad_fraction.clamp(0.0, 1.0),
+                seed: self.seed,
+                subscription_id: format!("00000000-5157-4000-8000-{:012x}", self.seed),
+                client_state: self.client_state.clone(),
+                reuse_key: self.reuse_key,
+            },
+            recipient,
+        ))
+    }
+}
+
+pub fn verify_target(kind: VerifyKind, cfg: &Config) -> Target {
+    match kind {
+        VerifyKind::File => Target::File(cfg.sink.file.path.clone()),
+        VerifyKind::Kafka => Target::Kafka(cfg.sink.kafka.clone()),
+        VerifyKind::Nats => Target::Nats(cfg.sink.nats.clone()),
+    }
+}
+
+/// Runs the simulation and prints the report; returns whether the run was good.
+pub async fn main(args: Args, config: Option<&Path>) -> anyhow::Result<bool> {
+    let target = match args.verify {
+        Some(kind) => Some(verify_target(kind, &Config::load(config)?)),
+        None => None,
+    };
+    let before = args.pid.and_then(ProcessUsage::read);
+    let outcomes = run(args.options(), args.workload()?).await?;
+    let bridge = args.pid.and_then(ProcessUsage::read).map(|after| ProcessUsage {
+        cpu_seconds: after.cpu_seconds - before.map_or(0.0, |b| b.cpu_seconds),
+        ..after
+    });
+    let verification = match &target {
+        Some(t) => Some(verify(t, &outcomes.acked).await?),
+        None => None,
+    };
+    let report = Report::new(&outcomes, bridge, verification);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(report.ok())
+}

@@ -1,0 +1,231 @@
+//! Driving a bridge as Graph would: the validation handshake, then batches of encrypted
+//! notifications at a rate, with Graph-like retries (exponential backoff, `Retry-After`), and
+//! every item's final outcome recorded.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use super::workload::{Expect, Item, Workload};
+
+/// Contains characters that must be URL-encoded, as Graph's real tokens do.
+pub const HANDSHAKE_TOKEN: &str = "Validation: Token+Sim &<b>not html</b>=ok ✓";
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// First backoff; doubles on every failed attempt.
+    pub base: Duration,
+    pub max: Duration,
+    /// After this long an item is given up, as Graph does after 4 hours.
+    pub give_up_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Bridge base URL, e.g. `http://127.0.0.1:8080`.
+    pub target: String,
+    /// Stop after this many items…
+    pub count: Option<u64>,
+    /// …or after this long (whichever comes first; one of them is required).
+    pub duration: Option<Duration>,
+    /// Items per second; 0 sends as fast as the concurrency allows.
+    pub rate: f64,
+    pub concurrency: usize,
+    pub batch_size: usize,
+    pub request_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// Everything the run observed.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    pub items_sent: u64,
+    pub batches: u64,
+    pub requests: u64,
+    pub retried_requests: u64,
+    /// Expectations of the items the bridge acknowledged with 2xx.
+    pub acked: Vec<Expect>,
+    /// Items given up after retrying for `give_up_after`.
+    pub failed_items: u64,
+    /// Dead-letter reasons the bridge reported, counted.
+    pub rejected: BTreeMap<String, u64>,
+    /// Batches whose reported rejections differ from what the simulator planned.
+    pub mismatched_batches: u64,
+    /// Seconds of each acknowledged request (the attempt that got 2xx).
+    pub ack_latencies: Vec<f64>,
+    pub elapsed: Duration,
+}
+
+/// Performs Graph's validation handshake on both URLs; fails loudly on a wrong answer.
+pub async fn handshake(client: &reqwest::Client, target: &str) -> anyhow::Result<()> {
+    for path in ["/notifications", "/lifecycle"] {
+        let resp = client
+            .post(format!("{target}{path}"))
+            .query(&[("validationToken", HANDSHAKE_TOKEN)])
+            .header("content-type", "text/plain")
+            .send()
+            .await
+            .with_context(|| format!("handshake request to {target}{path}"))?;
+        let status = resp.status();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = resp.text().await?;
+        if status != 200 || !ctype.starts_with("text/plain") || body != HANDSHAKE_TOKEN {
+            bail!("handshake on {path} failed: Graph expects 200 text/plain with the URL-decoded token, got {status} {ctype:?} {body:?}");
+        }
+    }
+    Ok(())
+}
+
+struct Shared {
+    workload: Workload,
+    produced: u64,
+    next_slot: Instant,
+    outcomes: Outcomes,
+}
+
+enum Attempt {
+    Accepted(Value, f64),
+    Retry(Option<Duration>),
+}
+
+async fn attempt(client: &reqwest::Client, url: &str, body: &[u8], timeout: Duration) -> Attempt {
+    let started = Instant::now();
+    let sent = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .timeout(timeout)
+        .send()
+        .await;
+    match sent {
+        Ok(resp) if resp.status().is_success() => {
+            let summary = resp.json().await.unwrap_or(Value::Null);
+            Attempt::Accepted(summary, started.elapsed().as_secs_f64())
+        }
+        Ok(resp) => Attempt::Retry(
+            resp.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_secs),
+        ),
+        Err(_) => Attempt::Retry(None),
+    }
+}
+
+fn record(o: &mut Outcomes, items: Vec<Item>, summary: &Value, latency: f64) {
+    let reported: Vec<String> = summary["rejected"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let planned: Vec<&str> = items
+        .iter()
+        .filter_map(|i| match &i.expect {
+            Expect::Rejected(reason, _) => Some(*reason),
+            Expect::Event(_) => None,
+        })
+        .collect();
+    if reported != planned {
+        o.mismatched_batches += 1;
+        tracing::warn!(?reported, ?planned, "bridge rejected other items than planned");
+    }
+    for r in reported {
+        *o.rejected.entry(r).or_default() += 1;
+    }
+    o.ack_latencies.push(latency);
+    o.acked.extend(items.into_iter().map(|i| i.expect));
+}
+
+async fn worker(shared: Arc<Mutex<Shared>>, opts: Arc<RunOptions>, client: reqwest::Client, deadline: Option<Instant>) {
+    let url = format!("{}/notifications", opts.target);
+    loop {
+        let (items, slot) = {
+            let mut s = shared.lock().expect("lock");
+            let left = opts.count.map_or(u64::MAX, |c| c.saturating_sub(s.produced));
+            if left == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+                return;
+            }
+            let n = left.min(opts.batch_size as u64) as usize;
+            s.produced += n as u64;
+            let slot = s.next_slot;
+            if opts.rate > 0.0 {
+                s.next_slot = slot.max(Instant::now()) + Duration::from_secs_f64(n as f64 / opts.rate);
+            }
+            let items: Vec<Item> = (0..n).map(|_| s.workload.next_item()).collect();
+            (items, slot)
+        };
+        tokio::time::sleep_until(slot.into()).await;
+        let body = serde_json::to_vec(&json!({
+            "value": items.iter().map(|i| &i.json).collect::<Vec<_>>(),
+            "validationTokens": [],
+        }))
+        .expect("json");
+
+        let first = Instant::now();
+        let mut backoff = opts.retry.base;
+        let mut retries = 0;
+        let outcome = loop {
+            match attempt(&client, &url, &body, opts.request_timeout).await {
+                Attempt::Accepted(summary, latency) => break Some((summary, latency)),
+                Attempt::Retry(after) => {
+                    if first.elapsed() >= opts.retry.give_up_after {
+                        break None;
+                    }
+                    retries += 1;
+                    tokio::time::sleep(after.unwrap_or(backoff).min(opts.retry.max)).await;
+                    backoff = (backoff * 2).min(opts.retry.max);
+                }
+            }
+        };
+        let mut s = shared.lock().expect("lock");
+        let o = &mut s.outcomes;
+        o.batches += 1;
+        o.items_sent += items.len() as u64;
+        o.requests += 1 + retries;
+        o.retried_requests += retries;
+        match outcome {
+            Some((summary, latency)) => record(o, items, &summary, latency),
+            None => o.failed_items += items.len() as u64,
+        }
+    }
+}
+
+/// Runs the load: handshake, then batches until the count or duration is reached.
+pub async fn run(opts: RunOptions, workload: Workload) -> anyhow::Result<Outcomes> {
+    if opts.count.is_none() && opts.duration.is_none() {
+        bail!("give a --count or a --duration");
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(opts.concurrency)
+        .build()?;
+    handshake(&client, &opts.target).await?;
+    let started = Instant::now();
+    let deadline = opts.duration.map(|d| started + d);
+    let shared = Arc::new(Mutex::new(Shared {
+        workload,
+        produced: 0,
+        next_slot: started,
+        outcomes: Outcomes::default(),
+    }));
+    let opts = Arc::new(opts);
+    let workers: Vec<_> = (0..opts.concurrency.max(1))
+        .map(|_| tokio::spawn(worker(shared.clone(), opts.clone(), client.clone(), deadline)))
+        .collect();
+    for w in workers {
+        w.await?;
+    }
+    let mut s = Arc::try_unwrap(shared)
+        .map_err(|_| anyhow::anyhow!("workers still hold the state"))?
+        .into_inner()
+        .expect("lock");
+    s.outcomes.elapsed = started.elapsed();
+    Ok(s.outcomes)
+}
