@@ -104,6 +104,8 @@ pub struct GraphConfig {
     pub keys_password: Option<Secret>,
     /// Put the decrypted chatMessage under `data.resource`.
     pub include_resource: bool,
+    /// Unwrapped symmetric keys remembered by `dataKey` hash (0 = off).
+    pub key_cache_entries: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

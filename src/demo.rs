@@ -32,7 +32,12 @@ pub fn demo_messages(now_ms: i64) -> Vec<MessageSpec> {
     let chat = Conversation::Chat {
         chat_id: "19:8ea0e38b-efb3-4757-924a-5f94061cf8c2_97f62344-57dc-409c-88ad-c4af14158ff5@unq.gbl.spaces".into(),
     };
-    let spec = |conversation: &Conversation, id: i64, reply_to: Option<i64>, change, html: &str, at: i64| MessageSpec {
+    let spec = |conversation: &Conversation,
+                id: i64,
+                reply_to: Option<i64>,
+                change,
+                html: &str,
+                at: i64| MessageSpec {
         reply_to_id: reply_to.map(|r| r.to_string()),
         modified_ms: at,
         ..MessageSpec::new(TENANT, conversation.clone(), id, change, html)

@@ -13,7 +13,8 @@ use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use crate::auth::{Authenticated, Authenticator};
-use crate::crypto::decrypt::decrypt;
+use crate::crypto::decrypt::decrypt_cached;
+use crate::crypto::key_cache::KeyCache;
 use crate::crypto::keyring::Keyring;
 use crate::event::deadletter::DeadLetter;
 use crate::event::normalize::{self, message_resource};
@@ -42,6 +43,7 @@ pub enum BatchError {
 
 pub struct Pipeline {
     keyring: Arc<Keyring>,
+    key_cache: Arc<KeyCache>,
     auth: Authenticator,
     sink: Arc<dyn Sink>,
     metrics: Arc<Metrics>,
@@ -72,6 +74,8 @@ pub struct PipelineOptions {
     pub include_resource: bool,
     /// Also publish every authenticated item, still encrypted, to the raw stream.
     pub raw_archive: bool,
+    /// Unwrapped keys remembered (0 = off).
+    pub key_cache_entries: usize,
 }
 
 impl Pipeline {
@@ -85,6 +89,7 @@ impl Pipeline {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Pipeline {
             keyring,
+            key_cache: Arc::new(KeyCache::new(opts.key_cache_entries)),
             auth,
             sink,
             metrics,
@@ -182,13 +187,13 @@ impl Pipeline {
                 .acquire_owned()
                 .await
                 .expect("semaphore never closed");
-            let keyring = self.keyring.clone();
+            let (keyring, cache) = (self.keyring.clone(), self.key_cache.clone());
             let (include, at) = (self.include_resource, received_at.clone());
             decrypting.push((
                 index,
                 tokio::task::spawn_blocking(move || {
                     let _permit = permit;
-                    let outcome = open(&keyring, &authenticated, &at, include);
+                    let outcome = open(&keyring, &cache, &authenticated, &at, include);
                     (raw, outcome, at)
                 }),
             ));
@@ -260,6 +265,7 @@ impl Pipeline {
 /// Decrypts (when Graph sent content) and normalizes one authenticated message item.
 fn open(
     keyring: &Keyring,
+    cache: &KeyCache,
     a: &Authenticated,
     received_at: &str,
     include_resource: bool,
@@ -270,7 +276,7 @@ fn open(
     let plaintext = n
         .encrypted_content
         .as_ref()
-        .map(|c| decrypt(keyring, c))
+        .map(|c| decrypt_cached(keyring, cache, c))
         .transpose()
         .map_err(|e| (e.reason(), e.to_string()))?;
     let event = normalize::normalize(

@@ -14,7 +14,9 @@ fn chat_spec(id: i64, change: ChangeType) -> MessageSpec {
         modified_ms: id + 5,
         ..MessageSpec::new(
             "9f4ebab6-520d-49c0-85cc-7b25c78d4a93",
-            Conversation::Chat { chat_id: "19:aa_bb@unq.gbl.spaces".into() },
+            Conversation::Chat {
+                chat_id: "19:aa_bb@unq.gbl.spaces".into(),
+            },
             id,
             change,
             "<p>Hi <b>there</b> &amp; welcome ✓</p>",

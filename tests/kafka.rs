@@ -139,7 +139,15 @@ async fn messages_of_one_chat_keep_their_order_in_one_partition() {
         } else {
             "19:ordered@unq.gbl.spaces"
         };
-        let spec = MessageSpec::new("t", Conversation::Chat { chat_id: chat.into() }, base + i, ChangeType::Created, &format!("<p>{i}</p>"));
+        let spec = MessageSpec::new(
+            "t",
+            Conversation::Chat {
+                chat_id: chat.into(),
+            },
+            base + i,
+            ChangeType::Created,
+            &format!("<p>{i}</p>"),
+        );
         // Posted one after another, as Graph delivers them; pairs share a request.
         let item = spec.notification("s", SYNTH_CLIENT_STATE, &r);
         if chat.contains("ordered") {

@@ -216,3 +216,31 @@ fn graph_side_encryption_roundtrips() {
     let c = recipient.encrypt("{\"id\":\"1\"}".as_bytes());
     assert_eq!(decrypt(&ring, &c).unwrap(), b"{\"id\":\"1\"}");
 }
+
+#[test]
+fn key_cache_skips_rsa_but_never_the_signature_check() {
+    use graphbridge::crypto::decrypt::decrypt_cached;
+    use graphbridge::crypto::key_cache::KeyCache;
+    let ring = Keyring::new([pem_key(SYNTH_ID, "synthetic")]);
+    let cache = KeyCache::new(16);
+    let c = content("synthetic/chat_encryptedContent.json");
+    let expected = read("synthetic/chat_expected_plaintext.json");
+    assert_eq!(decrypt_cached(&ring, &cache, &c).unwrap(), expected);
+    assert_eq!(cache.len(), 1);
+    assert_eq!(
+        decrypt_cached(&ring, &cache, &c).unwrap(),
+        expected,
+        "served from the cache"
+    );
+    // Same dataKey (a cache hit), tampered data: still rejected.
+    let tampered = content("synthetic/chat_encryptedContent_TAMPERED_must_fail.json");
+    assert_eq!(tampered.data_key, c.data_key);
+    assert_eq!(
+        decrypt_cached(&ring, &cache, &tampered).unwrap_err(),
+        DecryptError::SignatureMismatch
+    );
+    // A tampered item never enters the cache.
+    let fresh = KeyCache::new(16);
+    assert!(decrypt_cached(&ring, &fresh, &tampered).is_err());
+    assert!(fresh.is_empty());
+}

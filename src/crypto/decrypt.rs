@@ -10,6 +10,7 @@ use aws_lc_rs::rsa::OAEP_SHA1_MGF1SHA1;
 use base64::Engine;
 use zeroize::Zeroizing;
 
+use super::key_cache::{fingerprint, KeyCache};
 use super::keyring::{Keyring, PrivateKey};
 use crate::graph::envelope::EncryptedContent;
 
@@ -121,7 +122,23 @@ pub fn open_data(
 
 /// The whole §4 algorithm: select key, unwrap, verify, decrypt. Returns the plaintext bytes.
 pub fn decrypt(keyring: &Keyring, content: &EncryptedContent) -> Result<Vec<u8>, DecryptError> {
+    decrypt_cached(keyring, &KeyCache::new(0), content)
+}
+
+/// [`decrypt`] with a cache of unwrapped keys: a repeated `dataKey` skips the RSA operation;
+/// the HMAC is verified either way, and only verified keys are cached.
+pub fn decrypt_cached(
+    keyring: &Keyring,
+    cache: &KeyCache,
+    content: &EncryptedContent,
+) -> Result<Vec<u8>, DecryptError> {
     let key = select_key(keyring, content)?;
+    let fp = fingerprint(&content.encryption_certificate_id, &content.data_key);
+    if let Some(symmetric) = cache.get(&fp) {
+        return open_data(&symmetric, &content.data, &content.data_signature);
+    }
     let symmetric = unwrap_key(key, &content.data_key)?;
-    open_data(&symmetric, &content.data, &content.data_signature)
+    let plaintext = open_data(&symmetric, &content.data, &content.data_signature)?;
+    cache.insert(fp, &symmetric);
+    Ok(plaintext)
 }

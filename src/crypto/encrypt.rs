@@ -60,13 +60,21 @@ impl Recipient {
 
     /// Encrypts with a key already wrapped by [`Self::wrap_key`] (the load generator reuses one
     /// to measure the bridge without RSA cost).
-    pub fn encrypt_with_wrapped_key(&self, symmetric: &[u8; 32], data_key: &str, plaintext: &[u8]) -> EncryptedContent {
+    pub fn encrypt_with_wrapped_key(
+        &self,
+        symmetric: &[u8; 32],
+        data_key: &str,
+        plaintext: &[u8],
+    ) -> EncryptedContent {
         let iv: [u8; 16] = symmetric[..16].try_into().expect("16 of 32 bytes");
         let key = UnboundCipherKey::new(&AES_256, symmetric).expect("32-byte AES key");
         let encrypting = PaddedBlockEncryptingKey::cbc_pkcs7(key).expect("CBC key");
         let mut data = plaintext.to_vec();
         encrypting
-            .less_safe_encrypt(&mut data, aws_lc_rs::cipher::EncryptionContext::Iv128(iv.into()))
+            .less_safe_encrypt(
+                &mut data,
+                aws_lc_rs::cipher::EncryptionContext::Iv128(iv.into()),
+            )
             .expect("AES-CBC encryption");
         let signature = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, symmetric), &data);
         EncryptedContent {

@@ -3,4 +3,5 @@
 pub mod certgen;
 pub mod decrypt;
 pub mod encrypt;
+pub mod key_cache;
 pub mod keyring;

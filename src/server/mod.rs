@@ -65,6 +65,7 @@ impl AppState {
             budget: Duration::from_millis(cfg.ack.budget_ms),
             include_resource: cfg.graph.include_resource,
             raw_archive: cfg.sink.kind == SinkKind::Kafka && cfg.sink.kafka.raw_topic.is_some(),
+            key_cache_entries: cfg.graph.key_cache_entries,
         };
         let pipeline = Pipeline::new(Arc::new(keyring), auth, sink, Metrics::new(), opts);
         Ok(Arc::new(AppState {

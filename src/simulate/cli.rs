@@ -100,9 +100,11 @@ impl Args {
     }
 
     pub fn workload(&self) -> anyhow::Result<Workload> {
-        let bytes = std::fs::read(&self.cert).with_context(|| format!("reading {}", self.cert.display()))?;
+        let bytes = std::fs::read(&self.cert)
+            .with_context(|| format!("reading {}", self.cert.display()))?;
         let der = certificate_der(&bytes).map_err(anyhow::Error::msg)?;
-        let recipient = Recipient::from_certificate(&self.cert_id, &der).map_err(anyhow::Error::msg)?;
+        let recipient =
+            Recipient::from_certificate(&self.cert_id, &der).map_err(anyhow::Error::msg)?;
         Ok(Workload::new(
             WorkloadConfig {
                 tenants: self.tenants,
@@ -135,10 +137,13 @@ pub async fn main(args: Args, config: Option<&Path>) -> anyhow::Result<bool> {
     };
     let before = args.pid.and_then(ProcessUsage::read);
     let outcomes = run(args.options(), args.workload()?).await?;
-    let bridge = args.pid.and_then(ProcessUsage::read).map(|after| ProcessUsage {
-        cpu_seconds: after.cpu_seconds - before.map_or(0.0, |b| b.cpu_seconds),
-        ..after
-    });
+    let bridge = args
+        .pid
+        .and_then(ProcessUsage::read)
+        .map(|after| ProcessUsage {
+            cpu_seconds: after.cpu_seconds - before.map_or(0.0, |b| b.cpu_seconds),
+            ..after
+        });
     let verification = match &target {
         Some(t) => Some(verify(t, &outcomes.acked).await?),
         None => None,

@@ -37,7 +37,13 @@ fn iso(ms: i64) -> String {
 
 impl MessageSpec {
     /// A plain message by a fixed sender; callers adjust the public fields.
-    pub fn new(tenant_id: &str, conversation: Conversation, message_id: i64, change_type: ChangeType, html: &str) -> Self {
+    pub fn new(
+        tenant_id: &str,
+        conversation: Conversation,
+        message_id: i64,
+        change_type: ChangeType,
+        html: &str,
+    ) -> Self {
         MessageSpec {
             tenant_id: tenant_id.to_string(),
             conversation,

@@ -24,7 +24,8 @@ impl ProcessUsage {
         let rest = stat.rsplit_once(')')?.1;
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // USER_HZ is 100 on every mainstream Linux architecture.
-        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let kib = |name: &str| -> Option<f64> {
             status
@@ -93,7 +94,11 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(o: &Outcomes, bridge: Option<ProcessUsage>, verification: Option<Verification>) -> Self {
+    pub fn new(
+        o: &Outcomes,
+        bridge: Option<ProcessUsage>,
+        verification: Option<Verification>,
+    ) -> Self {
         let elapsed = o.elapsed.as_secs_f64();
         Report {
             items_sent: o.items_sent,
@@ -126,13 +131,42 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "sent        {} items in {} batches ({} requests, {} retried)", self.items_sent, self.batches, self.requests, self.retried_requests)?;
-        writeln!(f, "acked       {} items, {} given up", self.items_acked, self.items_failed)?;
-        let rejected: Vec<String> = self.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        writeln!(f, "rejected    {} (as planned: {})", if rejected.is_empty() { "none".into() } else { rejected.join(" ") }, self.mismatched_batches == 0)?;
-        writeln!(f, "throughput  {:.0} items/s over {:.2} s", self.throughput_items_per_s, self.elapsed_s)?;
+        writeln!(
+            f,
+            "sent        {} items in {} batches ({} requests, {} retried)",
+            self.items_sent, self.batches, self.requests, self.retried_requests
+        )?;
+        writeln!(
+            f,
+            "acked       {} items, {} given up",
+            self.items_acked, self.items_failed
+        )?;
+        let rejected: Vec<String> = self
+            .rejected
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        writeln!(
+            f,
+            "rejected    {} (as planned: {})",
+            if rejected.is_empty() {
+                "none".into()
+            } else {
+                rejected.join(" ")
+            },
+            self.mismatched_batches == 0
+        )?;
+        writeln!(
+            f,
+            "throughput  {:.0} items/s over {:.2} s",
+            self.throughput_items_per_s, self.elapsed_s
+        )?;
         let l = &self.ack_latency;
-        writeln!(f, "ack latency p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms  max {:.1} ms", l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms)?;
+        writeln!(
+            f,
+            "ack latency p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms  max {:.1} ms",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+        )?;
         if let Some(b) = &self.bridge {
             writeln!(f, "bridge      {:.2} CPU s, peak RSS {:.1} MiB (now {:.1} MiB), {:.0} items per CPU-second", b.cpu_seconds, b.peak_rss_mib, b.rss_mib, self.items_per_cpu_second.unwrap_or(0.0))?;
         }
@@ -156,7 +190,10 @@ mod tests {
     fn nearest_rank_percentiles() {
         let samples: Vec<f64> = (1..=1000).map(|i| i as f64 / 1000.0).collect();
         let l = latency(&samples);
-        assert_eq!((l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms), (500.0, 900.0, 990.0, 999.0, 1000.0));
+        assert_eq!(
+            (l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms),
+            (500.0, 900.0, 990.0, 999.0, 1000.0)
+        );
         assert_eq!(latency(&[]).max_ms, 0.0);
     }
 

@@ -124,7 +124,11 @@ async fn attempt(client: &reqwest::Client, url: &str, body: &[u8], timeout: Dura
 fn record(o: &mut Outcomes, items: Vec<Item>, summary: &Value, latency: f64) {
     let reported: Vec<String> = summary["rejected"]
         .as_array()
-        .map(|a| a.iter().filter_map(|r| r.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let planned: Vec<&str> = items
         .iter()
@@ -135,7 +139,11 @@ fn record(o: &mut Outcomes, items: Vec<Item>, summary: &Value, latency: f64) {
         .collect();
     if reported != planned {
         o.mismatched_batches += 1;
-        tracing::warn!(?reported, ?planned, "bridge rejected other items than planned");
+        tracing::warn!(
+            ?reported,
+            ?planned,
+            "bridge rejected other items than planned"
+        );
     }
     for r in reported {
         *o.rejected.entry(r).or_default() += 1;
@@ -144,12 +152,19 @@ fn record(o: &mut Outcomes, items: Vec<Item>, summary: &Value, latency: f64) {
     o.acked.extend(items.into_iter().map(|i| i.expect));
 }
 
-async fn worker(shared: Arc<Mutex<Shared>>, opts: Arc<RunOptions>, client: reqwest::Client, deadline: Option<Instant>) {
+async fn worker(
+    shared: Arc<Mutex<Shared>>,
+    opts: Arc<RunOptions>,
+    client: reqwest::Client,
+    deadline: Option<Instant>,
+) {
     let url = format!("{}/notifications", opts.target);
     loop {
         let (items, slot) = {
             let mut s = shared.lock().expect("lock");
-            let left = opts.count.map_or(u64::MAX, |c| c.saturating_sub(s.produced));
+            let left = opts
+                .count
+                .map_or(u64::MAX, |c| c.saturating_sub(s.produced));
             if left == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
                 return;
             }
@@ -157,7 +172,8 @@ async fn worker(shared: Arc<Mutex<Shared>>, opts: Arc<RunOptions>, client: reqwe
             s.produced += n as u64;
             let slot = s.next_slot;
             if opts.rate > 0.0 {
-                s.next_slot = slot.max(Instant::now()) + Duration::from_secs_f64(n as f64 / opts.rate);
+                s.next_slot =
+                    slot.max(Instant::now()) + Duration::from_secs_f64(n as f64 / opts.rate);
             }
             let items: Vec<Item> = (0..n).map(|_| s.workload.next_item()).collect();
             (items, slot)
@@ -217,7 +233,14 @@ pub async fn run(opts: RunOptions, workload: Workload) -> anyhow::Result<Outcome
     }));
     let opts = Arc::new(opts);
     let workers: Vec<_> = (0..opts.concurrency.max(1))
-        .map(|_| tokio::spawn(worker(shared.clone(), opts.clone(), client.clone(), deadline)))
+        .map(|_| {
+            tokio::spawn(worker(
+                shared.clone(),
+                opts.clone(),
+                client.clone(),
+                deadline,
+            ))
+        })
         .collect();
     for w in workers {
         w.await?;

@@ -40,9 +40,11 @@ async fn event_ids(target: &Target) -> anyhow::Result<HashMap<String, usize>> {
     let mut counts = HashMap::new();
     match target {
         Target::File(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let v: serde_json::Value = serde_json::from_str(line).context("event line is not JSON")?;
+                let v: serde_json::Value =
+                    serde_json::from_str(line).context("event line is not JSON")?;
                 if let Some(id) = v["id"].as_str() {
                     *counts.entry(id.to_string()).or_default() += 1;
                 }
@@ -59,8 +61,10 @@ async fn event_ids(target: &Target) -> anyhow::Result<HashMap<String, usize>> {
             let last = stream.info().await?.state.last_sequence;
             let first = stream.info().await?.state.first_sequence;
             for seq in first.max(1)..=last {
-                let Ok(m) = stream.get_raw_message(seq).await else { continue };
-                if let Some(id) = m.headers.get("Nats-Msg-Id") {
+                let Ok(m) = stream.get_raw_message(seq).await else {
+                    continue;
+                };
+                if let Some(id) = m.headers.get(async_nats::header::NATS_MESSAGE_ID) {
                     *counts.entry(id.to_string()).or_default() += 1;
                 }
             }
@@ -95,8 +99,13 @@ fn kafka_ids(cfg: &KafkaConfig) -> anyhow::Result<HashMap<String, usize>> {
     let mut counts = HashMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while !remaining.is_empty() {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "kafka read did not reach the high watermarks");
-        let Some(msg) = consumer.poll(Duration::from_millis(500)) else { continue };
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "kafka read did not reach the high watermarks"
+        );
+        let Some(msg) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
         let msg = msg?;
         let key = (msg.topic().to_string(), msg.partition());
         if let Some(high) = remaining.get(&key) {

@@ -59,8 +59,26 @@ pub struct Workload {
 }
 
 const WORDS: &[&str] = &[
-    "release", "deploy", "review", "lunch", "incident", "résumé", "naïve", "straße", "日本語", "テスト",
-    "emoji 🎉", "Привет", "café", "ok", "thanks", "tomorrow", "PR", "build", "green", "red",
+    "release",
+    "deploy",
+    "review",
+    "lunch",
+    "incident",
+    "résumé",
+    "naïve",
+    "straße",
+    "日本語",
+    "テスト",
+    "emoji 🎉",
+    "Привет",
+    "café",
+    "ok",
+    "thanks",
+    "tomorrow",
+    "PR",
+    "build",
+    "green",
+    "red",
 ];
 const PEOPLE: &[(&str, &str)] = &[
     ("a660dbf8-1ebf-4be9-be48-19c602bf5194", "Megan Bowen"),
@@ -93,7 +111,11 @@ impl Workload {
     }
 
     fn tenant(&mut self) -> String {
-        format!("{:08x}-0000-4000-8000-{:012x}", 0x7e0a_0000u32, self.rng.gen_range(0..self.cfg.tenants.max(1)))
+        format!(
+            "{:08x}-0000-4000-8000-{:012x}",
+            0x7e0a_0000u32,
+            self.rng.gen_range(0..self.cfg.tenants.max(1))
+        )
     }
 
     fn conversation(&mut self) -> Conversation {
@@ -102,20 +124,27 @@ impl Workload {
             let team = self.rng.gen_range(0..self.cfg.teams.max(1));
             Conversation::Channel {
                 team_id: format!("{team:08x}-1111-4222-8333-444455556666"),
-                channel_id: format!("19:{team:x}{:04x}general@thread.tacv2", self.rng.gen_range(0..3)),
+                channel_id: format!(
+                    "19:{team:x}{:04x}general@thread.tacv2",
+                    self.rng.gen_range(0..3)
+                ),
             }
         } else if self.rng.gen_bool(0.6) {
             // 1:1 chats are named after both users.
             let n = self.rng.gen_range(0..chats);
             Conversation::Chat { chat_id: format!("19:{n:08x}-aaaa-4bbb-8ccc-000000000001_{n:08x}-dddd-4eee-8fff-000000000002@unq.gbl.spaces") }
         } else {
-            Conversation::Chat { chat_id: format!("19:meeting_{:016x}@thread.v2", self.rng.gen_range(0..chats)) }
+            Conversation::Chat {
+                chat_id: format!("19:meeting_{:016x}@thread.v2", self.rng.gen_range(0..chats)),
+            }
         }
     }
 
     fn html(&mut self, mentions: &[(String, String)]) -> String {
         let n = self.rng.gen_range(3..25);
-        let mut text: Vec<String> = (0..n).map(|_| WORDS[self.rng.gen_range(0..WORDS.len())].to_string()).collect();
+        let mut text: Vec<String> = (0..n)
+            .map(|_| WORDS[self.rng.gen_range(0..WORDS.len())].to_string())
+            .collect();
         for (i, (_, name)) in mentions.iter().enumerate() {
             text.insert(0, format!("<at id=\"{i}\">{name}</at>"));
         }
@@ -160,7 +189,9 @@ impl Workload {
                 let mut spec = self.new_message();
                 spec.tenant_id = parent.tenant_id.clone();
                 spec.conversation = parent.conversation.clone();
-                if matches!(parent.conversation, Conversation::Channel { .. }) && parent.reply_to_id.is_none() {
+                if matches!(parent.conversation, Conversation::Channel { .. })
+                    && parent.reply_to_id.is_none()
+                {
                     spec.reply_to_id = Some(parent.message_id.clone());
                 }
                 spec
@@ -186,18 +217,29 @@ impl Workload {
     /// The next item: a good one, or (with the configured probability) a bad one.
     pub fn next_item(&mut self) -> Item {
         let spec = self.next_spec();
-        let bad = (self.rng.gen::<f64>() < self.cfg.bad_fraction).then(|| BAD_KINDS[self.rng.gen_range(0..BAD_KINDS.len())]);
-        if bad.is_none() && spec.change_type != ChangeType::Deleted && self.existing.len() < 10_000 {
-            if let Some(pos) = self.existing.iter().position(|e| e.message_id == spec.message_id && e.conversation == spec.conversation) {
+        let bad = (self.rng.gen::<f64>() < self.cfg.bad_fraction)
+            .then(|| BAD_KINDS[self.rng.gen_range(0..BAD_KINDS.len())]);
+        if bad.is_none() && spec.change_type != ChangeType::Deleted && self.existing.len() < 10_000
+        {
+            if let Some(pos) = self.existing.iter().position(|e| {
+                e.message_id == spec.message_id && e.conversation == spec.conversation
+            }) {
                 self.existing[pos] = spec.clone();
             } else {
                 self.existing.push(spec.clone());
             }
         }
-        let id = event_id(&spec.tenant_id, &spec.resource(), spec.change_type.as_str(), &spec.modified_ms.to_string());
+        let id = event_id(
+            &spec.tenant_id,
+            &spec.resource(),
+            spec.change_type.as_str(),
+            &spec.modified_ms.to_string(),
+        );
         let plaintext = serde_json::to_vec(&spec.chat_message()).expect("json");
         let content = match &self.fixed_key {
-            Some((key, wrapped)) => self.recipient.encrypt_with_wrapped_key(key, wrapped, &plaintext),
+            Some((key, wrapped)) => self
+                .recipient
+                .encrypt_with_wrapped_key(key, wrapped, &plaintext),
             None => self.recipient.encrypt(&plaintext),
         };
         let mut encrypted = serde_json::to_value(content).expect("json");

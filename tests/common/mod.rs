@@ -190,7 +190,10 @@ pub fn mixed_batch(seed: i64) -> MixedBatch {
     let r = synthetic_recipient();
     let spec = MessageSpec::new(
         "tenant-1",
-        Conversation::Channel { team_id: "team.with.dots".into(), channel_id: "19:chan@thread.tacv2".into() },
+        Conversation::Channel {
+            team_id: "team.with.dots".into(),
+            channel_id: "19:chan@thread.tacv2".into(),
+        },
         seed,
         ChangeType::Created,
         "<p>hello</p>",
