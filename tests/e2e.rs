@@ -126,8 +126,7 @@ async fn handshake_failure_is_loud() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let err = run(options(&base), workload(1))
         .await
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(err.contains("handshake"), "{err}");
 }
