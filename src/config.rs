@@ -97,6 +97,9 @@ pub struct GraphConfig {
     pub client_state_file: Option<PathBuf>,
     /// Tenant allowlist; empty = any.
     pub tenants: Vec<String>,
+    /// Our app ids: the audience of validation tokens.
+    pub app_ids: Vec<String>,
+    pub validation_tokens: ValidationTokensConfig,
     /// Private keys by certificate id.
     pub keys_dir: PathBuf,
     /// Default password for PKCS#12 files.
@@ -106,6 +109,17 @@ pub struct GraphConfig {
     pub include_resource: bool,
     /// Unwrapped symmetric keys remembered by `dataKey` hash (0 = off).
     pub key_cache_entries: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationTokensConfig {
+    /// Reject requests with resource data unless Graph's validation tokens verify.
+    pub required: bool,
+    pub openid_config_url: String,
+    pub clock_skew_s: u64,
+    pub refresh_interval_s: u64,
+    pub min_refresh_interval_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -307,6 +321,11 @@ impl Config {
                 "graph.keys_dir {} does not exist or is not a directory",
                 self.graph.keys_dir.display()
             ));
+        }
+        if self.graph.validation_tokens.required && self.graph.app_ids.is_empty() {
+            problems.push(
+                "graph.app_ids must list the app registration id(s) when graph.validation_tokens.required is on".into(),
+            );
         }
         if self.ack.budget_ms == 0 || self.ack.budget_ms > 9_000 {
             problems.push("ack.budget_ms must be between 1 and 9000 (Graph's 10 s limit)".into());

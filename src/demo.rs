@@ -16,6 +16,7 @@ use crate::graph::envelope::ChangeType;
 use crate::graph::resource::Conversation;
 use crate::server::{self, AppState};
 use crate::simulate::generate::{lifecycle_item, tamper, MessageSpec};
+use crate::simulate::issuer::Issuer;
 use crate::simulate::run::handshake;
 
 const CLIENT_STATE: &str = "demo-client-state";
@@ -81,7 +82,10 @@ pub fn demo_messages(now_ms: i64) -> Vec<MessageSpec> {
 }
 
 /// Default configuration with the file sink in `dir` and a key for `CERT_ID` there.
-fn demo_config(dir: &Path) -> anyhow::Result<Config> {
+/// Our app id as the demo's validation tokens name it.
+const APP_ID: &str = crate::simulate::cli::DEFAULT_APP_ID;
+
+fn demo_config(dir: &Path, openid_config_url: String) -> anyhow::Result<Config> {
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys)?;
     let key = certgen::generate(CERT_ID, 2048).map_err(anyhow::Error::msg)?;
@@ -93,6 +97,8 @@ fn demo_config(dir: &Path) -> anyhow::Result<Config> {
     let mut cfg: Config = Config::defaults();
     cfg.graph.client_state = OneOrMany::One(Secret::new(CLIENT_STATE));
     cfg.graph.keys_dir = keys;
+    cfg.graph.app_ids = vec![APP_ID.into()];
+    cfg.graph.validation_tokens.openid_config_url = openid_config_url;
     cfg.sink.kind = SinkKind::File;
     cfg.sink.file.path = dir.join("events.jsonl");
     cfg.sink.file.deadletter_path = dir.join("deadletter.jsonl");
@@ -125,7 +131,10 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         );
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let cfg = demo_config(&dir)?;
+    // Microsoft's token service, played by the simulator's issuer on a local port.
+    let issuer = Arc::new(Issuer::new(APP_ID, None)?);
+    let openid = issuer.serve(TcpListener::bind("127.0.0.1:0").await?)?;
+    let cfg = demo_config(&dir, openid)?;
     let state: Arc<AppState> = AppState::build(&cfg).await?;
     let public = TcpListener::bind("127.0.0.1:0").await?;
     let admin = TcpListener::bind("127.0.0.1:0").await?;
@@ -143,12 +152,20 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     handshake(&client, &base).await?;
     println!("  handshake       ok on /notifications and /lifecycle (URL-decoded token echoed as text/plain)");
-    let ready = client
-        .get(format!("{admin_base}/readyz"))
-        .send()
-        .await?
-        .status();
-    println!("  readiness       {ready}");
+    // Ready once the token signing keys are fetched (the first fetch starts with the server).
+    let mut ready = reqwest::StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..50 {
+        ready = client
+            .get(format!("{admin_base}/readyz"))
+            .send()
+            .await?
+            .status();
+        if ready.is_success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    println!("  readiness       {ready} (keys loaded, token signing keys fetched, sink usable)");
 
     // What Graph knows: the certificate we would give it in the subscription.
     let cert = crate::crypto::keyring::certificate_der(&std::fs::read(
@@ -171,7 +188,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let (status, summary) = post(
         &client,
         format!("{base}/notifications"),
-        &json!({"value": items, "validationTokens": []}),
+        &json!({"value": items, "validationTokens": [issuer.token(TENANT, true, now_ms / 1000)]}),
     )
     .await?;
     println!(

@@ -33,7 +33,7 @@ enum Command {
     },
     /// Act as Microsoft Graph toward a running bridge: handshake, encrypted notifications,
     /// retries; a load generator and end-to-end checker (--verify).
-    Simulate(graphbridge::simulate::cli::Args),
+    Simulate(Box<graphbridge::simulate::cli::Args>),
     /// Key management.
     Keys {
         #[command(subcommand)]
@@ -112,7 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Simulate(args) => {
             graphbridge::telemetry::init_logging(&Config::defaults().telemetry);
-            if !graphbridge::simulate::cli::main(args, cli.config.as_deref()).await? {
+            if !graphbridge::simulate::cli::main(*args, cli.config.as_deref()).await? {
                 anyhow::bail!("simulation found problems (see the report)");
             }
         }

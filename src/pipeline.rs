@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
+use crate::auth::tokens::{TokenError, TokenVerifier};
 use crate::auth::{Authenticated, Authenticator};
 use crate::crypto::decrypt::decrypt_cached;
 use crate::crypto::key_cache::KeyCache;
@@ -36,6 +37,10 @@ pub enum BatchError {
     /// The body is not a notification envelope: nothing of it is processed (400).
     #[error(transparent)]
     BadRequest(#[from] EnvelopeError),
+    /// The request did not prove it came from Graph: nothing of it is processed or
+    /// dead-lettered (401/403; 503 when the signing keys are unavailable).
+    #[error(transparent)]
+    Token(#[from] TokenError),
     /// Durable acceptance did not happen within the budget: Graph must retry (503).
     #[error("not accepted: {0}")]
     Unavailable(String),
@@ -45,6 +50,7 @@ pub struct Pipeline {
     keyring: Arc<Keyring>,
     key_cache: Arc<KeyCache>,
     auth: Authenticator,
+    tokens: Option<Arc<TokenVerifier>>,
     sink: Arc<dyn Sink>,
     metrics: Arc<Metrics>,
     budget: Duration,
@@ -76,6 +82,8 @@ pub struct PipelineOptions {
     pub raw_archive: bool,
     /// Unwrapped keys remembered (0 = off).
     pub key_cache_entries: usize,
+    /// Graph's validation tokens are required and checked by this verifier.
+    pub tokens: Option<Arc<TokenVerifier>>,
 }
 
 impl Pipeline {
@@ -91,6 +99,7 @@ impl Pipeline {
             keyring,
             key_cache: Arc::new(KeyCache::new(opts.key_cache_entries)),
             auth,
+            tokens: opts.tokens,
             sink,
             metrics,
             budget: opts.budget,
@@ -116,6 +125,10 @@ impl Pipeline {
         self.budget
     }
 
+    pub fn tokens(&self) -> Option<&Arc<TokenVerifier>> {
+        self.tokens.as_ref()
+    }
+
     /// Processes one request body. The whole call is bounded by the ack budget.
     pub async fn process(&self, body: &[u8]) -> Result<BatchSummary, BatchError> {
         let started = Instant::now();
@@ -133,7 +146,14 @@ impl Pipeline {
                 .metrics
                 .ack_latency
                 .observe(started.elapsed().as_secs_f64()),
+            Err(BatchError::Token(e)) if !matches!(e, TokenError::KeysUnavailable(_)) => {
+                self.metrics.reject(e.reason());
+                tracing::warn!(error = %e, "request refused: not proven to come from Graph");
+            }
             Err(e) => {
+                if let BatchError::Token(t) = e {
+                    self.metrics.reject(t.reason());
+                }
                 self.metrics.unavailable.inc();
                 tracing::warn!(error = %e, "batch not accepted; Graph will retry");
             }
@@ -146,11 +166,34 @@ impl Pipeline {
         let mut slots: Vec<Option<Outcome>> = Vec::with_capacity(envelope.value.len());
         let mut raw_records = Vec::new();
         let mut decrypting = Vec::new();
+        let parsed: Vec<_> = envelope
+            .value
+            .into_iter()
+            .map(|raw| {
+                let item = ChangeNotification::parse(&raw);
+                (raw, item)
+            })
+            .collect();
+        self.metrics.received.inc_by(parsed.len() as u64);
 
-        // Cheap stages on the reactor: parse and authenticate every item.
-        for raw in envelope.value {
-            self.metrics.received.inc();
-            let item = match ChangeNotification::parse(&raw) {
+        // Proof of origin first, before any per-item work: a forged request reaches neither
+        // the decryptor nor the dead-letter stream.
+        if let Some(verifier) = &self.tokens {
+            let tenants = parsed
+                .iter()
+                .filter_map(|(_, item)| item.as_ref().ok())
+                .filter(|n| n.encrypted_content.is_some())
+                .map(|n| n.tenant_id.to_ascii_lowercase())
+                .collect();
+            let now = chrono::Utc::now().timestamp();
+            verifier
+                .check_request(envelope.validation_tokens.as_deref(), &tenants, now)
+                .await?;
+        }
+
+        // Cheap stages on the reactor: authenticate every item.
+        for (raw, item) in parsed {
+            let item = match item {
                 Ok(item) => item,
                 Err(e) => {
                     slots.push(Some(reject(

@@ -58,7 +58,7 @@ fn config_check_prints_redacted_config_and_fails_on_unknown_key() {
     std::fs::write(
         &good,
         format!(
-            "[graph]\nclient_state = [\"very-secret-state\"]\nkeys_dir = {:?}\n[sink.kafka.properties]\n\"sasl.password\" = \"hunter2\"\n",
+            "[graph]\nclient_state = [\"very-secret-state\"]\napp_ids = [\"5a9e7c1d-0b3f-4e2a-9c6d-7f8e9a0b1c2d\"]\nkeys_dir = {:?}\n[sink.kafka.properties]\n\"sasl.password\" = \"hunter2\"\n",
             dir.path().join("keys")
         ),
     )

@@ -7,6 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use std::sync::Arc;
+
+use graphbridge::simulate::issuer::Issuer;
 use graphbridge::simulate::report::Report;
 use graphbridge::simulate::run::{run, RetryPolicy, RunOptions};
 use graphbridge::simulate::verify::{verify, Target};
@@ -30,7 +33,7 @@ fn workload(seed: u64) -> Workload {
     )
 }
 
-fn options(target: &str) -> RunOptions {
+fn options(target: &str, issuer: Option<Arc<Issuer>>) -> RunOptions {
     RunOptions {
         target: target.into(),
         count: Some(ITEMS),
@@ -44,11 +47,17 @@ fn options(target: &str) -> RunOptions {
             max: Duration::from_secs(2),
             give_up_after: Duration::from_secs(60),
         },
+        issuer,
     }
 }
 
-async fn simulate_and_verify(srv: &Running, target: Target, seed: u64) -> Report {
-    let outcomes = run(options(&srv.base), workload(seed))
+async fn simulate_and_verify(
+    srv: &Running,
+    issuer: Arc<Issuer>,
+    target: Target,
+    seed: u64,
+) -> Report {
+    let outcomes = run(options(&srv.base, Some(issuer)), workload(seed))
         .await
         .expect("simulation runs");
     let verification = verify(&target, &outcomes.acked)
@@ -82,9 +91,10 @@ fn assert_good(report: &Report) {
 #[tokio::test]
 async fn simulator_to_serve_to_kafka_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = common::kafka::kafka_config(dir.path(), &unique("e2e"));
+    let mut cfg = common::kafka::kafka_config(dir.path(), &unique("e2e"));
+    let issuer = with_tokens(&mut cfg).await;
     let srv = Running::start(&cfg).await;
-    let report = simulate_and_verify(&srv, Target::Kafka(cfg.sink.kafka.clone()), 11).await;
+    let report = simulate_and_verify(&srv, issuer, Target::Kafka(cfg.sink.kafka.clone()), 11).await;
     assert_good(&report);
     assert_eq!(report.verification.as_ref().unwrap().duplicates, 0);
     srv.shutdown().await;
@@ -93,9 +103,10 @@ async fn simulator_to_serve_to_kafka_exactly_once() {
 #[tokio::test]
 async fn simulator_to_serve_to_nats_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = common::nats::nats_config(dir.path(), &unique("e2e"));
+    let mut cfg = common::nats::nats_config(dir.path(), &unique("e2e"));
+    let issuer = with_tokens(&mut cfg).await;
     let srv = Running::start(&cfg).await;
-    let report = simulate_and_verify(&srv, Target::Nats(cfg.sink.nats.clone()), 12).await;
+    let report = simulate_and_verify(&srv, issuer, Target::Nats(cfg.sink.nats.clone()), 12).await;
     assert_good(&report);
     srv.shutdown().await;
 }
@@ -103,9 +114,11 @@ async fn simulator_to_serve_to_nats_exactly_once() {
 #[tokio::test]
 async fn simulator_to_serve_to_file() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = test_config(dir.path());
+    let mut cfg = test_config(dir.path());
+    let issuer = with_tokens(&mut cfg).await;
     let srv = Running::start(&cfg).await;
-    let report = simulate_and_verify(&srv, Target::File(cfg.sink.file.path.clone()), 13).await;
+    let report =
+        simulate_and_verify(&srv, issuer, Target::File(cfg.sink.file.path.clone()), 13).await;
     assert_good(&report);
     // Every emitted event of the realistic workload validates against the v1 schema.
     for e in jsonl(&cfg.sink.file.path) {
@@ -124,7 +137,7 @@ async fn handshake_failure_is_loud() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let err = run(options(&base), workload(1))
+    let err = run(options(&base, None), workload(1))
         .await
         .expect_err("must fail")
         .to_string();

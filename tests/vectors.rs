@@ -99,7 +99,7 @@ fn keys_dir_loads_pem_pkcs1_and_pfx_with_password_file() {
     .unwrap();
     // PKCS#1 form of the synthetic key, written by openssl-compatible tooling.
     let pkcs8 = pem::parse(read("synthetic/private_key.pem")).unwrap();
-    let pkcs1 = pkcs1_from_pkcs8(pkcs8.contents());
+    let pkcs1 = graphbridge::crypto::keyring::pkcs8_to_pkcs1(pkcs8.contents()).unwrap();
     std::fs::write(
         dir.path().join(format!("{SYNTH_ID}.pem")),
         pem::encode(&pem::Pem::new("RSA PRIVATE KEY", pkcs1)),
@@ -111,21 +111,6 @@ fn keys_dir_loads_pem_pkcs1_and_pfx_with_password_file() {
     let plain = decrypt(&ring, &content("synthetic/chat_encryptedContent.json")).unwrap();
     assert_eq!(plain, read("synthetic/chat_expected_plaintext.json"));
     assert_eq!(ring.get("from-pfx").unwrap().bits(), 4096);
-}
-
-/// Extracts the RSAPrivateKey OCTET STRING from a PKCS#8 PrivateKeyInfo.
-fn pkcs1_from_pkcs8(der: &[u8]) -> Vec<u8> {
-    yasna::parse_der(der, |r| {
-        r.read_sequence(|r| {
-            r.next().read_u8()?;
-            r.next().read_sequence(|r| {
-                r.next().read_oid()?;
-                r.next().read_null()
-            })?;
-            r.next().read_bytes()
-        })
-    })
-    .unwrap()
 }
 
 #[test]

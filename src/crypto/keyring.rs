@@ -166,6 +166,21 @@ fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
     })
 }
 
+/// The inner PKCS#1 RSAPrivateKey of a PKCS#8 PrivateKeyInfo.
+pub fn pkcs8_to_pkcs1(pkcs8: &[u8]) -> Option<Vec<u8>> {
+    yasna::parse_der(pkcs8, |r| {
+        r.read_sequence(|r| {
+            r.next().read_u8()?;
+            r.next().read_sequence(|r| {
+                r.next().read_oid()?;
+                r.next().read_null()
+            })?;
+            r.next().read_bytes()
+        })
+    })
+    .ok()
+}
+
 /// Every loaded key, by certificate id.
 #[derive(Debug, Default)]
 pub struct Keyring {

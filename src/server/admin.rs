@@ -27,6 +27,12 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "not ready: no keys loaded\n",
         );
     }
+    if p.tokens().is_some_and(|t| t.jwks().is_empty()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no validation token signing keys yet\n",
+        );
+    }
     if !p.sink().ready().await {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::auth::jwks::Jwks;
+use crate::auth::tokens::{TokenPolicy, TokenVerifier};
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, SinkKind};
 use crate::crypto::keyring::{Keyring, KeyringError};
@@ -61,11 +63,22 @@ impl AppState {
         }
         let sink = crate::sink::build(&cfg.sink).await?;
         let auth = Authenticator::new(cfg.client_states()?, cfg.graph.tenants.clone());
+        let tokens = cfg
+            .graph
+            .validation_tokens
+            .required
+            .then(|| token_verifier(cfg));
+        if let Some(v) = &tokens {
+            v.jwks().spawn_refresh(Duration::from_secs(
+                cfg.graph.validation_tokens.refresh_interval_s.max(60),
+            ));
+        }
         let opts = PipelineOptions {
             budget: Duration::from_millis(cfg.ack.budget_ms),
             include_resource: cfg.graph.include_resource,
             raw_archive: cfg.sink.kind == SinkKind::Kafka && cfg.sink.kafka.raw_topic.is_some(),
             key_cache_entries: cfg.graph.key_cache_entries,
+            tokens,
         };
         let pipeline = Pipeline::new(Arc::new(keyring), auth, sink, Metrics::new(), opts);
         Ok(Arc::new(AppState {
@@ -74,6 +87,27 @@ impl AppState {
             retry_after_s: cfg.ack.retry_after_s,
         }))
     }
+}
+
+fn token_verifier(cfg: &Config) -> Arc<TokenVerifier> {
+    let vt = &cfg.graph.validation_tokens;
+    let jwks = Arc::new(Jwks::new(
+        &vt.openid_config_url,
+        Duration::from_secs(vt.min_refresh_interval_s),
+    ));
+    Arc::new(TokenVerifier::new(
+        jwks,
+        TokenPolicy {
+            app_ids: cfg.graph.app_ids.clone(),
+            tenants: cfg
+                .graph
+                .tenants
+                .iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect(),
+            skew_s: vt.clock_skew_s as i64,
+        },
+    ))
 }
 
 /// Serves both listeners until `shutdown` completes, then lets in-flight requests finish and

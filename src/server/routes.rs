@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::AppState;
+use crate::auth::tokens::TokenError;
 use crate::pipeline::BatchError;
 
 #[derive(Deserialize)]
@@ -80,7 +81,19 @@ async fn notify(
     match result {
         Ok(summary) => (StatusCode::ACCEPTED, Json(summary)).into_response(),
         Err(e @ BatchError::BadRequest(_)) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-        Err(e @ BatchError::Unavailable(_)) => {
+        Err(BatchError::Token(e)) if !matches!(e, TokenError::KeysUnavailable(_)) => {
+            // Authenticated-but-not-authorized (a valid token that does not cover the items)
+            // is 403; everything else failed to prove who is calling.
+            let status = match e {
+                TokenError::Uncovered(_)
+                | TokenError::Tenant
+                | TokenError::Audience
+                | TokenError::Caller => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            text(status, format!("{e}\n"))
+        }
+        Err(e @ (BatchError::Unavailable(_) | BatchError::Token(_))) => {
             let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(state.retry_after_s));

@@ -1,11 +1,13 @@
 //! `graphbridge simulate`: arguments and the run from start to report.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args as ClapArgs, ValueEnum};
 
+use super::issuer::Issuer;
 use super::report::{ProcessUsage, Report};
 use super::run::{run, RetryPolicy, RunOptions};
 use super::verify::{verify, Target};
@@ -73,6 +75,19 @@ pub struct Args {
     /// Read back the bridge's output (named by --config's sink section) and check it.
     #[arg(long, value_enum)]
     pub verify: Option<VerifyKind>,
+    /// Our app id, the audience of the validation tokens (the bridge's graph.app_ids).
+    #[arg(long, default_value = DEFAULT_APP_ID)]
+    pub app_id: String,
+    /// Where to serve the token issuer's OpenID metadata and JWKS (the bridge's
+    /// graph.validation_tokens.openid_config_url is http://ADDR/.well-known/openid-configuration).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub issuer_listen: String,
+    /// Keep the token signing key in this file so successive runs sign with the same key.
+    #[arg(long)]
+    pub issuer_key: Option<PathBuf>,
+    /// Send no validation tokens (for bridges with graph.validation_tokens.required = false).
+    #[arg(long)]
+    pub no_tokens: bool,
     /// The bridge's pid, for its CPU seconds and peak RSS.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -81,8 +96,11 @@ pub struct Args {
     pub json: bool,
 }
 
+/// The app id the simulator's tokens are addressed to unless --app-id says otherwise.
+pub const DEFAULT_APP_ID: &str = "5a9e7c1d-0b3f-4e2a-9c6d-7f8e9a0b1c2d";
+
 impl Args {
-    pub fn options(&self) -> RunOptions {
+    pub fn options(&self, issuer: Option<Arc<Issuer>>) -> RunOptions {
         RunOptions {
             target: self.target.trim_end_matches('/').to_string(),
             count: self.count,
@@ -96,6 +114,7 @@ impl Args {
                 max: Duration::from_secs(60),
                 give_up_after: Duration::from_secs(self.give_up_s),
             },
+            issuer,
         }
     }
 
@@ -135,8 +154,18 @@ pub async fn main(args: Args, config: Option<&Path>) -> anyhow::Result<bool> {
         Some(kind) => Some(verify_target(kind, &Config::load(config)?)),
         None => None,
     };
+    let issuer = if args.no_tokens {
+        None
+    } else {
+        let issuer = Arc::new(Issuer::new(&args.app_id, args.issuer_key.as_deref())?);
+        let listener = tokio::net::TcpListener::bind(&args.issuer_listen)
+            .await
+            .with_context(|| format!("binding the token issuer on {}", args.issuer_listen))?;
+        eprintln!("token issuer: {}", issuer.serve(listener)?);
+        Some(issuer)
+    };
     let before = args.pid.and_then(ProcessUsage::read);
-    let outcomes = run(args.options(), args.workload()?).await?;
+    let outcomes = run(args.options(issuer), args.workload()?).await?;
     let bridge = args
         .pid
         .and_then(ProcessUsage::read)

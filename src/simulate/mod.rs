@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod generate;
+pub mod issuer;
 pub mod report;
 pub mod run;
 pub mod verify;

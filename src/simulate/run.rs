@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use super::issuer::Issuer;
 use super::workload::{Expect, Item, Workload};
 
 /// Contains characters that must be URL-encoded, as Graph's real tokens do.
@@ -37,6 +38,8 @@ pub struct RunOptions {
     pub batch_size: usize,
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Signs one validation token per tenant of each batch, as Graph does (None: send none).
+    pub issuer: Option<Arc<Issuer>>,
 }
 
 /// Everything the run observed.
@@ -152,6 +155,19 @@ fn record(o: &mut Outcomes, items: Vec<Item>, summary: &Value, latency: f64) {
     o.acked.extend(items.into_iter().map(|i| i.expect));
 }
 
+/// One token per distinct tenant of the batch (our single app id), alternating v1 and v2.
+fn tokens(issuer: Option<&Issuer>, items: &[Item]) -> Vec<String> {
+    let Some(issuer) = issuer else { return vec![] };
+    let tenants: std::collections::BTreeSet<&str> =
+        items.iter().map(|i| i.tenant_id.as_str()).collect();
+    let now = chrono::Utc::now().timestamp();
+    tenants
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| issuer.token(t, i % 2 == 0, now))
+        .collect()
+}
+
 async fn worker(
     shared: Arc<Mutex<Shared>>,
     opts: Arc<RunOptions>,
@@ -181,7 +197,7 @@ async fn worker(
         tokio::time::sleep_until(slot.into()).await;
         let body = serde_json::to_vec(&json!({
             "value": items.iter().map(|i| &i.json).collect::<Vec<_>>(),
-            "validationTokens": [],
+            "validationTokens": tokens(opts.issuer.as_deref(), &items),
         }))
         .expect("json");
 

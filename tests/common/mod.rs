@@ -57,9 +57,12 @@ pub fn synthetic_recipient() -> Recipient {
     Recipient::from_certificate(SYNTH_ID, &der).unwrap()
 }
 
-/// Defaults with the vectors' keys and client states, file sink in `dir`.
+/// Defaults with the vectors' keys and client states, file sink in `dir`. Validation tokens
+/// are off here so tests can post hand-made batches; tests/tokens.rs and tests/e2e.rs turn
+/// them on with the simulator's token issuer ([`with_tokens`]).
 pub fn test_config(dir: &Path) -> Config {
     let mut cfg = Config::defaults();
+    cfg.graph.validation_tokens.required = false;
     cfg.graph.client_state = OneOrMany::Many(vec![
         Secret::new(REAL_CLIENT_STATE),
         Secret::new(SYNTH_CLIENT_STATE),
@@ -228,4 +231,22 @@ pub fn mixed_batch(seed: i64) -> MixedBatch {
         ],
         rejected: vec!["client_state", "signature_mismatch", "unknown_certificate"],
     }
+}
+
+/// Turns validation tokens on, trusting a fresh simulator issuer served on loopback.
+pub async fn with_tokens(
+    cfg: &mut Config,
+) -> std::sync::Arc<graphbridge::simulate::issuer::Issuer> {
+    let issuer = std::sync::Arc::new(
+        graphbridge::simulate::issuer::Issuer::new(
+            graphbridge::simulate::cli::DEFAULT_APP_ID,
+            None,
+        )
+        .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    cfg.graph.validation_tokens.required = true;
+    cfg.graph.validation_tokens.openid_config_url = issuer.serve(listener).unwrap();
+    cfg.graph.app_ids = vec![issuer.app_id.clone()];
+    issuer
 }

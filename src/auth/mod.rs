@@ -1,5 +1,11 @@
-//! Authentication of notification items: the `clientState` secret (constant time, several for
-//! rotation) and the tenant allowlist. Only an [`Authenticated`] item can reach the decryptor.
+//! Who may get events into the brokers. A request first proves it came from Graph
+//! (`tokens`: the validationTokens JWTs, checked against Microsoft's signing keys from `jwks`),
+//! then each item proves it belongs to one of our subscriptions: the `clientState` secret
+//! (constant time, several for rotation) and the tenant allowlist. Only an [`Authenticated`]
+//! item can reach the decryptor.
+
+pub mod jwks;
+pub mod tokens;
 
 use subtle::ConstantTimeEq;
 
