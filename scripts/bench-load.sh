@@ -24,6 +24,7 @@ DURATION=${DURATION:-20}
 CONCURRENCY=${CONCURRENCY:-8}
 BATCH=${BATCH:-50}
 PORT=${BENCH_PORT:-28080}
+ISSUER_PORT=${BENCH_ISSUER_PORT:-28443}
 ADMIN_PORT=${BENCH_ADMIN_PORT:-29090}
 
 scripts/setup.sh
@@ -45,7 +46,11 @@ listen = "127.0.0.1:$PORT"
 admin_listen = "127.0.0.1:$ADMIN_PORT"
 [graph]
 client_state = "bench-client-state"
+app_ids = ["5a9e7c1d-0b3f-4e2a-9c6d-7f8e9a0b1c2d"]
 keys_dir = "$WORK/keys"
+[graph.validation_tokens]
+# The simulator plays Microsoft's token service on this port.
+openid_config_url = "http://127.0.0.1:$ISSUER_PORT/.well-known/openid-configuration"
 [sink]
 kind = "kafka"
 [sink.kafka]
@@ -68,14 +73,16 @@ RSA_PER_CORE=$(echo "$RSA" | python3 -c 'import json,sys; print(json.load(sys.st
 "$BIN" --config "$WORK/graphbridge.toml" serve 2>"$WORK/serve.log" &
 SERVE_PID=$!
 for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break
+  # healthz, not readyz: readiness waits for the token keys, served by the simulator below.
+  curl -fsS "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null 2>&1 && break
   sleep 0.2
 done
-curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null || { cat "$WORK/serve.log"; exit 1; }
+curl -fsS "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null || { cat "$WORK/serve.log"; exit 1; }
 
 sim() {
   "$BIN" --config "$WORK/graphbridge.toml" simulate --target "http://127.0.0.1:$PORT" \
     --cert "$WORK/keys/bench.crt" --cert-id bench --client-state bench-client-state \
+    --issuer-listen "127.0.0.1:$ISSUER_PORT" --issuer-key "$WORK/issuer.der" \
     --concurrency "$CONCURRENCY" --batch-size "$BATCH" --pid "$SERVE_PID" --verify kafka --json "$@"
 }
 

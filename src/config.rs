@@ -83,8 +83,36 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Admin listener for `/healthz`, `/readyz`, `/metrics`.
     pub admin_listen: SocketAddr,
-    /// Largest request body accepted.
+    /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
+    /// Most notification items in one request (413 beyond).
+    pub max_items: usize,
+    /// Deepest JSON nesting accepted (400 beyond).
+    pub max_json_depth: usize,
+    /// Largest request head (request line + headers) accepted (431 beyond).
+    pub max_header_bytes: usize,
+    /// Time allowed to receive the request head; slower connections are closed (slowloris).
+    pub header_read_timeout_ms: u64,
+    /// Time allowed to receive the body (408 beyond).
+    pub body_read_timeout_ms: u64,
+    /// Open connections per listener; beyond, new connections wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Requests processed at once; beyond, 503 + Retry-After at once instead of queueing.
+    pub max_in_flight: usize,
+    /// On shutdown, time for in-flight requests to finish.
+    pub drain_timeout_ms: u64,
+    /// In-process TLS for the public listener (PEM files); absent = plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -332,6 +360,24 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             problems.push("server.max_body_bytes must be at least 1024".into());
+        }
+        let s = &self.server;
+        if s.max_items == 0
+            || s.max_json_depth < 4
+            || s.max_connections == 0
+            || s.max_in_flight == 0
+        {
+            problems.push("server.max_items, max_connections, max_in_flight must be positive and max_json_depth at least 4".into());
+        }
+        if let Some(tls) = &s.tls {
+            for (name, p) in [("cert", &tls.cert), ("key", &tls.key)] {
+                if !p.is_file() {
+                    problems.push(format!(
+                        "server.tls.{name} {} is not a readable file",
+                        p.display()
+                    ));
+                }
+            }
         }
         match self.sink.kind {
             SinkKind::Kafka if self.sink.kafka.brokers.trim().is_empty() => {

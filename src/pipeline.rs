@@ -56,6 +56,8 @@ pub struct Pipeline {
     budget: Duration,
     include_resource: bool,
     raw_archive: bool,
+    max_items: usize,
+    max_json_depth: usize,
     /// One permit per core: RSA work runs on blocking threads, never more at once than cores.
     cpu: Arc<Semaphore>,
 }
@@ -84,6 +86,9 @@ pub struct PipelineOptions {
     pub key_cache_entries: usize,
     /// Graph's validation tokens are required and checked by this verifier.
     pub tokens: Option<Arc<TokenVerifier>>,
+    /// Request limits applied while parsing.
+    pub max_items: usize,
+    pub max_json_depth: usize,
 }
 
 impl Pipeline {
@@ -105,6 +110,8 @@ impl Pipeline {
             budget: opts.budget,
             include_resource: opts.include_resource,
             raw_archive: opts.raw_archive,
+            max_items: opts.max_items,
+            max_json_depth: opts.max_json_depth,
             cpu: Arc::new(Semaphore::new(cores)),
         }
     }
@@ -132,7 +139,8 @@ impl Pipeline {
     /// Processes one request body. The whole call is bounded by the ack budget.
     pub async fn process(&self, body: &[u8]) -> Result<BatchSummary, BatchError> {
         let started = Instant::now();
-        let envelope = Envelope::parse(body).inspect_err(|_| self.metrics.reject("bad_json"))?;
+        let envelope = Envelope::parse_limited(body, self.max_json_depth, self.max_items)
+            .inspect_err(|e| self.metrics.reject(e.reason()))?;
         let result = tokio::time::timeout(self.budget, self.accept(envelope)).await;
         let result = match result {
             Ok(r) => r,

@@ -91,11 +91,70 @@ impl std::fmt::Debug for EncryptedContent {
 pub enum EnvelopeError {
     #[error("body is not a JSON notification envelope: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("JSON nesting deeper than {0} levels")]
+    TooDeep(usize),
+    #[error("{0} items in one request; at most {1} are accepted")]
+    TooManyItems(usize, usize),
+}
+
+impl EnvelopeError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EnvelopeError::Json(_) => "bad_json",
+            EnvelopeError::TooDeep(_) => "too_deep",
+            EnvelopeError::TooManyItems(..) => "too_many_items",
+        }
+    }
+}
+
+/// Whether `body` nests arrays/objects deeper than `max`, by one pass over the bytes (strings
+/// skipped), before any parser recurses into it.
+pub fn nesting_exceeds(body: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 impl Envelope {
     pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
         Ok(serde_json::from_slice(body)?)
+    }
+
+    /// Parses with the request limits: nesting depth first, then the number of items.
+    pub fn parse_limited(
+        body: &[u8],
+        max_depth: usize,
+        max_items: usize,
+    ) -> Result<Self, EnvelopeError> {
+        if nesting_exceeds(body, max_depth) {
+            return Err(EnvelopeError::TooDeep(max_depth));
+        }
+        let envelope = Self::parse(body)?;
+        if envelope.value.len() > max_items {
+            return Err(EnvelopeError::TooManyItems(envelope.value.len(), max_items));
+        }
+        Ok(envelope)
     }
 }
 
@@ -106,5 +165,29 @@ impl ChangeNotification {
 
     pub fn is_lifecycle(&self) -> bool {
         self.lifecycle_event.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        assert!(!nesting_exceeds(br#"{"value":[{"a":[1]}]}"#, 4));
+        assert!(nesting_exceeds(br#"{"value":[{"a":[[1]]}]}"#, 4));
+        assert!(!nesting_exceeds(br#"{"s":"[[[[[[\"[[[["}"#, 2));
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(nesting_exceeds(deep.as_bytes(), 64));
+    }
+
+    #[test]
+    fn item_count_is_limited() {
+        let body = br#"{"value":[{},{},{}]}"#;
+        assert!(Envelope::parse_limited(body, 8, 3).is_ok());
+        assert!(matches!(
+            Envelope::parse_limited(body, 8, 2),
+            Err(EnvelopeError::TooManyItems(3, 2))
+        ));
     }
 }

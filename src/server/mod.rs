@@ -3,13 +3,16 @@
 //! tests bind port 0 and stop it deterministically.
 
 mod admin;
+pub mod listener;
 mod routes;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::auth::jwks::Jwks;
 use crate::auth::tokens::{TokenPolicy, TokenVerifier};
@@ -21,13 +24,21 @@ use crate::sink::SinkError;
 use crate::telemetry::Metrics;
 
 pub use admin::admin_router;
+use listener::ConnLimits;
 pub use routes::public_router;
 
 /// Everything the handlers share.
 pub struct AppState {
     pub pipeline: Pipeline,
     pub max_body_bytes: usize,
+    pub body_read_timeout: Duration,
     pub retry_after_s: u64,
+    /// Requests being processed; when none is free the request is shed with 503.
+    pub in_flight: Semaphore,
+    /// Connection limits and TLS of the public listener (the admin one never has TLS).
+    pub conn_limits: ConnLimits,
+    /// Set when shutdown starts, so readiness turns red before the listeners close.
+    pub draining: AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +53,8 @@ pub enum StartError {
     Bind(std::net::SocketAddr, std::io::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("tls: {0}")]
+    Tls(#[from] listener::TlsError),
 }
 
 impl AppState {
@@ -79,12 +92,29 @@ impl AppState {
             raw_archive: cfg.sink.kind == SinkKind::Kafka && cfg.sink.kafka.raw_topic.is_some(),
             key_cache_entries: cfg.graph.key_cache_entries,
             tokens,
+            max_items: cfg.server.max_items,
+            max_json_depth: cfg.server.max_json_depth,
         };
         let pipeline = Pipeline::new(Arc::new(keyring), auth, sink, Metrics::new(), opts);
         Ok(Arc::new(AppState {
             pipeline,
             max_body_bytes: cfg.server.max_body_bytes,
+            body_read_timeout: Duration::from_millis(cfg.server.body_read_timeout_ms),
             retry_after_s: cfg.ack.retry_after_s,
+            in_flight: Semaphore::new(cfg.server.max_in_flight),
+            conn_limits: ConnLimits {
+                max_connections: cfg.server.max_connections,
+                max_header_bytes: cfg.server.max_header_bytes,
+                header_read_timeout: Duration::from_millis(cfg.server.header_read_timeout_ms),
+                drain_timeout: Duration::from_millis(cfg.server.drain_timeout_ms),
+                tls: cfg
+                    .server
+                    .tls
+                    .as_ref()
+                    .map(listener::tls_acceptor)
+                    .transpose()?,
+            },
+            draining: AtomicBool::new(false),
         }))
     }
 }
@@ -119,23 +149,30 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
+    let admin_limits = ConnLimits {
+        tls: None,
+        ..state.conn_limits.clone()
     };
-    let public_srv =
-        axum::serve(public, public_router(state.clone())).with_graceful_shutdown(wait(rx.clone()));
-    let admin_srv =
-        axum::serve(admin, admin_router(state.clone())).with_graceful_shutdown(wait(rx));
-    let trigger = tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        let _ = tx.send(true);
-    });
-    let (a, b) = tokio::join!(public_srv.into_future(), admin_srv.into_future());
-    trigger.abort();
+    let public_srv = tokio::spawn(listener::serve(
+        public,
+        public_router(state.clone()),
+        state.conn_limits.clone(),
+        rx.clone(),
+    ));
+    let admin_srv = tokio::spawn(listener::serve(
+        admin,
+        admin_router(state.clone()),
+        admin_limits,
+        rx,
+    ));
+    shutdown.await;
+    tracing::info!("shutting down: not ready, finishing in-flight requests");
+    state.draining.store(true, Ordering::SeqCst);
+    let _ = tx.send(true);
+    let (a, b) = tokio::join!(public_srv, admin_srv);
     state.pipeline.sink().close().await;
-    a?;
-    b?;
+    a.map_err(|e| std::io::Error::other(e.to_string()))?;
+    b.map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(())
 }
 

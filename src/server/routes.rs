@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +13,8 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::auth::tokens::TokenError;
-use crate::pipeline::BatchError;
+use crate::graph::envelope::EnvelopeError;
+use crate::pipeline::{BatchError, BatchSummary};
 
 #[derive(Deserialize)]
 struct Handshake {
@@ -23,12 +24,117 @@ struct Handshake {
 }
 
 pub fn public_router(state: Arc<AppState>) -> Router {
-    let limit = state.max_body_bytes;
     Router::new()
         .route("/notifications", post(notify))
         .route("/lifecycle", post(notify))
-        .layer(DefaultBodyLimit::max(limit))
+        // The body is read by the handler under its own limit and timeout.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+fn unavailable(state: &AppState, body: String) -> Response {
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, body);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(state.retry_after_s));
+    r
+}
+
+/// Reads the body within the size limit and the read timeout.
+async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Response> {
+    let metrics = state.pipeline.metrics();
+    match tokio::time::timeout(
+        state.body_read_timeout,
+        axum::body::to_bytes(body, state.max_body_bytes),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let too_large =
+                std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                    .any(|e| e.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                metrics.reject("body_too_large");
+                Err(text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body exceeds {} bytes\n", state.max_body_bytes),
+                ))
+            } else {
+                metrics.reject("body_read");
+                Err(text(
+                    StatusCode::BAD_REQUEST,
+                    "body could not be read\n".into(),
+                ))
+            }
+        }
+        Err(_) => {
+            metrics.reject("body_timeout");
+            Err(text(
+                StatusCode::REQUEST_TIMEOUT,
+                "body not received in time\n".into(),
+            ))
+        }
+    }
+}
+
+/// The one place that maps pipeline results to HTTP.
+fn respond(state: &AppState, result: Result<BatchSummary, BatchError>) -> Response {
+    match result {
+        Ok(summary) => (StatusCode::ACCEPTED, Json(summary)).into_response(),
+        Err(BatchError::BadRequest(e @ EnvelopeError::TooManyItems(..))) => {
+            text(StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n"))
+        }
+        Err(e @ BatchError::BadRequest(_)) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        Err(BatchError::Token(e)) if !matches!(e, TokenError::KeysUnavailable(_)) => {
+            // Authenticated-but-not-authorized (a valid token that does not cover the items)
+            // is 403; everything else failed to prove who is calling.
+            let status = match e {
+                TokenError::Uncovered(_)
+                | TokenError::Tenant
+                | TokenError::Audience
+                | TokenError::Caller => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            text(status, format!("{e}\n"))
+        }
+        Err(e @ (BatchError::Unavailable(_) | BatchError::Token(_))) => {
+            unavailable(state, format!("{e}\n"))
+        }
+    }
+}
+
+async fn notify(
+    State(state): State<Arc<AppState>>,
+    Query(handshake): Query<Handshake>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Some(token) = handshake.validation_token {
+        // Echo the decoded token as plain text, never as HTML: it is attacker-controllable.
+        return text(StatusCode::OK, token);
+    }
+    let metrics = state.pipeline.metrics();
+    if !is_json(&headers) {
+        metrics.reject("content_type");
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "notifications must be sent as application/json\n".into(),
+        );
+    }
+    // Load shedding: past the in-flight limit answer at once, so Graph retries elsewhere or
+    // later, instead of queueing until every request is slow.
+    let Ok(_slot) = state.in_flight.try_acquire() else {
+        metrics.reject("overloaded");
+        return unavailable(&state, "overloaded, retry later\n".into());
+    };
+    let body = match read_body(&state, body).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
+    metrics.in_flight.inc();
+    let result = state.pipeline.process(&body).await;
+    metrics.in_flight.dec();
+    respond(&state, result)
 }
 
 fn text(status: StatusCode, body: String) -> Response {
@@ -55,49 +161,4 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-}
-
-async fn notify(
-    State(state): State<Arc<AppState>>,
-    Query(handshake): Query<Handshake>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(token) = handshake.validation_token {
-        // Echo the decoded token as plain text, never as HTML: it is attacker-controllable.
-        return text(StatusCode::OK, token);
-    }
-    let metrics = state.pipeline.metrics();
-    if !is_json(&headers) {
-        metrics.reject("content_type");
-        return text(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "notifications must be sent as application/json\n".into(),
-        );
-    }
-    metrics.in_flight.inc();
-    let result = state.pipeline.process(&body).await;
-    metrics.in_flight.dec();
-    match result {
-        Ok(summary) => (StatusCode::ACCEPTED, Json(summary)).into_response(),
-        Err(e @ BatchError::BadRequest(_)) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-        Err(BatchError::Token(e)) if !matches!(e, TokenError::KeysUnavailable(_)) => {
-            // Authenticated-but-not-authorized (a valid token that does not cover the items)
-            // is 403; everything else failed to prove who is calling.
-            let status = match e {
-                TokenError::Uncovered(_)
-                | TokenError::Tenant
-                | TokenError::Audience
-                | TokenError::Caller => StatusCode::FORBIDDEN,
-                _ => StatusCode::UNAUTHORIZED,
-            };
-            text(status, format!("{e}\n"))
-        }
-        Err(e @ (BatchError::Unavailable(_) | BatchError::Token(_))) => {
-            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(state.retry_after_s));
-            r
-        }
-    }
 }
