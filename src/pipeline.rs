@@ -60,6 +60,7 @@ pub struct Pipeline {
     max_json_depth: usize,
     /// One permit per core: RSA work runs on blocking threads, never more at once than cores.
     cpu: Arc<Semaphore>,
+    cores: usize,
 }
 
 /// What one item turned into, before publishing.
@@ -113,6 +114,7 @@ impl Pipeline {
             max_items: opts.max_items,
             max_json_depth: opts.max_json_depth,
             cpu: Arc::new(Semaphore::new(cores)),
+            cores,
         }
     }
 
@@ -173,7 +175,7 @@ impl Pipeline {
         let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut slots: Vec<Option<Outcome>> = Vec::with_capacity(envelope.value.len());
         let mut raw_records = Vec::new();
-        let mut decrypting = Vec::new();
+        let mut to_open = Vec::new();
         let parsed: Vec<_> = envelope
             .value
             .into_iter()
@@ -229,34 +231,38 @@ impl Pipeline {
             if self.raw_archive {
                 raw_records.push(raw_record(n, &raw));
             }
-            // CPU stage: decrypt and normalize on a blocking thread, one per core at a time.
             let index = slots.len();
             slots.push(None);
-            let permit = self
-                .cpu
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore never closed");
+            to_open.push((index, raw, authenticated));
+        }
+
+        // CPU stage: decrypt and normalize off the reactor, the batch split into one chunk per
+        // core; the semaphore keeps concurrent batches from running more chunks than cores.
+        let chunk = to_open.len().div_ceil(self.cores).max(1);
+        let mut chunks = Vec::new();
+        while !to_open.is_empty() {
+            let rest = to_open.split_off(chunk.min(to_open.len()));
+            let work = std::mem::replace(&mut to_open, rest);
+            let permit = self.cpu.clone().acquire_owned().await.expect("semaphore never closed");
             let (keyring, cache) = (self.keyring.clone(), self.key_cache.clone());
             let (include, at) = (self.include_resource, received_at.clone());
-            decrypting.push((
-                index,
-                tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    let outcome = open(&keyring, &cache, &authenticated, &at, include);
-                    (raw, outcome, at)
-                }),
-            ));
+            chunks.push(tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                work.into_iter()
+                    .map(|(index, raw, a)| match open(&keyring, &cache, &a, &at, include) {
+                        Ok(record) => (index, Outcome::Event(record)),
+                        Err((reason, detail)) => (index, reject(&raw, reason, detail, &at)),
+                    })
+                    .collect::<Vec<_>>()
+            }));
         }
-        for (index, handle) in decrypting {
-            let (raw, outcome, at) = handle
+        for handle in chunks {
+            let opened = handle
                 .await
                 .map_err(|e| BatchError::Unavailable(format!("decrypt task failed: {e}")))?;
-            slots[index] = Some(match outcome {
-                Ok(record) => Outcome::Event(record),
-                Err((reason, detail)) => reject(&raw, reason, detail, &at),
-            });
+            for (index, outcome) in opened {
+                slots[index] = Some(outcome);
+            }
         }
 
         let mut summary = BatchSummary::default();
