@@ -11,5 +11,5 @@ trap 'scripts/brokers.sh down' EXIT
 eval "$(scripts/brokers.sh env)"
 
 cargo fmt --check
-cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+cargo clippy --all-targets --all-features --locked -- -D warnings
+cargo test --all-targets --all-features --locked

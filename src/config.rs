@@ -130,6 +130,8 @@ pub struct GraphConfig {
     pub validation_tokens: ValidationTokensConfig,
     /// Private keys by certificate id.
     pub keys_dir: PathBuf,
+    /// How often the keys directory is checked for added or removed keys (0 = never).
+    pub keys_reload_interval_ms: u64,
     /// Default password for PKCS#12 files.
     #[serde(default)]
     pub keys_password: Option<Secret>,

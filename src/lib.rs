@@ -8,6 +8,9 @@ pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod event;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 pub mod pipeline;
 pub mod server;

@@ -22,6 +22,7 @@ use crate::event::normalize::{self, message_resource};
 use crate::graph::envelope::{ChangeNotification, Envelope, EnvelopeError};
 use crate::sink::{Record, Sink, SinkError};
 use crate::telemetry::Metrics;
+use arc_swap::ArcSwap;
 
 /// What the caller is told about a batch that was accepted.
 #[derive(Debug, Default, Serialize)]
@@ -47,7 +48,8 @@ pub enum BatchError {
 }
 
 pub struct Pipeline {
-    keyring: Arc<Keyring>,
+    /// Swapped whole when the keys directory changes (hot reload).
+    keyring: Arc<ArcSwap<Keyring>>,
     key_cache: Arc<KeyCache>,
     auth: Authenticator,
     tokens: Option<Arc<TokenVerifier>>,
@@ -94,7 +96,7 @@ pub struct PipelineOptions {
 
 impl Pipeline {
     pub fn new(
-        keyring: Arc<Keyring>,
+        keyring: Arc<ArcSwap<Keyring>>,
         auth: Authenticator,
         sink: Arc<dyn Sink>,
         metrics: Arc<Metrics>,
@@ -122,8 +124,9 @@ impl Pipeline {
         &self.sink
     }
 
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
+    /// The keys in use now.
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring.load_full()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -243,16 +246,23 @@ impl Pipeline {
         while !to_open.is_empty() {
             let rest = to_open.split_off(chunk.min(to_open.len()));
             let work = std::mem::replace(&mut to_open, rest);
-            let permit = self.cpu.clone().acquire_owned().await.expect("semaphore never closed");
-            let (keyring, cache) = (self.keyring.clone(), self.key_cache.clone());
+            let permit = self
+                .cpu
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closed");
+            let (keyring, cache) = (self.keyring.load_full(), self.key_cache.clone());
             let (include, at) = (self.include_resource, received_at.clone());
             chunks.push(tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 work.into_iter()
-                    .map(|(index, raw, a)| match open(&keyring, &cache, &a, &at, include) {
-                        Ok(record) => (index, Outcome::Event(record)),
-                        Err((reason, detail)) => (index, reject(&raw, reason, detail, &at)),
-                    })
+                    .map(
+                        |(index, raw, a)| match open(&keyring, &cache, &a, &at, include) {
+                            Ok(record) => (index, Outcome::Event(record)),
+                            Err((reason, detail)) => (index, reject(&raw, reason, detail, &at)),
+                        },
+                    )
                     .collect::<Vec<_>>()
             }));
         }

@@ -46,6 +46,10 @@ pub struct Metrics {
     pub publish_latency: Histogram,
     /// Batches being processed now.
     pub in_flight: Gauge,
+    /// Private keys in the keyring.
+    pub keys_loaded: Gauge,
+    /// Reloads of the keys directory that failed (the previous keys stay in use).
+    pub key_reload_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -60,6 +64,8 @@ impl Default for Metrics {
             ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             publish_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             in_flight: Gauge::default(),
+            keys_loaded: Gauge::default(),
+            key_reload_failures: Counter::default(),
         };
         m.registry.register(
             "received",
@@ -95,6 +101,13 @@ impl Default for Metrics {
         );
         m.registry
             .register("in_flight", "Batches in progress", m.in_flight.clone());
+        m.registry
+            .register("keys_loaded", "Private keys loaded", m.keys_loaded.clone());
+        m.registry.register(
+            "key_reload_failures",
+            "Keys directory reloads that failed",
+            m.key_reload_failures.clone(),
+        );
         m
     }
 }

@@ -39,11 +39,13 @@ impl Jwks {
         }
     }
 
-    /// Keys from a JWKS document, for tests and offline use.
+    /// Fixed keys from a JWKS document, never refreshed (tests, fuzzing, offline use).
     pub fn from_set(set: &JwkSet) -> Self {
-        let j = Jwks::new("", Duration::MAX);
-        *j.keys.write().expect("lock") = decode_set(set);
-        j
+        Jwks {
+            keys: RwLock::new(decode_set(set)),
+            last_fetch: Mutex::new(Some(Instant::now())),
+            ..Jwks::new("", Duration::MAX)
+        }
     }
 
     pub fn len(&self) -> usize {

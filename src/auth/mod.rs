@@ -63,7 +63,8 @@ impl Authenticator {
     pub fn authenticate(&self, item: ChangeNotification) -> Result<Authenticated, AuthError> {
         let got = item
             .client_state
-            .as_deref()
+            .as_ref()
+            .map(Secret::expose)
             .ok_or(AuthError::MissingClientState)?;
         // Compare against every secret without stopping early, so timing tells nothing about
         // which one (if any) matched.

@@ -5,3 +5,4 @@ pub mod decrypt;
 pub mod encrypt;
 pub mod key_cache;
 pub mod keyring;
+pub mod reload;

@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::config::Secret;
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Envelope {
@@ -45,7 +47,7 @@ pub struct ChangeNotification {
     pub change_type: Option<ChangeType>,
     /// Echo of the subscription's secret; compared in constant time, never logged.
     #[serde(default)]
-    pub client_state: Option<String>,
+    pub client_state: Option<Secret>,
     pub tenant_id: String,
     #[serde(default)]
     pub resource: Option<String>,

@@ -19,9 +19,11 @@ use crate::auth::tokens::{TokenPolicy, TokenVerifier};
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, SinkKind};
 use crate::crypto::keyring::{Keyring, KeyringError};
+use crate::crypto::reload::KeyReloader;
 use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::sink::SinkError;
 use crate::telemetry::Metrics;
+use arc_swap::ArcSwap;
 
 pub use admin::admin_router;
 use listener::ConnLimits;
@@ -95,7 +97,19 @@ impl AppState {
             max_items: cfg.server.max_items,
             max_json_depth: cfg.server.max_json_depth,
         };
-        let pipeline = Pipeline::new(Arc::new(keyring), auth, sink, Metrics::new(), opts);
+        let keyring = Arc::new(ArcSwap::from_pointee(keyring));
+        let metrics = Metrics::new();
+        if cfg.graph.keys_reload_interval_ms > 0 {
+            KeyReloader {
+                dir: cfg.graph.keys_dir.clone(),
+                password: cfg.graph.keys_password.clone(),
+                interval: Duration::from_millis(cfg.graph.keys_reload_interval_ms),
+            }
+            .spawn(keyring.clone(), metrics.clone());
+        } else {
+            metrics.keys_loaded.set(keyring.load().len() as i64);
+        }
+        let pipeline = Pipeline::new(keyring, auth, sink, metrics, opts);
         Ok(Arc::new(AppState {
             pipeline,
             max_body_bytes: cfg.server.max_body_bytes,

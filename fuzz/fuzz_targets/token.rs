@@ -1,0 +1,7 @@
+//! The validation token verifier with arbitrary tokens against the synthetic JWKS.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    graphbridge::fuzzing::token(data);
+});
