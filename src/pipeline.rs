@@ -212,7 +212,7 @@ impl Pipeline {
                     slots.push(Some(reject(
                         &raw,
                         "malformed_item",
-                        e.to_string(),
+                        crate::graph::json_error(&e),
                         &received_at,
                     )));
                     continue;

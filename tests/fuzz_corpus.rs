@@ -15,7 +15,9 @@ fn replay(target: &str, f: fn(&[u8])) -> usize {
         };
         for entry in entries.flatten() {
             // (A running fuzzer may delete entries while we read.)
-            let Ok(bytes) = std::fs::read(entry.path()) else { continue };
+            let Ok(bytes) = std::fs::read(entry.path()) else {
+                continue;
+            };
             f(&bytes);
             n += 1;
         }

@@ -213,7 +213,10 @@ pub fn normalize(
 ) -> Result<MessageEvent, NormalizeError> {
     let change_type = n.change_type.ok_or(NormalizeError::MissingChangeType)?;
     let message = plaintext
-        .map(|p| ChatMessage::parse(p).map_err(|e| NormalizeError::NotChatMessage(e.to_string())))
+        .map(|p| {
+            ChatMessage::parse(p)
+                .map_err(|e| NormalizeError::NotChatMessage(crate::graph::json_error(&e)))
+        })
         .transpose()?;
     if let Some(m) = &message {
         cross_check(&r, m)?;

@@ -3,3 +3,32 @@
 pub mod envelope;
 pub mod message;
 pub mod resource;
+
+/// A JSON error without the offending value: serde's messages quote input values, which may be
+/// secrets or message content and must not reach logs or dead letters.
+pub fn json_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "invalid JSON",
+        serde_json::error::Category::Data => "wrong or missing field",
+        serde_json::error::Category::Eof => "truncated JSON",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_errors_do_not_quote_values() {
+        let e = serde_json::from_str::<super::message::ChatMessage>(
+            r#"{"id": "1", "subject": 42, "body": "s3cret"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("42") || e.to_string().contains("s3cret"),
+            "serde quotes values"
+        );
+        let safe = super::json_error(&e);
+        assert!(!safe.contains("42") && !safe.contains("s3cret"), "{safe}");
+    }
+}
