@@ -94,32 +94,25 @@ impl Jwks {
         Ok(self.cached(kid))
     }
 
-    /// Fetches the metadata and the key set and replaces the cache.
-    pub async fn fetch(&self) -> Result<usize, JwksError> {
-        let err = |e: reqwest::Error| JwksError::Fetch(e.to_string());
-        let meta: serde_json::Value = self
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, JwksError> {
+        let err = |e: reqwest::Error| JwksError::Fetch(format!("{url}: {e}"));
+        let resp = self
             .http
-            .get(&self.openid_config_url)
+            .get(url)
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(err)?
-            .json()
-            .await
             .map_err(err)?;
+        resp.json().await.map_err(err)
+    }
+
+    /// Fetches the metadata and the key set and replaces the cache.
+    pub async fn fetch(&self) -> Result<usize, JwksError> {
+        let meta: serde_json::Value = self.get_json(&self.openid_config_url).await?;
         let uri = meta["jwks_uri"]
             .as_str()
             .ok_or_else(|| JwksError::Fetch("OpenID metadata has no jwks_uri".into()))?;
-        let set: JwkSet = self
-            .http
-            .get(uri)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(err)?
-            .json()
-            .await
-            .map_err(err)?;
+        let set: JwkSet = self.get_json(uri).await?;
         let keys = decode_set(&set);
         let n = keys.len();
         if n == 0 {

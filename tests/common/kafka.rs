@@ -42,9 +42,12 @@ pub fn kafka_config(dir: &std::path::Path, prefix: &str) -> Config {
     cfg
 }
 
-/// Reads `topics` from the beginning until `n` messages arrived (bounded by `bound`), then
-/// checks with the high watermarks that there are exactly `n`.
-pub async fn consume(topics: &[&str], n: usize, bound: Duration) -> Vec<Consumed> {
+/// Reads `topics` from the beginning until `done` says enough arrived (bounded by `bound`).
+async fn consume_until(
+    topics: &[&str],
+    bound: Duration,
+    done: impl Fn(&[Consumed]) -> bool,
+) -> (StreamConsumer, Vec<Consumed>) {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", super::unique("test-consumer"))
@@ -55,25 +58,50 @@ pub async fn consume(topics: &[&str], n: usize, bound: Duration) -> Vec<Consumed
     consumer.subscribe(topics).expect("subscribe");
     let deadline = Instant::now() + bound;
     let mut out = Vec::new();
-    while out.len() < n {
+    while !done(&out) {
         let left = deadline.saturating_duration_since(Instant::now());
         let msg = tokio::time::timeout(left, consumer.recv())
             .await
             .unwrap_or_else(|_| {
                 panic!(
-                    "only {} of {n} messages arrived on {topics:?} within {bound:?}",
+                    "only {} messages arrived on {topics:?} within {bound:?}",
                     out.len()
                 )
             })
             .expect("kafka recv");
         out.push(to_consumed(&msg));
     }
+    (consumer, out)
+}
+
+/// Reads `topics` from the beginning until `n` messages arrived (bounded by `bound`), then
+/// checks with the high watermarks that there are exactly `n`.
+pub async fn consume(topics: &[&str], n: usize, bound: Duration) -> Vec<Consumed> {
+    let (consumer, out) = consume_until(topics, bound, |got| got.len() >= n).await;
     assert_eq!(
         total_messages(&consumer, topics),
         n as i64,
         "exactly {n} messages on {topics:?}"
     );
     out
+}
+
+/// Reads `topics` from the beginning until `distinct` different `ce_id`s were seen (bounded);
+/// duplicates a consumer would remove are kept in the result.
+pub async fn consume_until_distinct(
+    topics: &[&str],
+    distinct: usize,
+    bound: Duration,
+) -> Vec<Consumed> {
+    let ids = |got: &[Consumed]| {
+        got.iter()
+            .map(|c| c.headers.get("ce_id").cloned())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    consume_until(topics, bound, |got| ids(got) >= distinct)
+        .await
+        .1
 }
 
 /// Sum of high watermarks over every partition of `topics`.
@@ -91,42 +119,6 @@ fn total_messages(consumer: &StreamConsumer, topics: &[&str]) -> i64 {
         }
     }
     total
-}
-
-/// Reads `topics` from the beginning until `distinct` different `ce_id`s were seen (bounded);
-/// duplicates a consumer would remove are kept in the result.
-pub async fn consume_until_distinct(
-    topics: &[&str],
-    distinct: usize,
-    bound: Duration,
-) -> Vec<Consumed> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", super::unique("test-consumer"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(topics).expect("subscribe");
-    let deadline = Instant::now() + bound;
-    let mut out: Vec<Consumed> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    while seen.len() < distinct {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, consumer.recv())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "only {} of {distinct} distinct events within {bound:?}",
-                    seen.len()
-                )
-            })
-            .expect("kafka recv");
-        let c = to_consumed(&msg);
-        seen.insert(c.headers.get("ce_id").cloned().unwrap_or_default());
-        out.push(c);
-    }
-    out
 }
 
 fn to_consumed(msg: &impl Message) -> Consumed {
