@@ -90,12 +90,7 @@ async fn each_bad_input_class_gets_its_status_and_nothing_is_published() {
         assert_eq!(raw(&srv.base, &request).await, want, "{name}");
     }
 
-    let metrics = reqwest::get(format!("{}/metrics", srv.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = srv.metrics().await;
     for reason in [
         "body_too_large",
         "too_deep",
@@ -109,13 +104,7 @@ async fn each_bad_input_class_gets_its_status_and_nothing_is_published() {
         );
     }
     // Healthy, and a good request still works.
-    assert_eq!(
-        reqwest::get(format!("{}/healthz", srv.admin))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(srv.admin_status("/healthz").await, 200);
     assert!(
         jsonl(&cfg.sink.file.path).is_empty() && jsonl(&cfg.sink.file.deadletter_path).is_empty()
     );
@@ -154,13 +143,7 @@ async fn slowloris_headers_and_stalled_bodies_are_cut_off() {
         "{}",
         String::from_utf8_lossy(&buf)
     );
-    assert_eq!(
-        reqwest::get(format!("{}/healthz", srv.admin))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(srv.admin_status("/healthz").await, 200);
     srv.shutdown().await;
 }
 
@@ -194,13 +177,7 @@ async fn overload_is_shed_with_503_and_many_connections_do_not_hurt() {
     for _ in 0..600 {
         idle.push(TcpStream::connect(addr(&srv.base)).await.unwrap());
     }
-    assert_eq!(
-        reqwest::get(format!("{}/healthz", srv.admin))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(srv.admin_status("/healthz").await, 200);
     drop(idle);
     let item = json("synthetic/chat_notification.json")["value"][0].clone();
     let ok = tokio::time::timeout(
@@ -210,12 +187,7 @@ async fn overload_is_shed_with_503_and_many_connections_do_not_hurt() {
     .await
     .expect("served after the flood");
     assert_eq!(ok.status(), 202);
-    let metrics = reqwest::get(format!("{}/metrics", srv.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = srv.metrics().await;
     assert!(metrics.contains("reason=\"overloaded\""));
     srv.shutdown().await;
 }

@@ -164,12 +164,7 @@ async fn mixed_batch_yields_exactly_the_expected_events_and_dead_letters() {
     let second: Vec<&Value> = all[4..].iter().map(|e| &e["id"]).collect();
     assert_eq!(first, second);
 
-    let metrics = reqwest::get(format!("{}/metrics", srv.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = srv.metrics().await;
     assert!(
         metrics.contains("graphbridge_rejected_total{reason=\"signature_mismatch\"} 2"),
         "{metrics}"
@@ -323,12 +318,7 @@ async fn bad_input_gets_classified_answers_and_nothing_reaches_the_events() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = reqwest::get(format!("{}/metrics", srv.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = srv.metrics().await;
     for reason in ["bad_json", "content_type", "bad_base64", "malformed_item"] {
         assert!(
             metrics.contains(&format!("reason=\"{reason}\"")),
@@ -343,13 +333,7 @@ async fn readiness_needs_keys() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
     let srv = Running::start(&cfg).await;
-    assert_eq!(
-        reqwest::get(format!("{}/readyz", srv.admin))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(srv.admin_status("/readyz").await, 200);
     srv.shutdown().await;
 
     let empty = dir.path().join("empty-keys");

@@ -207,12 +207,6 @@ async fn permanent_producer_errors_fail_fast_and_are_classified() {
 async fn readiness_is_green_with_a_reachable_broker() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Running::start(&kafka_config(dir.path(), &unique("ready"))).await;
-    assert_eq!(
-        reqwest::get(format!("{}/readyz", srv.admin))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(srv.admin_status("/readyz").await, 200);
     srv.shutdown().await;
 }

@@ -92,12 +92,6 @@ async fn redelivered_batch_is_dropped_by_the_duplicate_window() {
 async fn readiness_is_green_when_connected() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Running::start(&nats_config(dir.path(), &unique("ready"))).await;
-    assert_eq!(
-        reqwest::get(format!("{}/readyz", srv.admin))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(srv.admin_status("/readyz").await, 200);
     srv.shutdown().await;
 }

@@ -252,12 +252,7 @@ async fn serve_refuses_forged_requests_without_publishing_or_dead_lettering() {
         "valid v1 token"
     );
     assert_eq!(jsonl(&cfg.sink.file.path).len(), 1);
-    let metrics = reqwest::get(format!("{}/metrics", srv.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = srv.metrics().await;
     for reason in [
         "token_missing",
         "token_null",
@@ -298,19 +293,8 @@ async fn signing_keys_unreachable_fails_closed_with_503() {
         .await;
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().contains_key("retry-after"));
-    assert_eq!(
-        reqwest::get(format!("{}/readyz", srv.admin))
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
-    let metrics = reqwest::get(format!("{}/metrics", srv.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(srv.admin_status("/readyz").await, 503);
+    let metrics = srv.metrics().await;
     assert!(
         metrics.contains("reason=\"token_keys_unavailable\""),
         "{metrics}"

@@ -111,6 +111,25 @@ impl Running {
             .unwrap()
     }
 
+    /// The Prometheus text from the admin port.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Status of a GET on the admin port (`/healthz`, `/readyz`).
+    pub async fn admin_status(&self, path: &str) -> u16 {
+        reqwest::get(format!("{}{path}", self.admin))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub async fn shutdown(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap().unwrap();
