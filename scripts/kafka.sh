@@ -8,6 +8,8 @@
 # and cached outside the work tree. Data lives under $GRAPHBRIDGE_RUN/kafka and survives
 # stop/restart (tests use that to simulate outages); only `wipe` deletes it.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Pinned rather than "latest" so test runs are reproducible. 4.3.1 is the newest release
 # whose kafka-tools jar (console producer/consumer, admin CLIs) is on Central; 4.4.0 and
@@ -231,23 +233,14 @@ start() {
 }
 
 stop() {
-  local pid deadline
+  local pid
   if ! pid=$(running_pid); then
     rm -f "$PIDFILE"
     log "not running"
     return 0
   fi
   log "stopping pid $pid"
-  kill -TERM "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + STOP_TIMEOUT))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "still alive after ${STOP_TIMEOUT}s, sending KILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    # KILL is not instant either; bounded wait so the port is free when we return.
-    deadline=$((SECONDS + 10))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-  fi
+  stop_pid "$pid" "$STOP_TIMEOUT"
   rm -f "$PIDFILE"
   log "stopped"
 }

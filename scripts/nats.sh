@@ -6,6 +6,8 @@
 # Uses Debian's nats-server binary, run by hand in the background (never the distro's
 # systemd unit). JetStream data lives under $GRAPHBRIDGE_RUN/nats and survives restarts.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 RUN=${GRAPHBRIDGE_RUN:-/tmp/graphbridge-brokers}/nats
 PORT=${NATS_PORT:-14222}
@@ -87,22 +89,14 @@ start() {
 }
 
 stop() {
-  local pid deadline
+  local pid
   if ! pid=$(running_pid); then
     rm -f "$PIDFILE"
     log "not running"
     return 0
   fi
   log "stopping pid $pid"
-  kill -TERM "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + STOP_TIMEOUT))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "still alive after ${STOP_TIMEOUT}s, sending KILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + 10))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-  fi
+  stop_pid "$pid" "$STOP_TIMEOUT"
   rm -f "$PIDFILE"
   log "stopped"
 }
