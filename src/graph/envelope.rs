@@ -109,30 +109,42 @@ impl EnvelopeError {
     }
 }
 
-/// Whether `body` nests arrays/objects deeper than `max`, by one pass over the bytes (strings
-/// skipped), before any parser recurses into it.
+/// Whether `body` nests arrays/objects deeper than `max`, by one pass over the bytes before any
+/// parser recurses into it. Strings (mostly long base64) are skipped with a SIMD search.
 pub fn nesting_exceeds(body: &[u8], max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in body {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(off) = memchr::memchr3(b'"', b'{', b'[', &body[i..]).map(|o| o + i).map(|o| {
+        // Closing brackets between here and the next opener lower the depth.
+        depth = depth.saturating_sub(memchr::memchr2_iter(b'}', b']', &body[i..o]).count());
+        o
+    }) {
+        match body[off] {
+            b'"' => {
+                // Jump to the closing quote, stepping over escapes.
+                let mut j = off + 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &body[j..]) {
+                        Some(k) if body[j + k] == b'\\' => j += k + 2,
+                        Some(k) => {
+                            j += k + 1;
+                            break;
+                        }
+                        None => return false, // unterminated: the parser will reject it
+                    }
+                    if j >= body.len() {
+                        return false;
+                    }
+                }
+                i = j;
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
+            _ => {
                 depth += 1;
                 if depth > max {
                     return true;
                 }
+                i = off + 1;
             }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
         }
     }
     false
@@ -181,6 +193,57 @@ mod tests {
         assert!(!nesting_exceeds(br#"{"s":"[[[[[[\"[[[["}"#, 2));
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(nesting_exceeds(deep.as_bytes(), 64));
+    }
+
+    /// The obvious byte-by-byte scanner, to check the fast one against.
+    fn reference_depth(body: &[u8]) -> usize {
+        let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+        for &b in body {
+            if in_string {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        max
+    }
+
+    #[test]
+    fn fast_scan_agrees_with_the_reference() {
+        let samples: Vec<&[u8]> = vec![
+            br#"{"a":"\\"}[[[]]]"#,
+            br#"{"a":"\"[[["}[[]]"#,
+            br#"[{"x":[1,{"y":"]]]\\"}]},[[["#,
+            br#"{"s":"[[[[[[\"[[[["}"#,
+            br#"]]]]{[{[]}]}"#,
+            br#""unterminated [[[["#,
+        ];
+        let fixtures = ["synthetic/chat_notification.json", "sdk-core-channel-reply/constructed_notification_envelope.json"];
+        let files: Vec<Vec<u8>> = fixtures
+            .iter()
+            .map(|f| std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(f)).unwrap())
+            .collect();
+        for body in samples.into_iter().chain(files.iter().map(Vec::as_slice)) {
+            let depth = reference_depth(body);
+            // Unterminated strings end the fast scan early, which the parser rejects anyway.
+            if body.iter().filter(|&&b| b == b'"').count() % 2 == 0 {
+                assert!(!nesting_exceeds(body, depth), "{:?}", String::from_utf8_lossy(body));
+                assert!(depth == 0 || nesting_exceeds(body, depth - 1), "{:?}", String::from_utf8_lossy(body));
+            }
+        }
     }
 
     #[test]
