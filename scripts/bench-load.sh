@@ -23,6 +23,8 @@ COUNT=${COUNT:-20000}
 DURATION=${DURATION:-20}
 CONCURRENCY=${CONCURRENCY:-8}
 BATCH=${BATCH:-50}
+# The latency phase uses smaller batches, closer to what Graph sends per POST.
+LAT_BATCH=${LAT_BATCH:-10}
 PORT=${BENCH_PORT:-28080}
 ISSUER_PORT=${BENCH_ISSUER_PORT:-28443}
 ADMIN_PORT=${BENCH_ADMIN_PORT:-29090}
@@ -83,16 +85,16 @@ sim() {
   "$BIN" --config "$WORK/graphbridge.toml" simulate --target "http://127.0.0.1:$PORT" \
     --cert "$WORK/keys/bench.crt" --cert-id bench --client-state bench-client-state \
     --issuer-listen "127.0.0.1:$ISSUER_PORT" --issuer-key "$WORK/issuer.der" \
-    --concurrency "$CONCURRENCY" --batch-size "$BATCH" --pid "$SERVE_PID" --verify kafka --json "$@"
+    --pid "$SERVE_PID" --verify kafka --json "$@"
 }
 
 echo "== saturation: $COUNT notifications, unique keys"
-sim --count "$COUNT" --seed 1 >"$WORK/saturation.json"
-echo "== latency at 70 % of the saturated rate for ${DURATION}s"
+sim --count "$COUNT" --seed 1 --concurrency "$CONCURRENCY" --batch-size "$BATCH" >"$WORK/saturation.json"
+echo "== latency at 70 % of the saturated rate for ${DURATION}s, batches of $LAT_BATCH"
 RATE=$(python3 -c 'import json,sys; print(round(0.7 * json.load(open(sys.argv[1]))["throughput_items_per_s"]))' "$WORK/saturation.json")
-sim --rate "$RATE" --duration "$DURATION" --seed 2 >"$WORK/latency.json"
+sim --rate "$RATE" --duration "$DURATION" --seed 2 --concurrency "$CONCURRENCY" --batch-size "$LAT_BATCH" >"$WORK/latency.json"
 echo "== pass-through: $COUNT notifications, one reused wrapped key"
-sim --count "$COUNT" --seed 3 --reuse-key >"$WORK/passthrough.json"
+sim --count "$COUNT" --seed 3 --reuse-key --concurrency "$CONCURRENCY" --batch-size "$BATCH" >"$WORK/passthrough.json"
 
 python3 - "$WORK" "$RSA_PER_CORE" "$RATE" <<'PY'
 import json, os, sys

@@ -114,11 +114,14 @@ impl EnvelopeError {
 pub fn nesting_exceeds(body: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
     let mut i = 0;
-    while let Some(off) = memchr::memchr3(b'"', b'{', b'[', &body[i..]).map(|o| o + i).map(|o| {
-        // Closing brackets between here and the next opener lower the depth.
-        depth = depth.saturating_sub(memchr::memchr2_iter(b'}', b']', &body[i..o]).count());
-        o
-    }) {
+    while let Some(off) = memchr::memchr3(b'"', b'{', b'[', &body[i..])
+        .map(|o| o + i)
+        .map(|o| {
+            // Closing brackets between here and the next opener lower the depth.
+            depth = depth.saturating_sub(memchr::memchr2_iter(b'}', b']', &body[i..o]).count());
+            o
+        })
+    {
         match body[off] {
             b'"' => {
                 // Jump to the closing quote, stepping over escapes.
@@ -231,17 +234,35 @@ mod tests {
             br#"]]]]{[{[]}]}"#,
             br#""unterminated [[[["#,
         ];
-        let fixtures = ["synthetic/chat_notification.json", "sdk-core-channel-reply/constructed_notification_envelope.json"];
+        let fixtures = [
+            "synthetic/chat_notification.json",
+            "sdk-core-channel-reply/constructed_notification_envelope.json",
+        ];
         let files: Vec<Vec<u8>> = fixtures
             .iter()
-            .map(|f| std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(f)).unwrap())
+            .map(|f| {
+                std::fs::read(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests/fixtures")
+                        .join(f),
+                )
+                .unwrap()
+            })
             .collect();
         for body in samples.into_iter().chain(files.iter().map(Vec::as_slice)) {
             let depth = reference_depth(body);
             // Unterminated strings end the fast scan early, which the parser rejects anyway.
             if body.iter().filter(|&&b| b == b'"').count() % 2 == 0 {
-                assert!(!nesting_exceeds(body, depth), "{:?}", String::from_utf8_lossy(body));
-                assert!(depth == 0 || nesting_exceeds(body, depth - 1), "{:?}", String::from_utf8_lossy(body));
+                assert!(
+                    !nesting_exceeds(body, depth),
+                    "{:?}",
+                    String::from_utf8_lossy(body)
+                );
+                assert!(
+                    depth == 0 || nesting_exceeds(body, depth - 1),
+                    "{:?}",
+                    String::from_utf8_lossy(body)
+                );
             }
         }
     }
