@@ -114,14 +114,9 @@ impl EnvelopeError {
 pub fn nesting_exceeds(body: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
     let mut i = 0;
-    while let Some(off) = memchr::memchr3(b'"', b'{', b'[', &body[i..])
-        .map(|o| o + i)
-        .map(|o| {
-            // Closing brackets between here and the next opener lower the depth.
-            depth = depth.saturating_sub(memchr::memchr2_iter(b'}', b']', &body[i..o]).count());
-            o
-        })
-    {
+    while let Some(off) = memchr::memchr3(b'"', b'{', b'[', &body[i..]).map(|o| o + i) {
+        // Closing brackets between here and the next opener or string lower the depth.
+        depth = depth.saturating_sub(memchr::memchr2_iter(b'}', b']', &body[i..off]).count());
         match body[off] {
             b'"' => {
                 // Jump to the closing quote, stepping over escapes.
