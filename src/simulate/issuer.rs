@@ -2,8 +2,10 @@
 //! tokens shaped like Graph's (v1 and v2), and the OpenID metadata + JWKS served on a local
 //! port so a bridge can be pointed at it (`graph.validation_tokens.openid_config_url`).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
@@ -19,6 +21,9 @@ use crate::crypto::keyring::pkcs8_to_pkcs1;
 
 pub struct Issuer {
     key: EncodingKey,
+    /// Tokens already signed, per (tenant, v2): Graph reuses a token for its hour of validity,
+    /// and signing (an RSA private-key operation) per batch would load the machine under test.
+    signed: Mutex<HashMap<(String, bool), (i64, String)>>,
     kid: String,
     jwk: Value,
     /// Our app id as Graph's tokens name it (`aud`).
@@ -66,6 +71,7 @@ impl Issuer {
             .ok_or_else(|| anyhow::anyhow!("issuer key is not PKCS#8 RSA"))?;
         Ok(Issuer {
             key: EncodingKey::from_rsa_der(&pkcs1),
+            signed: Mutex::new(HashMap::new()),
             kid,
             jwk,
             app_id: app_id.to_string(),
@@ -75,6 +81,22 @@ impl Issuer {
     /// A validation token for `tenant`, valid for an hour from `now` (seconds since the epoch).
     /// `v2` selects the v2 shape (issuer `login.microsoftonline.com/{tid}/v2.0`, caller in `azp`).
     pub fn token(&self, tenant: &str, v2: bool, now: i64) -> String {
+        let key = (tenant.to_string(), v2);
+        if let Some((issued, token)) = self.signed.lock().expect("lock").get(&key) {
+            // Reused for 50 of its 60 minutes, like Graph.
+            if (*issued..*issued + 3000).contains(&now) {
+                return token.clone();
+            }
+        }
+        let token = self.sign(tenant, v2, now);
+        self.signed
+            .lock()
+            .expect("lock")
+            .insert(key, (now, token.clone()));
+        token
+    }
+
+    fn sign(&self, tenant: &str, v2: bool, now: i64) -> String {
         let mut claims = json!({
             "aud": self.app_id, "tid": tenant, "iat": now - 60, "nbf": now - 60, "exp": now + 3600,
         });
