@@ -232,19 +232,6 @@ start() {
   log "ready on $BOOTSTRAP after $((SECONDS - t0))s"
 }
 
-stop() {
-  local pid
-  if ! pid=$(running_pid); then
-    rm -f "$PIDFILE"
-    log "not running"
-    return 0
-  fi
-  log "stopping pid $pid"
-  stop_pid "$pid" "$STOP_TIMEOUT"
-  rm -f "$PIDFILE"
-  log "stopped"
-}
-
 status() {
   local pid
   if ! pid=$(running_pid); then

@@ -1,4 +1,20 @@
-# Shared by kafka.sh and nats.sh (sourced, not run).
+# shellcheck shell=bash
+# Shared by kafka.sh and nats.sh (sourced, not run). Each defines running_pid, log, PIDFILE
+# and STOP_TIMEOUT.
+
+# Stops the service if it runs; idempotent.
+stop() {
+  local pid
+  if ! pid=$(running_pid); then
+    rm -f "$PIDFILE"
+    log "not running"
+    return 0
+  fi
+  log "stopping pid $pid"
+  stop_pid "$pid" "$STOP_TIMEOUT"
+  rm -f "$PIDFILE"
+  log "stopped"
+}
 
 # stop_pid PID TIMEOUT_S: TERM, then KILL after TIMEOUT_S; waits (bounded) until it is gone so
 # the port is free when this returns.
