@@ -246,13 +246,7 @@ status() {
   fi
 }
 
-# One start/stop at a time per run dir (parallel test jobs may all call `start`); the
-# broker itself is started with fd 8 closed so it never holds this lock.
-case "${1:-}" in start | stop | restart | wipe)
-  mkdir -p "${RUN%/*}"
-  exec 8>"$RUN.lock"
-  flock -w 1200 8 || die "timed out waiting for another $0 to finish"
-esac
+lock_for "${1:-}"
 
 case "${1:-}" in
   start) start ;;

@@ -30,3 +30,13 @@ stop_pid() {
     while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
   fi
 }
+
+# One start/stop at a time per run dir (parallel test jobs may all call `start`); the broker
+# itself is started with fd 8 closed so it never holds this lock. Read-only verbs take none.
+lock_for() {
+  case "$1" in start | stop | restart | wipe)
+    mkdir -p "${RUN%/*}"
+    exec 8>"$RUN.lock"
+    flock -w 1200 8 || die "timed out waiting for another $0 to finish"
+  esac
+}

@@ -47,6 +47,16 @@ pub enum BatchError {
     Unavailable(String),
 }
 
+impl BatchError {
+    /// Whether the answer is a 503 that Graph retries (as opposed to a refusal).
+    pub fn graph_retries(&self) -> bool {
+        matches!(
+            self,
+            BatchError::Unavailable(_) | BatchError::Token(TokenError::KeysUnavailable(_))
+        )
+    }
+}
+
 pub struct Pipeline {
     /// Swapped whole when the keys directory changes (hot reload).
     keyring: Arc<ArcSwap<Keyring>>,
@@ -159,16 +169,16 @@ impl Pipeline {
                 .metrics
                 .ack_latency
                 .observe(started.elapsed().as_secs_f64()),
-            Err(BatchError::Token(e)) if !matches!(e, TokenError::KeysUnavailable(_)) => {
-                self.metrics.reject(e.reason());
-                tracing::warn!(error = %e, "request refused: not proven to come from Graph");
-            }
             Err(e) => {
                 if let BatchError::Token(t) = e {
                     self.metrics.reject(t.reason());
                 }
-                self.metrics.unavailable.inc();
-                tracing::warn!(error = %e, "batch not accepted; Graph will retry");
+                if e.graph_retries() {
+                    self.metrics.unavailable.inc();
+                    tracing::warn!(error = %e, "batch not accepted; Graph will retry");
+                } else {
+                    tracing::warn!(error = %e, "request refused: not proven to come from Graph");
+                }
             }
         }
         result

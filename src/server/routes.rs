@@ -85,7 +85,8 @@ fn respond(state: &AppState, result: Result<BatchSummary, BatchError>) -> Respon
             text(StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n"))
         }
         Err(e @ BatchError::BadRequest(_)) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-        Err(BatchError::Token(e)) if !matches!(e, TokenError::KeysUnavailable(_)) => {
+        Err(e) if e.graph_retries() => unavailable(state, format!("{e}\n")),
+        Err(BatchError::Token(e)) => {
             // Authenticated-but-not-authorized (a valid token that does not cover the items)
             // is 403; everything else failed to prove who is calling.
             let status = match e {
@@ -97,9 +98,8 @@ fn respond(state: &AppState, result: Result<BatchSummary, BatchError>) -> Respon
             };
             text(status, format!("{e}\n"))
         }
-        Err(e @ (BatchError::Unavailable(_) | BatchError::Token(_))) => {
-            unavailable(state, format!("{e}\n"))
-        }
+        // Anything else is not safe to acknowledge: let Graph retry.
+        Err(e) => unavailable(state, format!("{e}\n")),
     }
 }
 
