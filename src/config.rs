@@ -73,6 +73,7 @@ pub struct Config {
     pub graph: GraphConfig,
     pub ack: AckConfig,
     pub sink: SinkConfig,
+    pub spool: SpoolConfig,
     pub telemetry: TelemetryConfig,
 }
 
@@ -101,6 +102,9 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// On shutdown, time for in-flight requests to finish.
     pub drain_timeout_ms: u64,
+    /// On shutdown, time to keep serving with readiness red before the listener closes, so
+    /// load balancers stop sending first.
+    pub shutdown_delay_ms: u64,
     /// In-process TLS for the public listener (PEM files); absent = plain HTTP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -159,6 +163,17 @@ pub struct AckConfig {
     pub budget_ms: u64,
     /// `Retry-After` seconds on 503.
     pub retry_after_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Keep batches the sink cannot confirm in time in a local write-ahead log and answer 202.
+    pub enabled: bool,
+    /// Directory of the log's segments (a persistent volume in production).
+    pub dir: PathBuf,
+    /// Bytes of spooled, not yet published batches; beyond, 503 + Retry-After.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -370,6 +385,9 @@ impl Config {
             || s.max_in_flight == 0
         {
             problems.push("server.max_items, max_connections, max_in_flight must be positive and max_json_depth at least 4".into());
+        }
+        if self.spool.enabled && self.spool.max_bytes < 1 << 20 {
+            problems.push("spool.max_bytes must be at least 1 MiB".into());
         }
         if let Some(tls) = &s.tls {
             for (name, p) in [("cert", &tls.cert), ("key", &tls.key)] {

@@ -16,4 +16,5 @@ pub mod pipeline;
 pub mod server;
 pub mod simulate;
 pub mod sink;
+pub mod spool;
 pub mod telemetry;

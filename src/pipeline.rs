@@ -21,6 +21,7 @@ use crate::event::deadletter::DeadLetter;
 use crate::event::normalize::{self, message_resource};
 use crate::graph::envelope::{ChangeNotification, Envelope, EnvelopeError};
 use crate::sink::{Record, Sink, SinkError};
+use crate::spool::{Spool, SpooledBatch};
 use crate::telemetry::Metrics;
 use arc_swap::ArcSwap;
 
@@ -31,6 +32,14 @@ pub struct BatchSummary {
     pub lifecycle: usize,
     /// Reasons of the items that went to the dead-letter stream, in item order.
     pub rejected: Vec<&'static str>,
+    /// Items kept in the spool because the sink could not confirm them in time: published
+    /// (or dead-lettered) once it can.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub spooled: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +75,9 @@ pub struct Pipeline {
     sink: Arc<dyn Sink>,
     metrics: Arc<Metrics>,
     budget: Duration,
+    /// Part of the budget a direct publish may use when the spool can take over after it.
+    publish_budget: Duration,
+    spool: Option<Arc<Spool>>,
     include_resource: bool,
     raw_archive: bool,
     max_items: usize,
@@ -102,6 +114,8 @@ pub struct PipelineOptions {
     /// Request limits applied while parsing.
     pub max_items: usize,
     pub max_json_depth: usize,
+    /// Where batches go that the sink cannot confirm in time (None: they get 503).
+    pub spool: Option<Arc<Spool>>,
 }
 
 impl Pipeline {
@@ -121,6 +135,9 @@ impl Pipeline {
             sink,
             metrics,
             budget: opts.budget,
+            // Leave the spool time for its fsync: a quarter of the budget, at most 500 ms.
+            publish_budget: opts.budget - (opts.budget / 4).min(Duration::from_millis(500)),
+            spool: opts.spool,
             include_resource: opts.include_resource,
             raw_archive: opts.raw_archive,
             max_items: opts.max_items,
@@ -145,6 +162,10 @@ impl Pipeline {
 
     pub fn budget(&self) -> Duration {
         self.budget
+    }
+
+    pub fn spool(&self) -> Option<&Arc<Spool>> {
+        self.spool.as_ref()
     }
 
     pub fn tokens(&self) -> Option<&Arc<TokenVerifier>> {
@@ -186,25 +207,16 @@ impl Pipeline {
 
     async fn accept(&self, envelope: Envelope) -> Result<BatchSummary, BatchError> {
         let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let mut slots: Vec<Option<Outcome>> = Vec::with_capacity(envelope.value.len());
-        let mut raw_records = Vec::new();
-        let mut to_open = Vec::new();
-        let parsed: Vec<_> = envelope
-            .value
-            .into_iter()
-            .map(|raw| {
-                let item = ChangeNotification::parse(&raw);
-                (raw, item)
-            })
-            .collect();
+        let items: Arc<[Box<RawValue>]> = envelope.value.into();
+        let parsed = parse_items(&items);
         self.metrics.received.inc_by(parsed.len() as u64);
 
         // Proof of origin first, before any per-item work: a forged request reaches neither
-        // the decryptor nor the dead-letter stream.
+        // the decryptor, nor the spool, nor the dead-letter stream.
         if let Some(verifier) = &self.tokens {
             let tenants = parsed
                 .iter()
-                .filter_map(|(_, item)| item.as_ref().ok())
+                .filter_map(|item| item.as_ref().ok())
                 .filter(|n| n.encrypted_content.is_some())
                 .map(|n| n.tenant_id.to_ascii_lowercase())
                 .collect();
@@ -214,16 +226,82 @@ impl Pipeline {
                 .await?;
         }
 
+        let Some(spool) = &self.spool else {
+            return self.deliver(items, parsed, &received_at).await;
+        };
+        // Batches already waiting go first: queue behind them, which also answers at once
+        // instead of waiting out the budget against a broker known to be down.
+        if spool.backlog() {
+            return self.spool_batch(spool, &items, received_at).await;
+        }
+        let attempt = self.deliver(items.clone(), parsed, &received_at);
+        match tokio::time::timeout(self.publish_budget, attempt).await {
+            Ok(Ok(summary)) => Ok(summary),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "sink did not confirm; spooling the batch");
+                self.spool_batch(spool, &items, received_at).await
+            }
+            Err(_) => {
+                tracing::warn!(
+                    budget_ms = self.publish_budget.as_millis() as u64,
+                    "sink did not confirm in time; spooling the batch"
+                );
+                self.spool_batch(spool, &items, received_at).await
+            }
+        }
+    }
+
+    /// Appends a batch to the spool; it counts as accepted once fsynced.
+    async fn spool_batch(
+        &self,
+        spool: &Spool,
+        items: &[Box<RawValue>],
+        received_at: String,
+    ) -> Result<BatchSummary, BatchError> {
+        let batch = SpooledBatch {
+            received_at,
+            items: items.to_vec(),
+        };
+        spool
+            .append(&batch)
+            .await
+            .map_err(|e| BatchError::Unavailable(e.to_string()))?;
+        Ok(BatchSummary {
+            spooled: batch.items.len(),
+            ..Default::default()
+        })
+    }
+
+    /// Publishes a spooled batch (for the drainer): the same stages as a fresh one, without
+    /// the budget, the token check (done before it was spooled) or the spool.
+    pub async fn deliver_spooled(&self, batch: SpooledBatch) -> Result<BatchSummary, BatchError> {
+        let items: Arc<[Box<RawValue>]> = batch.items.into();
+        let parsed = parse_items(&items);
+        self.deliver(items, parsed, &batch.received_at).await
+    }
+
+    /// Authenticates, decrypts, normalizes and publishes the items of one batch.
+    async fn deliver(
+        &self,
+        items: Arc<[Box<RawValue>]>,
+        parsed: Vec<Result<ChangeNotification, serde_json::Error>>,
+        received_at: &str,
+    ) -> Result<BatchSummary, BatchError> {
+        let mut slots: Vec<Option<Outcome>> = Vec::with_capacity(items.len());
+        let mut raw_records = Vec::new();
+        let mut to_open = Vec::new();
+
         // Cheap stages on the reactor: authenticate every item.
-        for (raw, item) in parsed {
+        for (i, item) in parsed.into_iter().enumerate() {
+            let raw = &items[i];
             let item = match item {
                 Ok(item) => item,
                 Err(e) => {
                     slots.push(Some(reject(
-                        &raw,
+                        raw,
                         "malformed_item",
                         crate::graph::json_error(&e),
-                        &received_at,
+                        received_at,
                     )));
                     continue;
                 }
@@ -231,22 +309,21 @@ impl Pipeline {
             let authenticated = match self.auth.authenticate(item) {
                 Ok(a) => a,
                 Err(e) => {
-                    slots.push(Some(reject(&raw, e.reason(), e.to_string(), &received_at)));
+                    slots.push(Some(reject(raw, e.reason(), e.to_string(), received_at)));
                     continue;
                 }
             };
             let n = authenticated.item();
             if n.is_lifecycle() {
-                let event = normalize::lifecycle(n, &received_at);
+                let event = normalize::lifecycle(n, received_at);
                 slots.push(Some(Outcome::Lifecycle(Record::lifecycle(&event))));
                 continue;
             }
             if self.raw_archive {
-                raw_records.push(raw_record(n, &raw));
+                raw_records.push(raw_record(n, raw));
             }
-            let index = slots.len();
             slots.push(None);
-            to_open.push((index, raw, authenticated));
+            to_open.push((i, authenticated));
         }
 
         // CPU stage: decrypt and normalize off the reactor, the batch split into one chunk per
@@ -263,14 +340,20 @@ impl Pipeline {
                 .await
                 .expect("semaphore never closed");
             let (keyring, cache) = (self.keyring.load_full(), self.key_cache.clone());
-            let (include, at) = (self.include_resource, received_at.clone());
+            let (include, at, items) = (
+                self.include_resource,
+                received_at.to_string(),
+                items.clone(),
+            );
             chunks.push(tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 work.into_iter()
                     .map(
-                        |(index, raw, a)| match open(&keyring, &cache, &a, &at, include) {
+                        |(index, a)| match open(&keyring, &cache, &a, &at, include) {
                             Ok(record) => (index, Outcome::Event(record)),
-                            Err((reason, detail)) => (index, reject(&raw, reason, detail, &at)),
+                            Err((reason, detail)) => {
+                                (index, reject(&items[index], reason, detail, &at))
+                            }
                         },
                     )
                     .collect::<Vec<_>>()
@@ -337,6 +420,10 @@ impl Pipeline {
             }
         }
     }
+}
+
+fn parse_items(items: &[Box<RawValue>]) -> Vec<Result<ChangeNotification, serde_json::Error>> {
+    items.iter().map(|raw| ChangeNotification::parse(raw)).collect()
 }
 
 /// Decrypts (when Graph sent content) and normalizes one authenticated message item.

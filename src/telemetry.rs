@@ -1,5 +1,6 @@
 //! Logging setup and the Prometheus metrics served on the admin port.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
@@ -50,6 +51,20 @@ pub struct Metrics {
     pub keys_loaded: Gauge,
     /// Reloads of the keys directory that failed (the previous keys stay in use).
     pub key_reload_failures: Counter,
+    /// Items in the spool waiting for the sink, and their bytes on disk.
+    pub spool_depth_items: Gauge,
+    pub spool_depth_bytes: Gauge,
+    /// Seconds since the oldest waiting batch was spooled (0 when empty).
+    pub spool_oldest_age: Gauge<f64, AtomicU64>,
+    /// Items appended to the spool, and items drained from it to the sink.
+    pub spool_appended: Counter,
+    pub spool_drained: Counter,
+    /// Batches refused because the spool was full (answered 503).
+    pub spool_full: Counter,
+    /// Bytes of torn records cut off at start-up (never acknowledged).
+    pub spool_discarded_bytes: Counter,
+    /// Acknowledged batches that could not be read back (disk corruption): data lost, alert.
+    pub spool_unreadable: Counter,
 }
 
 impl Default for Metrics {
@@ -66,6 +81,14 @@ impl Default for Metrics {
             in_flight: Gauge::default(),
             keys_loaded: Gauge::default(),
             key_reload_failures: Counter::default(),
+            spool_depth_items: Gauge::default(),
+            spool_depth_bytes: Gauge::default(),
+            spool_oldest_age: Gauge::default(),
+            spool_appended: Counter::default(),
+            spool_drained: Counter::default(),
+            spool_full: Counter::default(),
+            spool_discarded_bytes: Counter::default(),
+            spool_unreadable: Counter::default(),
         };
         m.registry.register(
             "received",
@@ -107,6 +130,47 @@ impl Default for Metrics {
             "key_reload_failures",
             "Keys directory reloads that failed",
             m.key_reload_failures.clone(),
+        );
+        let r = &mut m.registry;
+        r.register(
+            "spool_depth_items",
+            "Items spooled and not yet published",
+            m.spool_depth_items.clone(),
+        );
+        r.register(
+            "spool_depth_bytes",
+            "Bytes of spooled batches not yet published",
+            m.spool_depth_bytes.clone(),
+        );
+        r.register(
+            "spool_oldest_age_seconds",
+            "Age of the oldest spooled batch",
+            m.spool_oldest_age.clone(),
+        );
+        r.register(
+            "spool_appended_items",
+            "Items appended to the spool",
+            m.spool_appended.clone(),
+        );
+        r.register(
+            "spool_drained_items",
+            "Items drained from the spool to the sink",
+            m.spool_drained.clone(),
+        );
+        r.register(
+            "spool_full",
+            "Batches refused with 503 because the spool was full",
+            m.spool_full.clone(),
+        );
+        r.register(
+            "spool_discarded_bytes",
+            "Bytes of torn, never acknowledged records cut off at start",
+            m.spool_discarded_bytes.clone(),
+        );
+        r.register(
+            "spool_unreadable",
+            "Acknowledged spooled batches that could not be read back",
+            m.spool_unreadable.clone(),
         );
         m
     }

@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz` (the process is alive), `/readyz` (keys are loaded and the
-//! sink is usable, so a load balancer may send traffic), `/metrics` (Prometheus text).
+//! sink is usable or the spool has room, so a load balancer may send traffic), `/metrics` (Prometheus text).
 
 use std::sync::Arc;
 
@@ -39,7 +39,8 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "not ready: no validation token signing keys yet\n",
         );
     }
-    if !p.sink().ready().await {
+    // With a spool, a broker outage is absorbed: stay in rotation while there is room.
+    if !p.sink().ready().await && !p.spool().is_some_and(|s| s.has_room()) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: sink unavailable\n",
@@ -49,6 +50,9 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if let Some(spool) = state.pipeline.spool() {
+        spool.update_gauges(); // the oldest batch's age grows between events
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -22,6 +22,7 @@ use crate::crypto::keyring::{Keyring, KeyringError};
 use crate::crypto::reload::KeyReloader;
 use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::sink::SinkError;
+use crate::spool::{Spool, SpoolError};
 use crate::telemetry::Metrics;
 use arc_swap::ArcSwap;
 
@@ -41,6 +42,8 @@ pub struct AppState {
     pub conn_limits: ConnLimits,
     /// Set when shutdown starts, so readiness turns red before the listeners close.
     pub draining: AtomicBool,
+    /// Time between readiness turning red and the listeners closing.
+    pub shutdown_delay: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("tls: {0}")]
     Tls(#[from] listener::TlsError),
+    #[error("{0}")]
+    Spool(#[from] SpoolError),
 }
 
 impl AppState {
@@ -88,6 +93,7 @@ impl AppState {
                 cfg.graph.validation_tokens.refresh_interval_s.max(60),
             ));
         }
+        let metrics = Metrics::new();
         let opts = PipelineOptions {
             budget: Duration::from_millis(cfg.ack.budget_ms),
             include_resource: cfg.graph.include_resource,
@@ -96,9 +102,13 @@ impl AppState {
             tokens,
             max_items: cfg.server.max_items,
             max_json_depth: cfg.server.max_json_depth,
+            spool: cfg
+                .spool
+                .enabled
+                .then(|| Spool::open(&cfg.spool.dir, cfg.spool.max_bytes, metrics.clone()))
+                .transpose()?,
         };
         let keyring = Arc::new(ArcSwap::from_pointee(keyring));
-        let metrics = Metrics::new();
         if cfg.graph.keys_reload_interval_ms > 0 {
             KeyReloader {
                 dir: cfg.graph.keys_dir.clone(),
@@ -129,6 +139,7 @@ impl AppState {
                     .transpose()?,
             },
             draining: AtomicBool::new(false),
+            shutdown_delay: Duration::from_millis(cfg.server.shutdown_delay_ms),
         }))
     }
 }
@@ -154,8 +165,9 @@ fn token_verifier(cfg: &Config) -> Arc<TokenVerifier> {
     ))
 }
 
-/// Serves both listeners until `shutdown` completes, then lets in-flight requests finish and
-/// flushes the sink.
+/// Serves both listeners (and drains the spool) until `shutdown` completes. Then: readiness
+/// red, `shutdown_delay` of serving on, the listeners close and in-flight requests finish
+/// within the drain deadline, the drainer stops, the sink flushes, the spool writer finishes.
 pub async fn run(
     state: Arc<AppState>,
     public: TcpListener,
@@ -171,22 +183,47 @@ pub async fn run(
         public,
         public_router(state.clone()),
         state.conn_limits.clone(),
-        rx.clone(),
+        rx,
     ));
+    // The admin port answers (readiness red) until everything else has stopped.
+    let (admin_tx, admin_rx) = tokio::sync::watch::channel(false);
     let admin_srv = tokio::spawn(listener::serve(
         admin,
         admin_router(state.clone()),
         admin_limits,
-        rx,
+        admin_rx,
     ));
+    let (stop_drain, drain_rx) = tokio::sync::watch::channel(false);
+    let drainer = state.pipeline.spool().cloned().map(|spool| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            crate::spool::drain::run(&state.pipeline, &spool, drain_rx).await;
+        })
+    });
     shutdown.await;
-    tracing::info!("shutting down: not ready, finishing in-flight requests");
+    tracing::info!(
+        delay_ms = state.shutdown_delay.as_millis() as u64,
+        "shutting down: not ready; serving on until load balancers notice"
+    );
     state.draining.store(true, Ordering::SeqCst);
+    tokio::time::sleep(state.shutdown_delay).await;
+    tracing::info!("closing the listener, finishing in-flight requests");
     let _ = tx.send(true);
-    let (a, b) = tokio::join!(public_srv, admin_srv);
+    let public_result = public_srv.await;
+    let _ = stop_drain.send(true);
+    if let Some(d) = drainer {
+        let _ = d.await;
+    }
     state.pipeline.sink().close().await;
-    a.map_err(|e| std::io::Error::other(e.to_string()))?;
-    b.map_err(|e| std::io::Error::other(e.to_string()))?;
+    if let Some(spool) = state.pipeline.spool() {
+        let spool = spool.clone();
+        let _ = tokio::task::spawn_blocking(move || spool.close()).await;
+    }
+    let _ = admin_tx.send(true);
+    let admin_result = admin_srv.await;
+    public_result.map_err(|e| std::io::Error::other(e.to_string()))?;
+    admin_result.map_err(|e| std::io::Error::other(e.to_string()))?;
+    tracing::info!("shut down cleanly");
     Ok(())
 }
 

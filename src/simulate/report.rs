@@ -77,6 +77,8 @@ pub fn latency(samples: &[f64]) -> Latency {
 pub struct Report {
     pub items_sent: u64,
     pub items_acked: usize,
+    /// Acked items the bridge spooled because its sink could not confirm them in time.
+    pub items_spooled: u64,
     pub items_failed: u64,
     pub batches: u64,
     pub requests: u64,
@@ -103,6 +105,7 @@ impl Report {
         Report {
             items_sent: o.items_sent,
             items_acked: o.acked.len(),
+            items_spooled: o.spooled_items,
             items_failed: o.failed_items,
             batches: o.batches,
             requests: o.requests,
@@ -138,8 +141,8 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "acked       {} items, {} given up",
-            self.items_acked, self.items_failed
+            "acked       {} items ({} of them spooled), {} given up",
+            self.items_acked, self.items_spooled, self.items_failed
         )?;
         let rejected: Vec<String> = self
             .rejected
