@@ -386,8 +386,8 @@ impl Config {
         {
             problems.push("server.max_items, max_connections, max_in_flight must be positive and max_json_depth at least 4".into());
         }
-        if self.spool.enabled && self.spool.max_bytes < 1 << 20 {
-            problems.push("spool.max_bytes must be at least 1 MiB".into());
+        if self.spool.enabled && self.spool.max_bytes < 64 << 10 {
+            problems.push("spool.max_bytes must be at least 64 KiB".into());
         }
         if let Some(tls) = &s.tls {
             for (name, p) in [("cert", &tls.cert), ("key", &tls.key)] {

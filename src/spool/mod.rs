@@ -163,6 +163,11 @@ impl Spool {
                     "spool: incomplete record at the end of a segment discarded (never acknowledged)"
                 );
                 metrics.spool_discarded_bytes.inc_by(discarded);
+            }
+            if frames.is_empty() {
+                // Fully drained, empty (a start with nothing to spool) or only a torn record.
+                std::fs::remove_file(&path)?;
+            } else if end < buf.len() {
                 let f = std::fs::OpenOptions::new().write(true).open(&path)?;
                 f.set_len(end as u64)?;
                 f.sync_all()?;
@@ -224,10 +229,10 @@ impl Spool {
         !self.state.lock().expect("lock").pending.is_empty()
     }
 
-    /// Whether another batch of a typical size still fits (for `/readyz`).
+    /// Whether the spool is less than 15/16 full (for `/readyz`).
     pub fn has_room(&self) -> bool {
         let s = self.state.lock().expect("lock");
-        s.pending_bytes + (1 << 20) <= self.max_bytes
+        s.pending_bytes <= self.max_bytes - self.max_bytes / 16
     }
 
     /// The oldest waiting records, at most `n`.
