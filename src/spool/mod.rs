@@ -56,6 +56,8 @@ struct State {
     pending: VecDeque<Position>,
     pending_bytes: u64,
     pending_items: u64,
+    /// An append was refused for lack of room and nothing has drained since.
+    refused: bool,
     /// Segment being appended to, and its length.
     active: u64,
     active_len: u64,
@@ -229,10 +231,11 @@ impl Spool {
         !self.state.lock().expect("lock").pending.is_empty()
     }
 
-    /// Whether the spool is less than 15/16 full (for `/readyz`).
+    /// Whether the spool takes more batches: less than 15/16 full and nothing refused since
+    /// the last drain (for `/readyz`).
     pub fn has_room(&self) -> bool {
         let s = self.state.lock().expect("lock");
-        s.pending_bytes <= self.max_bytes - self.max_bytes / 16
+        !s.refused && s.pending_bytes <= self.max_bytes - self.max_bytes / 16
     }
 
     /// The oldest waiting records, at most `n`.
@@ -261,6 +264,7 @@ impl Spool {
             let s = &mut *guard;
             let mut items = 0;
             let n = n.min(s.pending.len());
+            s.refused &= n == 0;
             for p in s.pending.drain(..n) {
                 s.pending_bytes -= p.size;
                 s.pending_items -= p.items;

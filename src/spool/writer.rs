@@ -75,6 +75,7 @@ fn run(spool: Arc<Spool>, mut file: File, mut rx: mpsc::UnboundedReceiver<Append
                 room -= size;
                 accepted.push(a);
             } else {
+                spool.state.lock().expect("lock").refused = true;
                 spool.metrics.spool_full.inc();
                 let _ = a.done.send(Err(SpoolError::Full(spool.max_bytes - room)));
             }

@@ -3,6 +3,7 @@
 
 pub mod kafka;
 pub mod nats;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -134,6 +135,14 @@ impl Running {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap().unwrap();
     }
+}
+
+/// The value of an unlabelled metric in Prometheus text (`name` without the `_total` suffix
+/// of counters is not matched: give the exposed name).
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 pub fn jsonl(path: &Path) -> Vec<Value> {

@@ -1,0 +1,341 @@
+//! Nothing acknowledged is lost: a down or slow broker leads to spooling within the ack budget,
+//! the spool survives `kill -9` and is drained into the real Kafka after a restart, a full spool
+//! answers 503 + Retry-After, and SIGTERM under load drains cleanly with exit 0.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::kafka::*;
+use common::process::Bridge;
+use common::*;
+use graphbridge::config::Config;
+use graphbridge::simulate::run::{run, RetryPolicy, RunOptions};
+use graphbridge::simulate::verify::{verify, Target};
+use graphbridge::simulate::workload::{Expect, Workload, WorkloadConfig};
+use serde_json::Value;
+
+/// A loopback address nothing listens on: a broker that is down.
+fn dead_broker() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Kafka config whose broker is down, with the spool on in `dir/spool`.
+fn spooling_config(dir: &Path, prefix: &str) -> Config {
+    let mut cfg = kafka_config(dir, &unique(prefix));
+    cfg.sink.kafka.brokers = dead_broker();
+    cfg.spool.enabled = true;
+    cfg.spool.dir = dir.join("spool");
+    cfg.ack.budget_ms = 800;
+    cfg.ack.retry_after_s = 1;
+    cfg
+}
+
+fn event_topics(cfg: &Config) -> Vec<String> {
+    let t = &cfg.sink.kafka.topics;
+    vec![
+        t.channel_messages.clone(),
+        t.chat_messages.clone(),
+        t.lifecycle.clone(),
+    ]
+}
+
+/// Restarts the bridge on the same spool with the real Kafka and waits until it drained.
+async fn drain_into_kafka(mut cfg: Config) -> Config {
+    cfg.sink.kafka.brokers = brokers();
+    let srv = Running::start(&cfg).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let m = srv.metrics().await;
+        if metric_value(&m, "graphbridge_spool_depth_items") == Some(0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "spool not drained:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    srv.shutdown().await;
+    cfg
+}
+
+fn workload(seed: u64) -> Workload {
+    Workload::new(
+        WorkloadConfig {
+            tenants: 2,
+            teams: 5,
+            chats: 5,
+            bad_fraction: 0.05,
+            seed,
+            subscription_id: "durability-sub".into(),
+            client_state: SYNTH_CLIENT_STATE.into(),
+            reuse_key: false,
+        },
+        synthetic_recipient(),
+    )
+}
+
+#[tokio::test]
+async fn a_down_broker_is_spooled_within_the_budget_then_drained() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = spooling_config(dir.path(), "spooled");
+    let budget = Duration::from_millis(cfg.ack.budget_ms);
+    let srv = Running::start(&cfg).await;
+    let (a, b) = (mixed_batch(1_700_001_000_000), mixed_batch(1_700_001_100_000));
+
+    let started = Instant::now();
+    let resp = srv.post_json("/notifications", &a.body).await;
+    let took = started.elapsed();
+    assert_eq!(resp.status(), 202);
+    assert!(took < budget, "answered after {took:?}, budget {budget:?}");
+    let summary: Value = resp.json().await.unwrap();
+    assert_eq!(summary["spooled"], 7, "{summary}");
+    // Batches already waiting: the next one queues behind them without trying the broker.
+    let resp = srv.post_json("/notifications", &b.body).await;
+    assert_eq!(resp.status(), 202);
+    let m = srv.metrics().await;
+    assert_eq!(metric_value(&m, "graphbridge_spool_depth_items"), Some(14.0));
+    assert_eq!(
+        srv.admin_status("/readyz").await,
+        200,
+        "the spool has room: stay in rotation"
+    );
+    srv.shutdown().await;
+
+    let cfg = drain_into_kafka(cfg).await;
+    let topics = event_topics(&cfg);
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    // 4 events per batch, the two vector items shared: 6 distinct, exactly once by id.
+    let got = consume_until_distinct(&topics, 6, Duration::from_secs(60)).await;
+    let ids: HashSet<&str> = got.iter().map(|m| m.headers["ce_id"].as_str()).collect();
+    assert_eq!(ids.len(), 6);
+    for e in &got {
+        assert_valid_event(&e.json());
+    }
+}
+
+#[tokio::test]
+async fn a_full_spool_answers_503_and_keeps_everything_it_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = spooling_config(dir.path(), "spoolfull");
+    cfg.spool.max_bytes = 64 << 10;
+    let srv = Running::start(&cfg).await;
+    let mut acked = 0;
+    let refused = loop {
+        let batch = mixed_batch(1_700_002_000_000 + acked as i64 * 1000);
+        let resp = srv.post_json("/notifications", &batch.body).await;
+        if resp.status() != 202 {
+            break resp;
+        }
+        acked += 1;
+        assert!(acked < 50, "a 64 KiB spool never filled");
+    };
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert!(refused.text().await.unwrap().contains("spool full"));
+    assert!(acked >= 2, "only {acked} batches fitted");
+    let m = srv.metrics().await;
+    assert_eq!(metric_value(&m, "graphbridge_spool_full_total"), Some(1.0));
+    assert_eq!(
+        metric_value(&m, "graphbridge_spool_depth_items"),
+        Some(7.0 * acked as f64)
+    );
+    assert_eq!(
+        srv.admin_status("/readyz").await,
+        503,
+        "broker down and spool full: out of rotation"
+    );
+    srv.shutdown().await;
+
+    let cfg = drain_into_kafka(cfg).await;
+    let topics = event_topics(&cfg);
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let distinct = 2 + 2 * acked;
+    let got = consume_until_distinct(&topics, distinct, Duration::from_secs(60)).await;
+    let ids: HashSet<&str> = got.iter().map(|m| m.headers["ce_id"].as_str()).collect();
+    assert_eq!(ids.len(), distinct, "every acked batch's events, nothing else");
+}
+
+fn sim_options(target: &str, duration: Duration, rate: f64) -> RunOptions {
+    RunOptions {
+        target: target.into(),
+        count: None,
+        duration: Some(duration),
+        rate,
+        concurrency: 4,
+        batch_size: 10,
+        request_timeout: Duration::from_secs(5),
+        retry: RetryPolicy {
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(500),
+            give_up_after: Duration::from_secs(2),
+        },
+        issuer: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_spooling_loses_nothing_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = spooling_config(dir.path(), "crash");
+    let mut bridge = Bridge::start(&cfg, dir.path()).await;
+    let sim = tokio::spawn(run(
+        sim_options(&bridge.base, Duration::from_secs(8), 300.0),
+        workload(21),
+    ));
+    // Kill while the load runs and the spool is filling.
+    bridge
+        .wait_metric("graphbridge_spool_depth_items", Duration::from_secs(30), |v| {
+            v >= 300.0
+        })
+        .await;
+    bridge.signal("KILL");
+    let status = bridge.wait_exit(Duration::from_secs(10)).await;
+    assert!(!status.success(), "killed, not exited: {status}");
+    let outcomes = sim.await.unwrap().expect("simulation ran");
+    assert!(outcomes.spooled_items >= 300, "{outcomes:?}");
+    assert!(outcomes.failed_items > 0, "load was still running at the kill");
+
+    let cfg = drain_into_kafka(cfg).await;
+    let v = verify(&Target::Kafka(cfg.sink.kafka.clone()), &outcomes.acked)
+        .await
+        .unwrap();
+    assert_eq!(v.missing, 0, "every acked item is in Kafka: {v:?}");
+    assert_eq!(v.forbidden_found, 0, "no rejected item published: {v:?}");
+    assert_eq!(v.expected + v.rejected_expected_absent, outcomes.acked.len());
+}
+
+/// One request's fate as the client saw it.
+#[derive(Debug)]
+enum Seen {
+    Status(u16),
+    /// No HTTP answer: reset, refused or timed out.
+    Failed(String),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_requests_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = kafka_config(dir.path(), &unique("sigterm"));
+    cfg.spool.enabled = true;
+    cfg.spool.dir = dir.path().join("spool");
+    cfg.server.shutdown_delay_ms = 1500;
+    cfg.server.drain_timeout_ms = 5000;
+    let mut bridge = Bridge::start(&cfg, dir.path()).await;
+
+    // Load: clients send until the "load balancer" (a readiness poller, as Kubernetes'
+    // endpoints controller) takes the bridge out of rotation.
+    let in_rotation = Arc::new(AtomicBool::new(true));
+    let workload = Arc::new(Mutex::new(workload(31)));
+    let acked: Arc<Mutex<Vec<Expect>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<(Instant, Seen)>>> = Arc::default();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let client = reqwest::Client::new();
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let (in_rotation, workload, acked, seen, answered, client, url) = (
+            in_rotation.clone(),
+            workload.clone(),
+            acked.clone(),
+            seen.clone(),
+            answered.clone(),
+            client.clone(),
+            format!("{}/notifications", bridge.base),
+        );
+        clients.push(tokio::spawn(async move {
+            while in_rotation.load(Ordering::SeqCst) {
+                let items: Vec<_> = {
+                    let mut w = workload.lock().unwrap();
+                    (0..10).map(|_| w.next_item()).collect()
+                };
+                let body = serde_json::json!({
+                    "value": items.iter().map(|i| &i.json).collect::<Vec<_>>()
+                });
+                let result = client
+                    .post(&url)
+                    .json(&body)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                let s = match result {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        if status == 202 {
+                            acked
+                                .lock()
+                                .unwrap()
+                                .extend(items.into_iter().map(|i| i.expect));
+                        }
+                        Seen::Status(status)
+                    }
+                    Err(e) => Seen::Failed(format!("{e:?}")),
+                };
+                answered.fetch_add(1, Ordering::SeqCst);
+                seen.lock().unwrap().push((Instant::now(), s));
+            }
+        }));
+    }
+    let poller = {
+        let (in_rotation, url) = (in_rotation.clone(), format!("{}/readyz", bridge.admin));
+        tokio::spawn(async move {
+            loop {
+                let ready = matches!(reqwest::get(&url).await, Ok(r) if r.status() == 200);
+                if !ready {
+                    in_rotation.store(false, Ordering::SeqCst);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered.load(Ordering::SeqCst) < 30 {
+        assert!(Instant::now() < deadline, "load did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let term = Instant::now();
+    bridge.signal("TERM");
+    let status = bridge
+        .wait_exit(Duration::from_millis(
+            cfg.server.shutdown_delay_ms + cfg.server.drain_timeout_ms + 5000,
+        ))
+        .await;
+    let took = term.elapsed();
+    poller.await.unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert!(status.success(), "exit {status}: {}", bridge.log_text());
+    assert!(bridge.log_text().contains("shut down cleanly"));
+
+    let seen = seen.lock().unwrap();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let mut failed = Vec::new();
+    for (_, s) in seen.iter() {
+        match s {
+            Seen::Status(code) => *statuses.entry(*code).or_default() += 1,
+            Seen::Failed(e) => failed.push(e.as_str()),
+        }
+    }
+    assert!(failed.is_empty(), "requests without an answer: {failed:?}");
+    let after_term = seen.iter().filter(|(at, _)| *at > term).count();
+    assert!(after_term > 0, "no request was answered during shutdown");
+    println!(
+        "{} requests {statuses:?}, {after_term} answered after SIGTERM, exit after {took:?}",
+        seen.len(),
+    );
+
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty());
+    // Anything the sink had not confirmed yet is in the spool, drained at the next start.
+    let cfg = drain_into_kafka(cfg).await;
+    let v = verify(&Target::Kafka(cfg.sink.kafka.clone()), &acked)
+        .await
+        .unwrap();
+    assert_eq!(v.missing, 0, "every acked item is in Kafka: {v:?}");
+    assert_eq!(v.forbidden_found, 0, "{v:?}");
+}
