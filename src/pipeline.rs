@@ -423,7 +423,10 @@ impl Pipeline {
 }
 
 fn parse_items(items: &[Box<RawValue>]) -> Vec<Result<ChangeNotification, serde_json::Error>> {
-    items.iter().map(|raw| ChangeNotification::parse(raw)).collect()
+    items
+        .iter()
+        .map(|raw| ChangeNotification::parse(raw))
+        .collect()
 }
 
 /// Decrypts (when Graph sent content) and normalizes one authenticated message item.

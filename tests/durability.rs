@@ -14,9 +14,9 @@ use common::kafka::*;
 use common::process::Bridge;
 use common::*;
 use graphbridge::config::Config;
-use graphbridge::simulate::run::{run, RetryPolicy, RunOptions};
+use graphbridge::simulate::run::run;
 use graphbridge::simulate::verify::{verify, Target};
-use graphbridge::simulate::workload::{Expect, Workload, WorkloadConfig};
+use graphbridge::simulate::workload::Expect;
 use serde_json::Value;
 
 /// A loopback address nothing listens on: a broker that is down.
@@ -49,33 +49,10 @@ fn event_topics(cfg: &Config) -> Vec<String> {
 async fn drain_into_kafka(mut cfg: Config) -> Config {
     cfg.sink.kafka.brokers = brokers();
     let srv = Running::start(&cfg).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let m = srv.metrics().await;
-        if metric_value(&m, "graphbridge_spool_depth_items") == Some(0.0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "spool not drained:\n{m}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let name = "graphbridge_spool_depth_items";
+    wait_metric(&srv.admin, name, Duration::from_secs(90), |v| v == 0.0).await;
     srv.shutdown().await;
     cfg
-}
-
-fn workload(seed: u64) -> Workload {
-    Workload::new(
-        WorkloadConfig {
-            tenants: 2,
-            teams: 5,
-            chats: 5,
-            bad_fraction: 0.05,
-            seed,
-            subscription_id: "durability-sub".into(),
-            client_state: SYNTH_CLIENT_STATE.into(),
-            reuse_key: false,
-        },
-        synthetic_recipient(),
-    )
 }
 
 #[tokio::test]
@@ -84,7 +61,10 @@ async fn a_down_broker_is_spooled_within_the_budget_then_drained() {
     let cfg = spooling_config(dir.path(), "spooled");
     let budget = Duration::from_millis(cfg.ack.budget_ms);
     let srv = Running::start(&cfg).await;
-    let (a, b) = (mixed_batch(1_700_001_000_000), mixed_batch(1_700_001_100_000));
+    let (a, b) = (
+        mixed_batch(1_700_001_000_000),
+        mixed_batch(1_700_001_100_000),
+    );
 
     let started = Instant::now();
     let resp = srv.post_json("/notifications", &a.body).await;
@@ -97,7 +77,10 @@ async fn a_down_broker_is_spooled_within_the_budget_then_drained() {
     let resp = srv.post_json("/notifications", &b.body).await;
     assert_eq!(resp.status(), 202);
     let m = srv.metrics().await;
-    assert_eq!(metric_value(&m, "graphbridge_spool_depth_items"), Some(14.0));
+    assert_eq!(
+        metric_value(&m, "graphbridge_spool_depth_items"),
+        Some(14.0)
+    );
     assert_eq!(
         srv.admin_status("/readyz").await,
         200,
@@ -156,25 +139,11 @@ async fn a_full_spool_answers_503_and_keeps_everything_it_acked() {
     let distinct = 2 + 2 * acked;
     let got = consume_until_distinct(&topics, distinct, Duration::from_secs(60)).await;
     let ids: HashSet<&str> = got.iter().map(|m| m.headers["ce_id"].as_str()).collect();
-    assert_eq!(ids.len(), distinct, "every acked batch's events, nothing else");
-}
-
-fn sim_options(target: &str, duration: Duration, rate: f64) -> RunOptions {
-    RunOptions {
-        target: target.into(),
-        count: None,
-        duration: Some(duration),
-        rate,
-        concurrency: 4,
-        batch_size: 10,
-        request_timeout: Duration::from_secs(5),
-        retry: RetryPolicy {
-            base: Duration::from_millis(100),
-            max: Duration::from_millis(500),
-            give_up_after: Duration::from_secs(2),
-        },
-        issuer: None,
-    }
+    assert_eq!(
+        ids.len(),
+        distinct,
+        "every acked batch's events, nothing else"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,22 +151,29 @@ async fn kill_9_while_spooling_loses_nothing_acked() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = spooling_config(dir.path(), "crash");
     let mut bridge = Bridge::start(&cfg, dir.path()).await;
-    let sim = tokio::spawn(run(
-        sim_options(&bridge.base, Duration::from_secs(8), 300.0),
-        workload(21),
-    ));
+    // Graph at 300 items/s for 8 s, giving up on a batch after 2 s without an answer.
+    let mut opts = sim_options(&bridge.base, 0);
+    (opts.count, opts.duration, opts.rate, opts.batch_size) =
+        (None, Some(Duration::from_secs(8)), 300.0, 10);
+    opts.retry.give_up_after = Duration::from_secs(2);
+    let sim = tokio::spawn(run(opts, sim_workload(21, 0.05)));
     // Kill while the load runs and the spool is filling.
     bridge
-        .wait_metric("graphbridge_spool_depth_items", Duration::from_secs(30), |v| {
-            v >= 300.0
-        })
+        .wait_metric(
+            "graphbridge_spool_depth_items",
+            Duration::from_secs(30),
+            |v| v >= 300.0,
+        )
         .await;
     bridge.signal("KILL");
     let status = bridge.wait_exit(Duration::from_secs(10)).await;
     assert!(!status.success(), "killed, not exited: {status}");
     let outcomes = sim.await.unwrap().expect("simulation ran");
     assert!(outcomes.spooled_items >= 300, "{outcomes:?}");
-    assert!(outcomes.failed_items > 0, "load was still running at the kill");
+    assert!(
+        outcomes.failed_items > 0,
+        "load was still running at the kill"
+    );
 
     let cfg = drain_into_kafka(cfg).await;
     let v = verify(&Target::Kafka(cfg.sink.kafka.clone()), &outcomes.acked)
@@ -205,7 +181,10 @@ async fn kill_9_while_spooling_loses_nothing_acked() {
         .unwrap();
     assert_eq!(v.missing, 0, "every acked item is in Kafka: {v:?}");
     assert_eq!(v.forbidden_found, 0, "no rejected item published: {v:?}");
-    assert_eq!(v.expected + v.rejected_expected_absent, outcomes.acked.len());
+    assert_eq!(
+        v.expected + v.rejected_expected_absent,
+        outcomes.acked.len()
+    );
 }
 
 /// One request's fate as the client saw it.
@@ -229,7 +208,7 @@ async fn sigterm_under_load_finishes_requests_and_exits_0() {
     // Load: clients send until the "load balancer" (a readiness poller, as Kubernetes'
     // endpoints controller) takes the bridge out of rotation.
     let in_rotation = Arc::new(AtomicBool::new(true));
-    let workload = Arc::new(Mutex::new(workload(31)));
+    let workload = Arc::new(Mutex::new(sim_workload(31, 0.05)));
     let acked: Arc<Mutex<Vec<Expect>>> = Arc::default();
     let seen: Arc<Mutex<Vec<(Instant, Seen)>>> = Arc::default();
     let answered = Arc::new(AtomicUsize::new(0));

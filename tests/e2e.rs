@@ -4,52 +4,15 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use std::sync::Arc;
 
 use graphbridge::simulate::issuer::Issuer;
 use graphbridge::simulate::report::Report;
-use graphbridge::simulate::run::{run, RetryPolicy, RunOptions};
+use graphbridge::simulate::run::{run, RunOptions};
 use graphbridge::simulate::verify::{verify, Target};
-use graphbridge::simulate::workload::{Workload, WorkloadConfig};
 
 const ITEMS: u64 = 3000;
-
-fn workload(seed: u64) -> Workload {
-    Workload::new(
-        WorkloadConfig {
-            tenants: 3,
-            teams: 10,
-            chats: 20,
-            bad_fraction: 0.06,
-            seed,
-            subscription_id: "e2e-sub".into(),
-            client_state: SYNTH_CLIENT_STATE.into(),
-            reuse_key: false,
-        },
-        synthetic_recipient(),
-    )
-}
-
-fn options(target: &str, issuer: Option<Arc<Issuer>>) -> RunOptions {
-    RunOptions {
-        target: target.into(),
-        count: Some(ITEMS),
-        duration: None,
-        rate: 0.0,
-        concurrency: 4,
-        batch_size: 25,
-        request_timeout: Duration::from_secs(15),
-        retry: RetryPolicy {
-            base: Duration::from_millis(200),
-            max: Duration::from_secs(2),
-            give_up_after: Duration::from_secs(60),
-        },
-        issuer,
-    }
-}
 
 async fn simulate_and_verify(
     srv: &Running,
@@ -57,9 +20,15 @@ async fn simulate_and_verify(
     target: Target,
     seed: u64,
 ) -> Report {
-    let outcomes = run(options(&srv.base, Some(issuer)), workload(seed))
-        .await
-        .expect("simulation runs");
+    let outcomes = run(
+        RunOptions {
+            issuer: Some(issuer),
+            ..sim_options(&srv.base, ITEMS)
+        },
+        sim_workload(seed, 0.06),
+    )
+    .await
+    .expect("simulation runs");
     let verification = verify(&target, &outcomes.acked)
         .await
         .expect("verification reads the broker");
@@ -137,7 +106,7 @@ async fn handshake_failure_is_loud() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let err = run(options(&base, None), workload(1))
+    let err = run(sim_options(&base, ITEMS), sim_workload(1, 0.06))
         .await
         .expect_err("must fail")
         .to_string();

@@ -2,8 +2,13 @@
 //! 503 + Retry-After within the ack budget and `/readyz` turns red; once it is back, Graph's
 //! retry is accepted and every notification that ever got a 2xx is in the broker.
 //!
+//! With the spool on, the same outage under a steady simulated load is absorbed: every batch is
+//! acknowledged, the spooled ones are drained once the broker is back, and every acknowledged
+//! item is in the broker exactly once by event id after consumer dedupe.
+//!
 //! This binary stops and starts the shared test brokers, so it lives alone: cargo runs test
-//! binaries one after another. A guard restarts the broker even if an assertion fails.
+//! binaries one after another. Tests stopping the same broker take its lock; a guard restarts
+//! the broker even if an assertion fails.
 
 mod common;
 
@@ -11,22 +16,43 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::*;
+use graphbridge::config::Config;
+use graphbridge::simulate::run::run;
+use graphbridge::simulate::verify::{verify, Target};
 use serde_json::Value;
 
 /// Two mixed batches with different seeds: 4 events each, 2 of them shared.
 const DISTINCT_EVENTS: usize = 6;
 
-fn broker(script: &str, action: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+/// Runs a broker script without blocking the runtime (load keeps running meanwhile).
+async fn broker_async(script: &str, action: &str) {
+    let status = tokio::process::Command::new("bash")
+        .arg(script_path(script))
+        .arg(action)
+        .status()
+        .await
+        .expect("run broker script");
+    assert!(status.success(), "{script} {action} failed");
+}
+
+fn script_path(script: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("scripts")
-        .join(script);
+        .join(script)
+}
+
+fn broker(script: &str, action: &str) {
     let status = std::process::Command::new("bash")
-        .arg(&path)
+        .arg(script_path(script))
         .arg(action)
         .status()
         .expect("run broker script");
     assert!(status.success(), "{script} {action} failed");
 }
+
+/// Held while a test stops and starts a broker, so tests of this binary don't overlap on it.
+static KAFKA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static NATS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Starts the broker again when dropped, so a failing test leaves the others a broker.
 struct Restart(&'static str);
@@ -84,6 +110,7 @@ async fn assert_outage_answers(srv: &Running, body: &Value, budget: Duration) {
 #[tokio::test]
 async fn kafka_outage_gives_503_then_delivers_everything_acked() {
     use common::kafka::*;
+    let _broker = KAFKA.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = kafka_config(dir.path(), &unique("outage"));
     cfg.ack.budget_ms = 1500;
@@ -125,6 +152,7 @@ async fn kafka_outage_gives_503_then_delivers_everything_acked() {
 #[tokio::test]
 async fn nats_outage_gives_503_then_delivers_everything_acked() {
     use common::nats::*;
+    let _broker = NATS.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = nats_config(dir.path(), &unique("outage"));
     cfg.ack.budget_ms = 1500;
@@ -156,4 +184,81 @@ async fn nats_outage_gives_503_then_delivers_everything_acked() {
     // Two rejects are the same in both batches, the tampered one differs: 3 + 1.
     assert_eq!(stored.len() - events.len(), 4);
     srv.shutdown().await;
+}
+
+/// Simulated Graph at a steady rate → `serve` with the spool; the broker stops once events flow
+/// and starts again once the spool holds a good part of the load; then everything acked must be
+/// in the broker.
+async fn outage_with_spool(
+    mut cfg: Config,
+    dir: &std::path::Path,
+    script: &'static str,
+    target: Target,
+) {
+    cfg.spool.enabled = true;
+    cfg.spool.dir = dir.join("spool");
+    cfg.ack.budget_ms = 1000;
+    cfg.ack.retry_after_s = 1;
+    let srv = Running::start(&cfg).await;
+    let mut opts = sim_options(&srv.base, 2400);
+    (opts.rate, opts.batch_size) = (150.0, 10);
+    let sim = tokio::spawn(run(opts, sim_workload(41, 0.05)));
+
+    let bound = Duration::from_secs(60);
+    wait_metric(&srv.admin, "graphbridge_accepted_total", bound, |v| {
+        v >= 150.0
+    })
+    .await;
+    let guard = Restart(script);
+    broker_async(script, "stop").await;
+    wait_metric(&srv.admin, "graphbridge_spool_depth_items", bound, |v| {
+        v >= 300.0
+    })
+    .await;
+    assert_eq!(
+        status(&format!("{}/readyz", srv.admin)).await,
+        200,
+        "spooling, still ready"
+    );
+    drop(guard);
+
+    let outcomes = sim.await.unwrap().expect("simulation ran");
+    wait_metric(
+        &srv.admin,
+        "graphbridge_spool_depth_items",
+        Duration::from_secs(120),
+        |v| v == 0.0,
+    )
+    .await;
+    assert_eq!(
+        outcomes.acked.len() as u64,
+        outcomes.items_sent,
+        "every item acked: {outcomes:?}"
+    );
+    assert!(outcomes.spooled_items >= 300, "{outcomes:?}");
+    let v = verify(&target, &outcomes.acked)
+        .await
+        .expect("reads the broker");
+    println!("{v:?}, spooled {}", outcomes.spooled_items);
+    assert_eq!(v.missing, 0, "every acked item arrived: {v:?}");
+    assert_eq!(v.forbidden_found, 0, "no rejected item arrived: {v:?}");
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_outage_with_spool_acks_everything_and_drains_it() {
+    let _broker = KAFKA.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::kafka::kafka_config(dir.path(), &unique("spool-outage"));
+    let target = Target::Kafka(cfg.sink.kafka.clone());
+    outage_with_spool(cfg, dir.path(), "kafka.sh", target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_outage_with_spool_acks_everything_and_drains_it() {
+    let _broker = NATS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::nats::nats_config(dir.path(), &unique("spool-outage"));
+    let target = Target::Nats(cfg.sink.nats.clone());
+    outage_with_spool(cfg, dir.path(), "nats.sh", target).await;
 }

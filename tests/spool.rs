@@ -62,7 +62,11 @@ async fn appended_batches_survive_a_restart_until_committed() {
     spool.close();
 
     let (spool, m2) = open(dir.path(), 1 << 20);
-    assert_eq!(tags(&spool), ["b", "c"], "the cursor moved past the committed batch");
+    assert_eq!(
+        tags(&spool),
+        ["b", "c"],
+        "the cursor moved past the committed batch"
+    );
     assert_eq!(m2.spool_depth_items.get(), 4);
     assert_eq!(m.spool_drained.get(), 2);
     spool.commit(2).unwrap();
@@ -165,7 +169,11 @@ async fn drained_segments_are_deleted() {
     }
     spool.commit(n).unwrap();
     assert!(!spool.backlog());
-    assert_eq!(segment_files(dir.path()).len(), 1, "only the active segment remains");
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        1,
+        "only the active segment remains"
+    );
     spool.close();
 }
 
@@ -198,5 +206,9 @@ async fn restarts_without_spooling_leave_no_segments_behind() {
         let (spool, _) = open(dir.path(), 1 << 20);
         spool.close();
     }
-    assert_eq!(segment_files(dir.path()).len(), 1, "only the active one of the last start");
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        1,
+        "only the active one of the last start"
+    );
 }

@@ -60,8 +60,8 @@ async fn step(pipeline: &Pipeline, spool: &Arc<Spool>, batch: &[Position]) -> us
             }
         }
     };
-    let results = futures::future::join_all(reads.into_iter().zip(batch).map(
-        |(read, at)| async move {
+    let results =
+        futures::future::join_all(reads.into_iter().zip(batch).map(|(read, at)| async move {
             let spooled = match read {
                 Ok(b) => b,
                 Err(e) => {
@@ -78,9 +78,8 @@ async fn step(pipeline: &Pipeline, spool: &Arc<Spool>, batch: &[Position]) -> us
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("no confirmation within {PUBLISH_TIMEOUT:?}")),
             }
-        },
-    ))
-    .await;
+        }))
+        .await;
     let confirmed = results.iter().take_while(|r| r.is_ok()).count();
     if let Some(Err(e)) = results.get(confirmed) {
         tracing::warn!(error = %e, "spool: publish failed; retrying");

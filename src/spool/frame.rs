@@ -86,7 +86,10 @@ mod tests {
     fn round_trip() {
         let rec = encode(3, 1234, br#"{"a":1}"#);
         let f = decode(&rec).unwrap();
-        assert_eq!((f.items, f.appended_ms, f.json), (3, 1234, &br#"{"a":1}"#[..]));
+        assert_eq!(
+            (f.items, f.appended_ms, f.json),
+            (3, 1234, &br#"{"a":1}"#[..])
+        );
         assert_eq!(f.size(), rec.len());
     }
 

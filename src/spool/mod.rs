@@ -130,7 +130,11 @@ impl Cursor {
 impl Spool {
     /// Opens (or creates) the spool in `dir`, recovering what earlier runs left: every complete
     /// record after the cursor is pending again; a torn tail is cut off (it was never acked).
-    pub fn open(dir: &Path, max_bytes: u64, metrics: Arc<Metrics>) -> Result<Arc<Spool>, SpoolError> {
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Spool>, SpoolError> {
         std::fs::create_dir_all(dir)?;
         let cursor = Cursor::load(dir).unwrap_or_default();
         let mut state = State::default();
@@ -143,7 +147,11 @@ impl Spool {
                 continue;
             }
             let buf = std::fs::read(&path)?;
-            let start = if seq == cursor.segment { cursor.offset as usize } else { 0 };
+            let start = if seq == cursor.segment {
+                cursor.offset as usize
+            } else {
+                0
+            };
             let (frames, end) = frame::scan(&buf, start);
             for (offset, f) in &frames {
                 state.pending.push_back(Position {
@@ -271,8 +279,14 @@ impl Spool {
                 items += p.items;
             }
             let cursor = match s.pending.front() {
-                Some(p) => Cursor { segment: p.segment, offset: p.offset },
-                None => Cursor { segment: s.active, offset: s.active_len },
+                Some(p) => Cursor {
+                    segment: p.segment,
+                    offset: p.offset,
+                },
+                None => Cursor {
+                    segment: s.active,
+                    offset: s.active_len,
+                },
             };
             (cursor, items, cursor.segment)
         };
@@ -294,10 +308,9 @@ impl Spool {
         let m = &self.metrics;
         m.spool_depth_items.set(s.pending_items as i64);
         m.spool_depth_bytes.set(s.pending_bytes as i64);
-        let age = s
-            .pending
-            .front()
-            .map_or(0.0, |p| now_ms().saturating_sub(p.appended_ms) as f64 / 1000.0);
+        let age = s.pending.front().map_or(0.0, |p| {
+            now_ms().saturating_sub(p.appended_ms) as f64 / 1000.0
+        });
         m.spool_oldest_age.set(age);
     }
 

@@ -141,8 +141,9 @@ fn roll_if_full(spool: &Spool, file: &mut File) -> std::io::Result<()> {
 
 fn fail(group: Vec<Append>, e: &std::io::Error) {
     for a in group {
-        let _ = a
-            .done
-            .send(Err(SpoolError::Io(std::io::Error::new(e.kind(), e.to_string()))));
+        let _ = a.done.send(Err(SpoolError::Io(std::io::Error::new(
+            e.kind(),
+            e.to_string(),
+        ))));
     }
 }

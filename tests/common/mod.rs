@@ -7,6 +7,7 @@ pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use graphbridge::config::{Config, OneOrMany, Secret};
 use graphbridge::crypto::encrypt::Recipient;
@@ -143,6 +144,67 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// Polls an unlabelled metric on the admin port at `admin` until `done` holds, at most `bound`.
+pub async fn wait_metric(admin: &str, name: &str, bound: Duration, done: impl Fn(f64) -> bool) {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        let text = reqwest::get(format!("{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let v = metric_value(&text, name).unwrap_or_else(|| panic!("no metric {name}"));
+        if done(v) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} = {v} after {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The simulator's realistic workload (3 % to 6 % bad items of each kind) for the synthetic key.
+pub fn sim_workload(seed: u64, bad_fraction: f64) -> graphbridge::simulate::workload::Workload {
+    use graphbridge::simulate::workload::{Workload, WorkloadConfig};
+    Workload::new(
+        WorkloadConfig {
+            tenants: 3,
+            teams: 10,
+            chats: 20,
+            bad_fraction,
+            seed,
+            subscription_id: format!("sim-sub-{seed}"),
+            client_state: SYNTH_CLIENT_STATE.into(),
+            reuse_key: false,
+        },
+        synthetic_recipient(),
+    )
+}
+
+/// Simulator options: `count` items as fast as 4 connections go, batches of 25, Graph-like
+/// retries for up to a minute, no validation tokens. Tests adjust fields.
+pub fn sim_options(target: &str, count: u64) -> graphbridge::simulate::run::RunOptions {
+    use graphbridge::simulate::run::{RetryPolicy, RunOptions};
+    RunOptions {
+        target: target.into(),
+        count: Some(count),
+        duration: None,
+        rate: 0.0,
+        concurrency: 4,
+        batch_size: 25,
+        request_timeout: Duration::from_secs(15),
+        retry: RetryPolicy {
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(2),
+            give_up_after: Duration::from_secs(60),
+        },
+        issuer: None,
+    }
 }
 
 pub fn jsonl(path: &Path) -> Vec<Value> {

@@ -116,32 +116,9 @@ impl Bridge {
         }
     }
 
-    /// The value of an unlabelled metric on the admin port.
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.admin))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        super::metric_value(&text, name).unwrap_or_else(|| panic!("no metric {name}"))
-    }
-
-    /// Polls a metric until `done` holds, at most `bound`.
+    /// Polls a metric on the admin port until `done` holds, at most `bound`.
     pub async fn wait_metric(&self, name: &str, bound: Duration, done: impl Fn(f64) -> bool) {
-        let deadline = Instant::now() + bound;
-        loop {
-            let v = self.metric(name).await;
-            if done(v) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} = {v} after {bound:?}: {}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        super::wait_metric(&self.admin, name, bound, done).await
     }
 }
 
