@@ -205,8 +205,14 @@ async fn outage_with_spool(
     let sim = tokio::spawn(run(opts, sim_workload(41, 0.05)));
 
     let bound = Duration::from_secs(60);
+    // Stop once events flow straight to the broker (a spool started by a slow first publish,
+    // topic creation say, has drained).
     wait_metric(&srv.admin, "graphbridge_accepted_total", bound, |v| {
         v >= 150.0
+    })
+    .await;
+    wait_metric(&srv.admin, "graphbridge_spool_depth_items", bound, |v| {
+        v == 0.0
     })
     .await;
     let guard = Restart(script);
