@@ -18,53 +18,17 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-BITS=${BITS:-2048}
 COUNT=${COUNT:-20000}
 DURATION=${DURATION:-20}
 CONCURRENCY=${CONCURRENCY:-8}
 BATCH=${BATCH:-50}
 # The latency phase uses smaller batches, closer to what Graph sends per POST.
 LAT_BATCH=${LAT_BATCH:-10}
-PORT=${BENCH_PORT:-28080}
-ISSUER_PORT=${BENCH_ISSUER_PORT:-28443}
-ADMIN_PORT=${BENCH_ADMIN_PORT:-29090}
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
-scripts/setup.sh
-cargo build --release --quiet --bin graphbridge --example rsa_limit
-BIN=$ROOT/target/release/graphbridge
-scripts/brokers.sh up
-eval "$(scripts/brokers.sh env)"
-
-WORK=$(mktemp -d /tmp/graphbridge-bench.XXXXXX)
-SERVE_PID=""
-cleanup() { [ -n "$SERVE_PID" ] && kill "$SERVE_PID" 2>/dev/null; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-"$BIN" keys generate --id bench --bits "$BITS" --out "$WORK/keys" >/dev/null
-PREFIX="bench-$(date +%s)"
-cat >"$WORK/graphbridge.toml" <<EOF
-[server]
-listen = "127.0.0.1:$PORT"
-admin_listen = "127.0.0.1:$ADMIN_PORT"
-[graph]
-client_state = "bench-client-state"
-app_ids = ["5a9e7c1d-0b3f-4e2a-9c6d-7f8e9a0b1c2d"]
-keys_dir = "$WORK/keys"
-[graph.validation_tokens]
-# The simulator plays Microsoft's token service on this port.
-openid_config_url = "http://127.0.0.1:$ISSUER_PORT/.well-known/openid-configuration"
-[sink]
-kind = "kafka"
-[sink.kafka]
-brokers = "$GRAPHBRIDGE_TEST_KAFKA"
-[sink.kafka.topics]
-channel_messages = "$PREFIX.channel"
-chat_messages = "$PREFIX.chat"
-lifecycle = "$PREFIX.lifecycle"
-deadletter = "$PREFIX.deadletter"
-[telemetry]
-log_level = "warn"
-EOF
+bench_start
+write_config "$WORK/graphbridge.toml" "$GRAPHBRIDGE_TEST_KAFKA"
 
 echo "== RSA limit ($BITS bits)"
 RSA=$("$ROOT/target/release/examples/rsa_limit" "$BITS" 3)
@@ -72,29 +36,14 @@ echo "aws-lc-rs: $RSA"
 openssl speed -seconds 3 "rsa$BITS" 2>/dev/null | grep -E "^rsa *$BITS" | awk '{print "openssl speed (one core): " $6 " private ops/s"}' || true
 RSA_PER_CORE=$(echo "$RSA" | python3 -c 'import json,sys; print(json.load(sys.stdin)["per_core_ops_per_s"])')
 
-"$BIN" --config "$WORK/graphbridge.toml" serve 2>"$WORK/serve.log" &
-SERVE_PID=$!
-for _ in $(seq 1 100); do
-  # healthz, not readyz: readiness waits for the token keys, served by the simulator below.
-  curl -fsS "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-curl -fsS "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null || { cat "$WORK/serve.log"; exit 1; }
-
-sim() {
-  "$BIN" --config "$WORK/graphbridge.toml" simulate --target "http://127.0.0.1:$PORT" \
-    --cert "$WORK/keys/bench.crt" --cert-id bench --client-state bench-client-state \
-    --issuer-listen "127.0.0.1:$ISSUER_PORT" --issuer-key "$WORK/issuer.der" \
-    --pid "$SERVE_PID" --verify kafka --json "$@"
-}
-
+start_serve "$WORK/graphbridge.toml"
 echo "== saturation: $COUNT notifications, unique keys"
-sim --count "$COUNT" --seed 1 --concurrency "$CONCURRENCY" --batch-size "$BATCH" >"$WORK/saturation.json"
+sim "$WORK/graphbridge.toml" --verify kafka --count "$COUNT" --seed 1 --concurrency "$CONCURRENCY" --batch-size "$BATCH" >"$WORK/saturation.json"
 echo "== latency at 70 % of the saturated rate for ${DURATION}s, batches of $LAT_BATCH"
 RATE=$(python3 -c 'import json,sys; print(round(0.7 * json.load(open(sys.argv[1]))["throughput_items_per_s"]))' "$WORK/saturation.json")
-sim --rate "$RATE" --duration "$DURATION" --seed 2 --concurrency "$CONCURRENCY" --batch-size "$LAT_BATCH" >"$WORK/latency.json"
+sim "$WORK/graphbridge.toml" --verify kafka --rate "$RATE" --duration "$DURATION" --seed 2 --concurrency "$CONCURRENCY" --batch-size "$LAT_BATCH" >"$WORK/latency.json"
 echo "== pass-through: $COUNT notifications, one reused wrapped key"
-sim --count "$COUNT" --seed 3 --reuse-key --concurrency "$CONCURRENCY" --batch-size "$BATCH" >"$WORK/passthrough.json"
+sim "$WORK/graphbridge.toml" --verify kafka --count "$COUNT" --seed 3 --reuse-key --concurrency "$CONCURRENCY" --batch-size "$BATCH" >"$WORK/passthrough.json"
 
 python3 - "$WORK" "$RSA_PER_CORE" "$RATE" <<'PY'
 import json, os, sys

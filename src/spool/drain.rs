@@ -12,7 +12,7 @@ use super::{Position, Spool};
 use crate::pipeline::Pipeline;
 
 /// Batches published concurrently per step (they share the pipeline's CPU permits).
-const STEP: usize = 8;
+const STEP: usize = 64;
 /// Longest a single publish may take before it is retried.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
