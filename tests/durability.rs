@@ -291,7 +291,7 @@ async fn sigterm_under_load_finishes_requests_and_exits_0() {
     assert!(status.success(), "exit {status}: {}", bridge.log_text());
     assert!(bridge.log_text().contains("shut down cleanly"));
 
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
     let mut failed = Vec::new();
     for (_, s) in seen.iter() {
