@@ -36,13 +36,18 @@ fn spooling_config(dir: &Path, prefix: &str) -> Config {
     cfg
 }
 
-fn event_topics(cfg: &Config) -> Vec<String> {
+/// Reads the event topics until `distinct` event ids arrived; asserts there are exactly that many.
+async fn kafka_events(cfg: &Config, distinct: usize, what: &str) -> Vec<Consumed> {
     let t = &cfg.sink.kafka.topics;
-    vec![
-        t.channel_messages.clone(),
-        t.chat_messages.clone(),
-        t.lifecycle.clone(),
-    ]
+    let topics = [
+        t.channel_messages.as_str(),
+        t.chat_messages.as_str(),
+        t.lifecycle.as_str(),
+    ];
+    let got = consume_until_distinct(&topics, distinct, Duration::from_secs(60)).await;
+    let ids: HashSet<&str> = got.iter().map(|m| m.headers["ce_id"].as_str()).collect();
+    assert_eq!(ids.len(), distinct, "{what}");
+    got
 }
 
 /// Restarts the bridge on the same spool with the real Kafka and waits until it drained.
@@ -89,12 +94,8 @@ async fn a_down_broker_is_spooled_within_the_budget_then_drained() {
     srv.shutdown().await;
 
     let cfg = drain_into_kafka(cfg).await;
-    let topics = event_topics(&cfg);
-    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     // 4 events per batch, the two vector items shared: 6 distinct, exactly once by id.
-    let got = consume_until_distinct(&topics, 6, Duration::from_secs(60)).await;
-    let ids: HashSet<&str> = got.iter().map(|m| m.headers["ce_id"].as_str()).collect();
-    assert_eq!(ids.len(), 6);
+    let got = kafka_events(&cfg, 6, "both batches' events").await;
     for e in &got {
         assert_valid_event(&e.json());
     }
@@ -134,16 +135,8 @@ async fn a_full_spool_answers_503_and_keeps_everything_it_acked() {
     srv.shutdown().await;
 
     let cfg = drain_into_kafka(cfg).await;
-    let topics = event_topics(&cfg);
-    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     let distinct = 2 + 2 * acked;
-    let got = consume_until_distinct(&topics, distinct, Duration::from_secs(60)).await;
-    let ids: HashSet<&str> = got.iter().map(|m| m.headers["ce_id"].as_str()).collect();
-    assert_eq!(
-        ids.len(),
-        distinct,
-        "every acked batch's events, nothing else"
-    );
+    kafka_events(&cfg, distinct, "every acked batch's events, nothing else").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,4 +310,28 @@ async fn sigterm_under_load_finishes_requests_and_exits_0() {
         .unwrap();
     assert_eq!(v.missing, 0, "every acked item is in Kafka: {v:?}");
     assert_eq!(v.forbidden_found, 0, "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_the_broker_down_exits_0_within_the_deadline_and_keeps_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = spooling_config(dir.path(), "term-down");
+    let mut bridge = Bridge::start(&cfg, dir.path()).await;
+    let batch = mixed_batch(1_700_003_000_000);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/notifications", bridge.base))
+        .json(&batch.body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    // The drainer is now retrying against the down broker; shutdown must not wait for it.
+    bridge.signal("TERM");
+    // Documented bound: shutdown delay + drain deadline + producer flush (10 s).
+    let bound = cfg.server.shutdown_delay_ms + cfg.server.drain_timeout_ms + 10_000;
+    let status = bridge.wait_exit(Duration::from_millis(bound)).await;
+    assert!(status.success(), "exit {status}: {}", bridge.log_text());
+
+    let cfg = drain_into_kafka(cfg).await;
+    kafka_events(&cfg, 4, "the spooled batch's events after the restart").await;
 }

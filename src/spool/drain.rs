@@ -33,7 +33,11 @@ pub async fn run(pipeline: &Pipeline, spool: &Arc<Spool>, mut stop: watch::Recei
             }
             continue;
         }
-        let done = step(pipeline, spool, &batch).await;
+        // On shutdown, abandon a publish the broker has not confirmed: it stays spooled.
+        let done = tokio::select! {
+            done = step(pipeline, spool, &batch) => done,
+            _ = stop.changed() => break,
+        };
         if done == batch.len() {
             backoff = BACKOFF_MIN;
             continue;
