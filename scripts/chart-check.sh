@@ -66,7 +66,7 @@ if [ ! -x "$OPSCHECK" ]; then
 fi
 
 # Kubernetes JSON schemas generated from the OpenAPI document in the k8s.io/kubernetes module.
-schema_hash=$(cat scripts/k8s-schemas.py | sha256sum | cut -c1-12)
+schema_hash=$(sha256sum <scripts/k8s-schemas.py | cut -c1-12)
 SCHEMAS=$CACHE/k8s-schemas/$K8S_VERSION-$PROMETHEUS_OPERATOR_VERSION-$schema_hash
 if [ ! -f "$SCHEMAS/.done" ]; then
   step "generating Kubernetes $K8S_VERSION schemas (first run only)"
@@ -177,7 +177,7 @@ scripts/dockerfile-check.sh "$GRAPHBRIDGE_BIN"
 
 if command -v shellcheck >/dev/null; then
   step "shellcheck"
-  shellcheck scripts/chart-check.sh scripts/dockerfile-check.sh
+  shellcheck scripts/chart-check.sh scripts/dockerfile-check.sh scripts/setup.sh scripts/test.sh
 fi
 
 step "chart-check passed"

@@ -53,9 +53,10 @@ else
 fi
 
 # Pinned packages must exist in this Debian release (only when apt lists are present).
-if command -v apt-cache >/dev/null && [ -n "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial)" ]; then
+lists=(/var/lib/apt/lists/*_Packages)
+if command -v apt-cache >/dev/null && [ -e "${lists[0]}" ]; then
   for p in $builder_pkgs $runtime_pkgs; do
-    apt-cache show "$p" >/dev/null 2>&1 && echo "ok: Debian has $p" || bad "no Debian package $p"
+    if apt-cache show "$p" >/dev/null 2>&1; then echo "ok: Debian has $p"; else bad "no Debian package $p"; fi
   done
 fi
 

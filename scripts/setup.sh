@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing graphbridge needs on a Debian machine, only what is
 # missing: C toolchain and headers for librdkafka (built from source by rdkafka's cmake-build),
-# Java + Maven for Kafka (its jars come from Maven Central, see kafka.sh), and nats-server.
+# Java + Maven for Kafka (its jars come from Maven Central, see kafka.sh), nats-server,
+# and ShellCheck for the chart check. Go (>= 1.24, for helm/kubeconform in chart-check.sh) and
+# python3 come with the machine.
 set -euo pipefail
 
 need_pkgs=()
@@ -17,6 +19,7 @@ done
 have_cmd java || need_pkgs+=(default-jdk-headless)
 have_cmd mvn || need_pkgs+=(maven)
 have_cmd nats-server || need_pkgs+=(nats-server)
+have_cmd shellcheck || need_pkgs+=(shellcheck)
 
 if ((${#need_pkgs[@]})); then
   echo "setup.sh: installing ${need_pkgs[*]}" >&2
@@ -31,3 +34,7 @@ if ! have_cmd cargo; then
   exit 1
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
+  echo "setup.sh: go not found; scripts/chart-check.sh builds helm and kubeconform with it" >&2
+  exit 1
+fi

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing, starts a real Kafka (KRaft)
-# and a real NATS JetStream on 127.0.0.1, runs fmt, clippy and every test, stops the brokers.
+# and a real NATS JetStream on 127.0.0.1, runs fmt, clippy and every test, stops the brokers,
+# then checks the Helm chart, compose file and Dockerfile (chart-check.sh, with the binary the
+# tests built).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -13,3 +15,4 @@ eval "$(scripts/brokers.sh env)"
 cargo fmt --check
 cargo clippy --all-targets --all-features --locked -- -D warnings
 cargo test --all-targets --all-features --locked
+scripts/chart-check.sh
