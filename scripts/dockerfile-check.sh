@@ -53,10 +53,14 @@ else
 fi
 
 # Pinned packages must exist in this Debian release (only when apt lists are present).
-lists=(/var/lib/apt/lists/*_Packages)
+lists=(/var/lib/apt/lists/*_Packages*)
 if command -v apt-cache >/dev/null && [ -e "${lists[0]}" ]; then
-  for p in $builder_pkgs $runtime_pkgs; do
-    if apt-cache show "$p" >/dev/null 2>&1; then echo "ok: Debian has $p"; else bad "no Debian package $p"; fi
+  # Each pin (pkg=glob) must match the version this release offers, or apt-get fails in the build.
+  for pin in $(grep -o 'apt-get install[^&]*' <<<"$joined" | tr ' ' '\n' | grep '='); do
+    p=${pin%%=*} want=${pin#*=}
+    have=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ {print $2}')
+    # shellcheck disable=SC2053 # $want is a glob on purpose
+    if [[ -n $have && $have == $want ]]; then echo "ok: Debian has $p $have (pin $want)"; else bad "pin $pin does not match Debian's $p '${have:-none}'"; fi
   done
 fi
 

@@ -254,6 +254,10 @@ pub enum LogFormat {
 pub struct TelemetryConfig {
     pub log_format: LogFormat,
     pub log_level: String,
+    /// OTLP/HTTP (protobuf) collector base URL, e.g. `http://otel-collector:4318`; spans go to
+    /// `<url>/v1/traces`. None: no trace export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
 }
 
 fn is_secret_property(key: &str) -> bool {
@@ -407,6 +411,14 @@ impl Config {
                 problems.push("sink.nats.url is empty".into())
             }
             _ => {}
+        }
+        if let Some(url) = &self.telemetry.otlp_endpoint {
+            // The exporter's HTTP client has no TLS: a local collector forwards over TLS.
+            if !url.starts_with("http://") || url.len() <= "http://".len() {
+                problems.push(format!(
+                    "telemetry.otlp_endpoint {url:?} must be an http:// URL (e.g. a collector agent at http://127.0.0.1:4318)"
+                ));
+            }
         }
         if problems.is_empty() {
             Ok(())

@@ -103,7 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             let cfg = Config::load(cli.config.as_deref())?;
-            graphbridge::telemetry::init_logging(&cfg.telemetry);
+            let _traces = graphbridge::telemetry::init_tracing(&cfg.telemetry)?;
             graphbridge::server::serve(&cfg).await?;
         }
         Command::Demo { dir } => {

@@ -345,17 +345,30 @@ impl Pipeline {
                 received_at.to_string(),
                 items.clone(),
             );
+            // Blocking threads do not inherit the batch's span: name it as the parent.
+            let batch_span = tracing::Span::current();
             chunks.push(tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 work.into_iter()
-                    .map(
-                        |(index, a)| match open(&keyring, &cache, &a, &at, include) {
+                    .map(|(index, a)| {
+                        let n = a.item();
+                        // Ids only, never content or secrets.
+                        let _item = tracing::info_span!(
+                            parent: &batch_span,
+                            "item",
+                            subscription_id = n.subscription_id.as_str(),
+                            tenant_id = n.tenant_id.as_str(),
+                            resource = n.resource.as_deref().unwrap_or_default(),
+                        )
+                        .entered();
+                        match open(&keyring, &cache, &a, &at, include) {
                             Ok(record) => (index, Outcome::Event(record)),
                             Err((reason, detail)) => {
+                                tracing::debug!(reason, "item rejected");
                                 (index, reject(&items[index], reason, detail, &at))
                             }
-                        },
-                    )
+                        }
+                    })
                     .collect::<Vec<_>>()
             }));
         }

@@ -26,6 +26,92 @@ pub fn init_logging(cfg: &TelemetryConfig) {
     };
 }
 
+/// Trace export failed to start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("OTLP trace exporter: {0}")]
+    Otlp(String),
+}
+
+/// Keeps the OTLP pipeline alive; dropping it exports what is still buffered (bounded by the
+/// exporter's timeout), so the last requests before a shutdown are not lost.
+#[must_use = "dropping the guard stops trace export"]
+pub struct TracingGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TracingGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("graphbridge: flushing traces: {e}");
+            }
+        }
+    }
+}
+
+/// Logging as [`init_logging`], plus span export over OTLP/HTTP when
+/// `telemetry.otlp_endpoint` is set. The log filter applies to logs only: spans of this crate
+/// at INFO are exported whatever `log_level` says, so quiet logs do not mean empty traces.
+pub fn init_tracing(cfg: &TelemetryConfig) -> Result<TracingGuard, TelemetryError> {
+    use tracing_subscriber::{filter, prelude::*, EnvFilter, Layer};
+    let log_filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match cfg.log_format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Pretty => fmt.compact().boxed(),
+    };
+    let provider = match &cfg.otlp_endpoint {
+        Some(url) => Some(otlp_provider(url)?),
+        None => None,
+    };
+    let otel = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("graphbridge"))
+            .with_filter(filter::Targets::new().with_target("graphbridge", tracing::Level::INFO))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(log_filter))
+        .with(otel)
+        .try_init();
+    Ok(TracingGuard { provider })
+}
+
+/// A batching OTLP/HTTP protobuf exporter to `<endpoint>/v1/traces`.
+fn otlp_provider(
+    endpoint: &str,
+) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, TelemetryError> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    let base = endpoint.trim_end_matches('/');
+    let url = if base.ends_with("/v1/traces") {
+        base.to_string()
+    } else {
+        format!("{base}/v1/traces")
+    };
+    // The exporter's blocking HTTP client owns a runtime of its own, which must not be created
+    // (or later dropped) on an async worker thread: build it on a plain thread.
+    let exporter = std::thread::spawn(move || {
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(url)
+            .build()
+    })
+    .join()
+    .map_err(|_| TelemetryError::Otlp("exporter construction panicked".into()))?
+    .map_err(|e| TelemetryError::Otlp(e.to_string()))?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("graphbridge");
+    }
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build())
+}
+
 type Labels = Vec<(&'static str, String)>;
 
 /// Every metric the bridge exports. Labels are bounded: reasons and sink kinds are fixed sets.

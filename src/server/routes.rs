@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
+use tracing::Instrument;
 
 use super::AppState;
 use crate::auth::tokens::TokenError;
@@ -106,6 +107,7 @@ fn respond(state: &AppState, result: Result<BatchSummary, BatchError>) -> Respon
 async fn notify(
     State(state): State<Arc<AppState>>,
     Query(handshake): Query<Handshake>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -132,9 +134,18 @@ async fn notify(
         Err(response) => return response,
     };
     metrics.in_flight.inc();
-    let result = state.pipeline.process(&body).await;
+    // One span per batch (exported with telemetry.otlp_endpoint); the pipeline adds one per item.
+    let span = tracing::info_span!(
+        "batch",
+        path = uri.path(),
+        bytes = body.len(),
+        status = tracing::field::Empty
+    );
+    let result = state.pipeline.process(&body).instrument(span.clone()).await;
     metrics.in_flight.dec();
-    respond(&state, result)
+    let response = respond(&state, result);
+    span.record("status", response.status().as_u16());
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response {
