@@ -30,7 +30,8 @@ BIN=$CACHE/bin
 CHART_CHECK_BIN=${CHART_CHECK_BIN:-$ROOT/target/debug/graphbridge}
 CHART=charts/graphbridge
 export PATH=$PATH:/usr/local/go/bin
-export GOFLAGS=-mod=mod GOTOOLCHAIN=local
+# The machine's Go builds everything; never fetch a toolchain.
+export GOTOOLCHAIN=local
 mkdir -p "$BIN"
 
 WORK=$(mktemp -d)

@@ -152,8 +152,8 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 /// Names the README documents (backticked `graphbridge_…`), except the subscription
 /// controller's, which `graphbridge subscriptions run` serves on its own admin port.
 fn documented_metrics() -> BTreeSet<String> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     readme
         .split('`')
         .filter_map(|s| {
@@ -191,7 +191,10 @@ fn assert_bounded_labels(text: &str) {
         }
         for (labels, _) in series(text, name) {
             assert!(
-                labels.is_empty() || labels.starts_with("_bucket{le=") || labels == "_sum" || labels == "_count",
+                labels.is_empty()
+                    || labels.starts_with("_bucket{le=")
+                    || labels == "_sum"
+                    || labels == "_count",
                 "{name} has labels {labels}"
             );
         }
@@ -210,11 +213,23 @@ async fn a_mixed_batch_and_refused_requests_move_the_right_metrics() {
     let found = families(&m);
     for (name, kind) in FAMILIES {
         let family = name.strip_suffix("_total").unwrap_or(name);
-        assert_eq!(found.get(family).map(String::as_str), Some(*kind), "{name} registered as a {kind}\n{m}");
+        assert_eq!(
+            found.get(family).map(String::as_str),
+            Some(*kind),
+            "{name} registered as a {kind}\n{m}"
+        );
     }
-    assert_eq!(found.len(), FAMILIES.len(), "unexpected families: {found:?}");
+    assert_eq!(
+        found.len(),
+        FAMILIES.len(),
+        "unexpected families: {found:?}"
+    );
     assert_eq!(metric_value(&m, "graphbridge_keys_loaded"), Some(2.0));
-    for name in ["graphbridge_received_total", "graphbridge_accepted_total", "graphbridge_in_flight"] {
+    for name in [
+        "graphbridge_received_total",
+        "graphbridge_accepted_total",
+        "graphbridge_in_flight",
+    ] {
         assert_eq!(metric_value(&m, name), Some(0.0), "{name} at start");
     }
 
@@ -228,11 +243,24 @@ async fn a_mixed_batch_and_refused_requests_move_the_right_metrics() {
     assert_eq!(metric_value(&m, "graphbridge_accepted_total"), Some(4.0));
     for reason in &batch.rejected {
         let name = "graphbridge_rejected_total";
-        assert_eq!(labelled(&m, name, "reason", reason), Some(1.0), "{reason}\n{m}");
+        assert_eq!(
+            labelled(&m, name, "reason", reason),
+            Some(1.0),
+            "{reason}\n{m}"
+        );
     }
-    assert_eq!(labelled(&m, "graphbridge_published_total", "sink", "file"), Some(7.0));
-    assert_eq!(metric_value(&m, "graphbridge_ack_latency_seconds_count"), Some(1.0));
-    assert_eq!(metric_value(&m, "graphbridge_publish_latency_seconds_count"), Some(1.0));
+    assert_eq!(
+        labelled(&m, "graphbridge_published_total", "sink", "file"),
+        Some(7.0)
+    );
+    assert_eq!(
+        metric_value(&m, "graphbridge_ack_latency_seconds_count"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&m, "graphbridge_publish_latency_seconds_count"),
+        Some(1.0)
+    );
     let ack = metric_value(&m, "graphbridge_ack_latency_seconds_sum").unwrap();
     assert!(ack > 0.0 && ack < 2.0, "ack latency {ack} s");
     assert_eq!(metric_value(&m, "graphbridge_in_flight"), Some(0.0));
@@ -242,17 +270,32 @@ async fn a_mixed_batch_and_refused_requests_move_the_right_metrics() {
     assert_eq!(post_raw(&srv, "application/json", "{not json").await, 400);
     assert_eq!(post_raw(&srv, "text/plain", "{}").await, 415);
     let many: Vec<Value> = (0..11).map(|_| json!({})).collect();
-    assert_eq!(srv.post_json("/notifications", &json!({ "value": many })).await.status(), 413);
+    assert_eq!(
+        srv.post_json("/notifications", &json!({ "value": many }))
+            .await
+            .status(),
+        413
+    );
     let m = srv.metrics().await;
     for reason in ["bad_json", "content_type", "too_many_items"] {
-        assert_eq!(labelled(&m, "graphbridge_rejected_total", "reason", reason), Some(1.0), "{reason}");
+        assert_eq!(
+            labelled(&m, "graphbridge_rejected_total", "reason", reason),
+            Some(1.0),
+            "{reason}"
+        );
     }
     assert_eq!(metric_value(&m, "graphbridge_received_total"), Some(7.0));
     assert_eq!(metric_value(&m, "graphbridge_accepted_total"), Some(4.0));
 
     // A broken key file: the reload fails and counts, the loaded keys stay.
     std::fs::write(cfg.graph.keys_dir.join("broken.pem"), "not a key").unwrap();
-    wait_metric(&srv.admin, "graphbridge_key_reload_failures_total", Duration::from_secs(10), |v| v >= 1.0).await;
+    wait_metric(
+        &srv.admin,
+        "graphbridge_key_reload_failures_total",
+        Duration::from_secs(10),
+        |v| v >= 1.0,
+    )
+    .await;
     let m = srv.metrics().await;
     assert_eq!(metric_value(&m, "graphbridge_keys_loaded"), Some(2.0));
     assert_bounded_labels(&m);
@@ -272,20 +315,43 @@ async fn a_down_broker_moves_in_flight_unavailable_overloaded_and_the_spool_metr
     let body = mixed_batch(1_700_200_000_000).body;
     let first = {
         let (url, body) = (format!("{}/notifications", srv.base), body.clone());
-        tokio::spawn(async move { reqwest::Client::new().post(url).json(&body).send().await.unwrap().status().as_u16() })
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
     };
-    wait_for(&srv, "in_flight 1 while the broker does not confirm", Duration::from_secs(5), |m| {
-        metric_value(m, "graphbridge_in_flight") == Some(1.0)
-    })
+    wait_for(
+        &srv,
+        "in_flight 1 while the broker does not confirm",
+        Duration::from_secs(5),
+        |m| metric_value(m, "graphbridge_in_flight") == Some(1.0),
+    )
     .await;
     assert_eq!(srv.post_json("/notifications", &body).await.status(), 503);
     assert_eq!(first.await.unwrap(), 503);
     let m = srv.metrics().await;
-    assert_eq!(metric_value(&m, "graphbridge_unavailable_total"), Some(1.0), "{m}");
-    assert_eq!(labelled(&m, "graphbridge_rejected_total", "reason", "overloaded"), Some(1.0));
+    assert_eq!(
+        metric_value(&m, "graphbridge_unavailable_total"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        labelled(&m, "graphbridge_rejected_total", "reason", "overloaded"),
+        Some(1.0)
+    );
     assert_eq!(metric_value(&m, "graphbridge_in_flight"), Some(0.0));
     assert_eq!(metric_value(&m, "graphbridge_accepted_total"), Some(0.0));
-    assert_eq!(metric_value(&m, "graphbridge_ack_latency_seconds_count"), Some(0.0), "only answered batches");
+    assert_eq!(
+        metric_value(&m, "graphbridge_ack_latency_seconds_count"),
+        Some(0.0),
+        "only answered batches"
+    );
     srv.shutdown().await;
 
     // With a spool: acknowledged from the spool; depth, bytes and age rise; a full spool
@@ -295,22 +361,36 @@ async fn a_down_broker_moves_in_flight_unavailable_overloaded_and_the_spool_metr
     cfg.spool.dir = spool_dir.clone();
     cfg.spool.max_bytes = 64 << 10;
     let srv = Running::start(&cfg).await;
-    let resp = srv.post_json("/notifications", &mixed_batch(1_700_201_000_000).body).await;
+    let resp = srv
+        .post_json("/notifications", &mixed_batch(1_700_201_000_000).body)
+        .await;
     assert_eq!(resp.status(), 202);
     assert_eq!(resp.json::<Value>().await.unwrap()["spooled"], 7);
     let m = srv.metrics().await;
-    assert_eq!(metric_value(&m, "graphbridge_spool_appended_items_total"), Some(7.0));
+    assert_eq!(
+        metric_value(&m, "graphbridge_spool_appended_items_total"),
+        Some(7.0)
+    );
     assert_eq!(metric_value(&m, "graphbridge_spool_depth_items"), Some(7.0));
     assert!(metric_value(&m, "graphbridge_spool_depth_bytes").unwrap() > 1000.0);
-    assert_eq!(metric_value(&m, "graphbridge_ack_latency_seconds_count"), Some(1.0));
-    wait_for(&srv, "the oldest spooled batch ages", Duration::from_secs(15), |m| {
-        metric_value(m, "graphbridge_spool_oldest_age_seconds").unwrap() > 0.0
-    })
+    assert_eq!(
+        metric_value(&m, "graphbridge_ack_latency_seconds_count"),
+        Some(1.0)
+    );
+    wait_for(
+        &srv,
+        "the oldest spooled batch ages",
+        Duration::from_secs(15),
+        |m| metric_value(m, "graphbridge_spool_oldest_age_seconds").unwrap() > 0.0,
+    )
     .await;
     let mut acked = 1u64;
     loop {
         let resp = srv
-            .post_json("/notifications", &mixed_batch(1_700_202_000_000 + acked as i64 * 1000).body)
+            .post_json(
+                "/notifications",
+                &mixed_batch(1_700_202_000_000 + acked as i64 * 1000).body,
+            )
             .await;
         if resp.status() != 202 {
             assert_eq!(resp.status(), 503);
@@ -321,9 +401,19 @@ async fn a_down_broker_moves_in_flight_unavailable_overloaded_and_the_spool_metr
     }
     let m = srv.metrics().await;
     assert_eq!(metric_value(&m, "graphbridge_spool_full_total"), Some(1.0));
-    assert_eq!(metric_value(&m, "graphbridge_unavailable_total"), Some(1.0), "spool full is a 503");
-    assert_eq!(metric_value(&m, "graphbridge_spool_depth_items"), Some(7.0 * acked as f64));
-    assert_eq!(metric_value(&m, "graphbridge_spool_appended_items_total"), Some(7.0 * acked as f64));
+    assert_eq!(
+        metric_value(&m, "graphbridge_unavailable_total"),
+        Some(1.0),
+        "spool full is a 503"
+    );
+    assert_eq!(
+        metric_value(&m, "graphbridge_spool_depth_items"),
+        Some(7.0 * acked as f64)
+    );
+    assert_eq!(
+        metric_value(&m, "graphbridge_spool_appended_items_total"),
+        Some(7.0 * acked as f64)
+    );
     srv.shutdown().await;
 
     // A torn tail (a write that never finished) is cut off at start; the broker is "back"
@@ -335,26 +425,54 @@ async fn a_down_broker_moves_in_flight_unavailable_overloaded_and_the_spool_metr
     let mut file_cfg = cfg.clone();
     file_cfg.sink.kind = SinkKind::File;
     let srv = Running::start(&file_cfg).await;
-    wait_metric(&srv.admin, "graphbridge_spool_depth_items", Duration::from_secs(60), |v| v == 0.0).await;
+    wait_metric(
+        &srv.admin,
+        "graphbridge_spool_depth_items",
+        Duration::from_secs(60),
+        |v| v == 0.0,
+    )
+    .await;
     let m = srv.metrics().await;
-    assert_eq!(metric_value(&m, "graphbridge_spool_discarded_bytes_total"), Some(40.0));
-    assert_eq!(metric_value(&m, "graphbridge_spool_drained_items_total"), Some(7.0 * acked as f64));
+    assert_eq!(
+        metric_value(&m, "graphbridge_spool_discarded_bytes_total"),
+        Some(40.0)
+    );
+    assert_eq!(
+        metric_value(&m, "graphbridge_spool_drained_items_total"),
+        Some(7.0 * acked as f64)
+    );
     assert_eq!(metric_value(&m, "graphbridge_spool_depth_bytes"), Some(0.0));
-    assert_eq!(metric_value(&m, "graphbridge_spool_oldest_age_seconds"), Some(0.0));
-    assert!(labelled(&m, "graphbridge_published_total", "sink", "file").unwrap() >= 7.0 * acked as f64);
-    assert_eq!(metric_value(&m, "graphbridge_spool_unreadable_total"), Some(0.0));
+    assert_eq!(
+        metric_value(&m, "graphbridge_spool_oldest_age_seconds"),
+        Some(0.0)
+    );
+    assert!(
+        labelled(&m, "graphbridge_published_total", "sink", "file").unwrap() >= 7.0 * acked as f64
+    );
+    assert_eq!(
+        metric_value(&m, "graphbridge_spool_unreadable_total"),
+        Some(0.0)
+    );
     srv.shutdown().await;
 
     // Corruption after the start-up check: the drainer cannot read an acknowledged batch back.
     let srv = Running::start(&cfg).await;
-    let resp = srv.post_json("/notifications", &mixed_batch(1_700_203_000_000).body).await;
+    let resp = srv
+        .post_json("/notifications", &mixed_batch(1_700_203_000_000).body)
+        .await;
     assert_eq!(resp.status(), 202);
     let seg = segments(&spool_dir).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
     let at = bytes.len() - 100;
     bytes[at] ^= 0xff;
     std::fs::write(&seg, bytes).unwrap();
-    wait_metric(&srv.admin, "graphbridge_spool_unreadable_total", Duration::from_secs(30), |v| v == 1.0).await;
+    wait_metric(
+        &srv.admin,
+        "graphbridge_spool_unreadable_total",
+        Duration::from_secs(30),
+        |v| v == 1.0,
+    )
+    .await;
     let m = srv.metrics().await;
     assert_bounded_labels(&m);
     let exposed: BTreeSet<String> = families(&m)
@@ -362,13 +480,21 @@ async fn a_down_broker_moves_in_flight_unavailable_overloaded_and_the_spool_metr
         .flat_map(|(f, kind)| {
             let names = match kind.as_str() {
                 "counter" => vec![format!("{f}_total")],
-                "histogram" => vec![f.clone(), format!("{f}_bucket"), format!("{f}_count"), format!("{f}_sum")],
+                "histogram" => vec![
+                    f.clone(),
+                    format!("{f}_bucket"),
+                    format!("{f}_count"),
+                    format!("{f}_sum"),
+                ],
                 _ => vec![f.clone()],
             };
             names.into_iter()
         })
         .collect();
     let missing: Vec<_> = documented_metrics().difference(&exposed).cloned().collect();
-    assert!(missing.is_empty(), "README documents metrics serve does not export: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "README documents metrics serve does not export: {missing:?}"
+    );
     srv.shutdown().await;
 }

@@ -79,7 +79,8 @@ async fn spans_reach_an_otlp_collector_with_ids_and_without_content() {
     let got = received.lock().unwrap().clone();
     assert!(!got.is_empty(), "no export arrived: {}", bridge.log_text());
     assert!(
-        got.iter().all(|(ctype, _)| ctype == "application/x-protobuf"),
+        got.iter()
+            .all(|(ctype, _)| ctype == "application/x-protobuf"),
         "OTLP/HTTP protobuf: {:?}",
         got.iter().map(|g| &g.0).collect::<Vec<_>>()
     );
@@ -92,7 +93,10 @@ async fn spans_reach_an_otlp_collector_with_ids_and_without_content() {
         "sub-t",          // the item's subscription id
         "team.with.dots", // and its resource
     ] {
-        assert!(contains(&all, needle), "no {needle:?} in the exported spans");
+        assert!(
+            contains(&all, needle),
+            "no {needle:?} in the exported spans"
+        );
     }
     assert!(
         !contains(&all, "hello"),
