@@ -44,12 +44,12 @@ command -v go >/dev/null || die "go not found (scripts/setup.sh)"
 command -v python3 >/dev/null || die "python3 not found"
 [ -x "$CHART_CHECK_BIN" ] || die "$CHART_CHECK_BIN missing: cargo build first"
 
-# go install PKG@VERSION into $BIN/NAME-VERSION once.
+# go install PKG@VERSION into $BIN/NAME-VERSION once; prints the path (so messages go to stderr).
 go_tool() {
   local name=$1 pkg=$2 version=$3 out="$BIN/$1-$3"
   if [ ! -x "$out" ]; then
-    step "installing $name $version (go install, first run only)"
-    GOBIN="$WORK/gobin" go install "$pkg@$version"
+    step "installing $name $version (go install, first run only)" >&2
+    GOBIN="$WORK/gobin" go install "$pkg@$version" >&2
     mv "$WORK/gobin/$name" "$out"
   fi
   echo "$out"
