@@ -17,4 +17,5 @@ pub mod server;
 pub mod simulate;
 pub mod sink;
 pub mod spool;
+pub mod subscriptions;
 pub mod telemetry;

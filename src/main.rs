@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Keep the configured Graph subscriptions alive (create, renew, recreate, delete).
+    Subscriptions {
+        #[command(subcommand)]
+        command: graphbridge::subscriptions::cli::Command,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -119,6 +124,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Generate { id, out, bits },
         } => keys_generate(&id, &out, bits)?,
+        Command::Subscriptions { command } => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            graphbridge::telemetry::init_logging(&cfg.telemetry);
+            graphbridge::subscriptions::cli::main(command, &cfg).await?;
+        }
         Command::Config {
             command: ConfigCommand::Check,
         } => {
