@@ -123,8 +123,14 @@ async fn fresh_start_creates_every_desired_subscription_after_the_handshake() {
     let cert = base64::engine::general_purpose::STANDARD.encode(
         graphbridge::crypto::keyring::certificate_der(&read("synthetic/certificate.pem")).unwrap(),
     );
-    let chat = subs.iter().find(|s| s.resource == "/chats/getAllMessages?model=B").unwrap();
-    let chan = subs.iter().find(|s| s.resource == "/teams/getAllMessages?model=A").unwrap();
+    let chat = subs
+        .iter()
+        .find(|s| s.resource == "/chats/getAllMessages?model=B")
+        .unwrap();
+    let chan = subs
+        .iter()
+        .find(|s| s.resource == "/teams/getAllMessages?model=A")
+        .unwrap();
     for s in [chat, chan] {
         assert_eq!(s.change_type, "created,updated,deleted");
         assert_eq!(s.client_state.as_deref(), Some(REAL_CLIENT_STATE));
@@ -141,13 +147,23 @@ async fn fresh_start_creates_every_desired_subscription_after_the_handshake() {
     assert_eq!(chat.lifecycle_notification_url, None);
 
     let text = metrics.render();
-    assert_eq!(metric_value(&text, "graphbridge_subscriptions_unhealthy"), Some(0.0));
-    let left = label_value(&text, "graphbridge_subscription_expiry_seconds{subscription=\"channels\"}").unwrap();
+    assert_eq!(
+        metric_value(&text, "graphbridge_subscriptions_unhealthy"),
+        Some(0.0)
+    );
+    let left = label_value(
+        &text,
+        "graphbridge_subscription_expiry_seconds{subscription=\"channels\"}",
+    )
+    .unwrap();
     assert!(left > 70.0 * 3600.0, "{left}");
 
     // A second round changes nothing: every action is idempotent.
     let again = c.reconcile().await;
-    assert!(again.actions.is_empty() && again.errors.is_empty(), "{again:?}");
+    assert!(
+        again.actions.is_empty() && again.errors.is_empty(),
+        "{again:?}"
+    );
     assert_eq!(graph.subscriptions().len(), 2);
     serve.shutdown().await;
 }
@@ -162,12 +178,19 @@ async fn an_endpoint_that_fails_the_handshake_is_named_in_the_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
-    controller_config(&mut cfg, &base, vec![item("x", "/teams/getAllMessages", &dead, true)]);
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("x", "/teams/getAllMessages", &dead, true)],
+    );
     let (mut c, metrics) = controller(&cfg, Arc::new(SystemClock));
     let report = c.reconcile().await;
     let (_, e) = &report.errors[0];
     assert!(matches!(e, ControllerError::Handshake { .. }), "{e}");
-    assert!(e.to_string().contains(&format!("{dead}/notifications")), "{e}");
+    assert!(
+        e.to_string().contains(&format!("{dead}/notifications")),
+        "{e}"
+    );
     assert_eq!(graph.count("POST", "/v1.0/subscriptions", 201), 0);
 
     // Without our own check Graph's 400 is reported with both URLs.
@@ -177,9 +200,14 @@ async fn an_endpoint_that_fails_the_handshake_is_named_in_the_error() {
     let (_, e) = &report.errors[0];
     assert!(matches!(e, ControllerError::Validation { .. }), "{e}");
     let msg = e.to_string();
-    assert!(msg.contains(&format!("{dead}/notifications")) && msg.contains("validation request failed"), "{msg}");
+    assert!(
+        msg.contains(&format!("{dead}/notifications")) && msg.contains("validation request failed"),
+        "{msg}"
+    );
     assert_eq!(graph.count("POST", "/v1.0/subscriptions", 400), 1);
-    assert!(metrics.render().contains("graphbridge_subscription_failures_total{subscription=\"x\",reason=\"handshake\"} 1"));
+    assert!(metrics.render().contains(
+        "graphbridge_subscription_failures_total{subscription=\"x\",reason=\"handshake\"} 1"
+    ));
     assert!(graph.subscriptions().is_empty());
 }
 
@@ -212,8 +240,16 @@ async fn renews_before_expiry_under_a_fast_clock() {
     .await;
     let _ = stop.send(true);
     task.await.unwrap();
-    assert!(graph.expired().is_empty(), "a subscription expired: {:?}", graph.expired());
-    assert_eq!(graph.count("POST", "/v1.0/subscriptions", 201), 1, "renewed, never recreated");
+    assert!(
+        graph.expired().is_empty(),
+        "a subscription expired: {:?}",
+        graph.expired()
+    );
+    assert_eq!(
+        graph.count("POST", "/v1.0/subscriptions", 201),
+        1,
+        "renewed, never recreated"
+    );
     let subs = graph.subscriptions();
     assert_eq!(subs.len(), 1);
     // Each renewal came well after the previous one (margin 30 m of a 2 h lifetime).
@@ -224,10 +260,18 @@ async fn renews_before_expiry_under_a_fast_clock() {
         .map(|l| l.at)
         .collect();
     for w in patches.windows(2) {
-        assert!(w[1] - w[0] >= Duration::from_millis(200), "{:?}", w[1] - w[0]);
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(200),
+            "{:?}",
+            w[1] - w[0]
+        );
     }
     let text = metrics.render();
-    let renewals = label_value(&text, "graphbridge_subscription_renewals_total{subscription=\"fast\"}").unwrap();
+    let renewals = label_value(
+        &text,
+        "graphbridge_subscription_renewals_total{subscription=\"fast\"}",
+    )
+    .unwrap();
     assert!(renewals >= 3.0, "{text}");
     serve.shutdown().await;
 }
@@ -238,7 +282,11 @@ async fn vanished_and_404_subscriptions_are_recreated() {
     let mut cfg = test_config(dir.path());
     let serve = Running::start(&cfg).await;
     let (graph, base) = standin(StandInOptions::default()).await;
-    controller_config(&mut cfg, &base, vec![item("a", "/chats/getAllMessages", &serve.base, true)]);
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("a", "/chats/getAllMessages", &serve.base, true)],
+    );
     let (mut c, metrics) = controller(&cfg, Arc::new(SystemClock));
     let first = created(&c.reconcile().await.actions);
     assert_eq!(first.len(), 1);
@@ -249,18 +297,25 @@ async fn vanished_and_404_subscriptions_are_recreated() {
     let second = created(&report.actions);
     assert_eq!(second.len(), 1);
     assert_ne!(second[0], first[0]);
-    assert!(report.actions.iter().any(|a| matches!(a, Action::ResyncPublished { .. })));
+    assert!(report
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::ResyncPublished { .. })));
 
     // A renewal answered 404 recreates at once.
     graph.drop_silently(&second[0]).unwrap();
-    let report = c.on_lifecycle(&lifecycle_event(&second[0], "reauthorizationRequired")).await;
+    let report = c
+        .on_lifecycle(&lifecycle_event(&second[0], "reauthorizationRequired"))
+        .await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(graph.count("PATCH", "/v1.0/subscriptions/", 404), 1);
     let third = created(&report.actions);
     assert_eq!(third.len(), 1);
     assert_eq!(graph.subscriptions()[0].id, third[0]);
     assert_eq!(c.subscription_id("a"), Some(third[0].as_str()));
-    assert!(metrics.render().contains("graphbridge_subscription_failures_total{subscription=\"a\",reason=\"not_found\"} 1"));
+    assert!(metrics.render().contains(
+        "graphbridge_subscription_failures_total{subscription=\"a\",reason=\"not_found\"} 1"
+    ));
     serve.shutdown().await;
 }
 
@@ -270,7 +325,11 @@ async fn a_409_adopts_what_another_replica_created_and_unwanted_ones_are_deleted
     let mut cfg = test_config(dir.path());
     let serve = Running::start(&cfg).await;
     let (graph, base) = standin(StandInOptions::default()).await;
-    controller_config(&mut cfg, &base, vec![item("a", "/teams/getAllMessages", &serve.base, true)]);
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("a", "/teams/getAllMessages", &serve.base, true)],
+    );
     let (mut one, _) = controller(&cfg, Arc::new(SystemClock));
     let id = created(&one.reconcile().await.actions).remove(0);
 
@@ -281,7 +340,10 @@ async fn a_409_adopts_what_another_replica_created_and_unwanted_ones_are_deleted
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(
         report.actions,
-        vec![Action::Adopted { name: "a".into(), id: id.clone() }]
+        vec![Action::Adopted {
+            name: "a".into(),
+            id: id.clone()
+        }]
     );
     assert_eq!(graph.count("POST", "/v1.0/subscriptions", 409), 1);
     assert_eq!(graph.subscriptions().len(), 1);
@@ -293,13 +355,32 @@ async fn a_409_adopts_what_another_replica_created_and_unwanted_ones_are_deleted
     foreign.resource = "/chats/getAllMessages".into();
     foreign.notification_url = "https://other.example/notifications".into();
     let foreign_id = graph.insert(TENANT, foreign);
-    controller_config(&mut cfg, &base, vec![item("b", "/teams/t1/channels/c1/messages", &serve.base, true)]);
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item(
+            "b",
+            "/teams/t1/channels/c1/messages",
+            &serve.base,
+            true,
+        )],
+    );
     let (mut three, _) = controller(&cfg, Arc::new(SystemClock));
     let report = three.reconcile().await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert!(report.actions.iter().any(|a| matches!(a, Action::Deleted { id: d, .. } if *d == id)));
-    let left: Vec<String> = graph.subscriptions().into_iter().map(|s| s.resource).collect();
-    assert_eq!(left, vec!["/chats/getAllMessages", "/teams/t1/channels/c1/messages"]);
+    assert!(report
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Deleted { id: d, .. } if *d == id)));
+    let left: Vec<String> = graph
+        .subscriptions()
+        .into_iter()
+        .map(|s| s.resource)
+        .collect();
+    assert_eq!(
+        left,
+        vec!["/chats/getAllMessages", "/teams/t1/channels/c1/messages"]
+    );
     assert!(graph.get(&foreign_id).is_some());
     serve.shutdown().await;
 }
@@ -319,32 +400,57 @@ async fn throttling_waits_for_retry_after_and_quota_is_reported() {
         ],
     );
     cfg.subscriptions.poll_interval = HumanDuration::parse("1h").unwrap();
-    graph.inject(Fault { method: Some(reqwest::Method::POST), status: 429, retry_after_s: Some(1) });
+    graph.inject(Fault {
+        method: Some(reqwest::Method::POST),
+        status: 429,
+        retry_after_s: Some(1),
+    });
     let (c, metrics) = controller(&cfg, Arc::new(SystemClock));
     let (_tx, rx) = subscriptions::lifecycle::channel();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(c.run(rx, stopped));
-    until(Duration::from_secs(15), "both created", || graph.subscriptions().len() == 2).await;
+    until(Duration::from_secs(15), "both created", || {
+        graph.subscriptions().len() == 2
+    })
+    .await;
     let _ = stop.send(true);
     task.await.unwrap();
 
     let log = graph.log();
-    let throttled = log.iter().find(|l| l.status == 429).expect("the 429 was served");
+    let throttled = log
+        .iter()
+        .find(|l| l.status == 429)
+        .expect("the 429 was served");
     let after: Vec<_> = log.iter().filter(|l| l.at > throttled.at).collect();
     assert!(!after.is_empty());
     // Nothing at all was sent to Graph until Retry-After had passed.
     for l in &after {
-        assert!(l.at - throttled.at >= Duration::from_secs(1), "{l:?} {:?}", l.at - throttled.at);
+        assert!(
+            l.at - throttled.at >= Duration::from_secs(1),
+            "{l:?} {:?}",
+            l.at - throttled.at
+        );
     }
     assert!(metrics.render().contains("reason=\"throttled\"} 1"));
 
     // 403 (quota or missing permission) is its own reason, with a hint in the error.
-    controller_config(&mut cfg, &base, vec![item("c", "/teams/t/channels/c/messages", &serve.base, true)]);
-    graph.inject(Fault { method: Some(reqwest::Method::POST), status: 403, retry_after_s: None });
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("c", "/teams/t/channels/c/messages", &serve.base, true)],
+    );
+    graph.inject(Fault {
+        method: Some(reqwest::Method::POST),
+        status: 403,
+        retry_after_s: None,
+    });
     let (mut c, metrics) = controller(&cfg, Arc::new(SystemClock));
     let report = c.reconcile().await;
     let msg = report.errors[0].1.to_string();
-    assert!(msg.contains("quota") && msg.contains("permissions"), "{msg}");
+    assert!(
+        msg.contains("quota") && msg.contains("permissions"),
+        "{msg}"
+    );
     assert!(metrics.render().contains("reason=\"forbidden\"} 1"));
     serve.shutdown().await;
 }
@@ -356,43 +462,95 @@ async fn reauthorization_required_through_kafka_renews() {
     let mut cfg = kafka::kafka_config(dir.path(), &prefix);
     let serve = Running::start(&cfg).await;
     let (graph, base) = standin(StandInOptions::default()).await;
-    controller_config(&mut cfg, &base, vec![item("k", "/teams/getAllMessages", &serve.base, true)]);
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("k", "/teams/getAllMessages", &serve.base, true)],
+    );
     cfg.subscriptions.poll_interval = HumanDuration::parse("1h").unwrap();
     cfg.subscriptions.consumer_group = unique("subs-group");
     // Make sure the lifecycle topic exists before the controller subscribes to it: a lifecycle
     // event for a subscription the controller does not manage (it must ignore it).
     let stray = graphbridge::simulate::generate::lifecycle_item(
-        "not-ours", TENANT, REAL_CLIENT_STATE, "reauthorizationRequired", "2030-01-01T00:00:00Z",
+        "not-ours",
+        TENANT,
+        REAL_CLIENT_STATE,
+        "reauthorizationRequired",
+        "2030-01-01T00:00:00Z",
     );
-    assert_eq!(serve.post_json("/lifecycle", &json!({"value": [stray]})).await.status(), 202);
+    assert_eq!(
+        serve
+            .post_json("/lifecycle", &json!({"value": [stray]}))
+            .await
+            .status(),
+        202
+    );
 
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_url = format!("http://{}", admin.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let run_cfg = cfg.clone();
     let task = tokio::spawn(async move {
-        subscriptions::run(&run_cfg, Arc::new(SystemClock), Listeners { public: None, admin }, stopped).await
+        subscriptions::run(
+            &run_cfg,
+            Arc::new(SystemClock),
+            Listeners {
+                public: None,
+                admin,
+            },
+            stopped,
+        )
+        .await
     });
-    until(Duration::from_secs(15), "created", || graph.subscriptions().len() == 1).await;
+    until(Duration::from_secs(15), "created", || {
+        graph.subscriptions().len() == 1
+    })
+    .await;
     let id = graph.subscriptions()[0].id.clone();
     assert_eq!(graph.count("PATCH", "/v1.0/subscriptions/", 200), 0);
 
     // Graph → serve /lifecycle → Kafka graph.lifecycle topic → controller → PATCH.
-    assert_eq!(graph.send_lifecycle(&id, "reauthorizationRequired").await.unwrap(), 202);
-    until(Duration::from_secs(40), "renewal after reauthorizationRequired", || {
-        graph.count("PATCH", &format!("/v1.0/subscriptions/{id}"), 200) == 1
-    })
-    .await;
-    let metrics = reqwest::get(format!("{admin_url}/metrics")).await.unwrap().text().await.unwrap();
     assert_eq!(
-        label_value(&metrics, "graphbridge_subscription_renewals_total{subscription=\"k\"}"),
+        graph
+            .send_lifecycle(&id, "reauthorizationRequired")
+            .await
+            .unwrap(),
+        202
+    );
+    until(
+        Duration::from_secs(40),
+        "renewal after reauthorizationRequired",
+        || graph.count("PATCH", &format!("/v1.0/subscriptions/{id}"), 200) == 1,
+    )
+    .await;
+    let metrics = reqwest::get(format!("{admin_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        label_value(
+            &metrics,
+            "graphbridge_subscription_renewals_total{subscription=\"k\"}"
+        ),
         Some(1.0),
         "{metrics}"
     );
-    assert_eq!(reqwest::get(format!("{admin_url}/healthz")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(format!("{admin_url}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let _ = stop.send(true);
     task.await.unwrap().unwrap();
-    assert_eq!(graph.subscriptions().len(), 1, "the stray event changed nothing");
+    assert_eq!(
+        graph.subscriptions().len(),
+        1,
+        "the stray event changed nothing"
+    );
     serve.shutdown().await;
 }
 
@@ -404,15 +562,25 @@ async fn file_sink_in_process_removed_recreates_and_resync_is_published() {
     let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bridge = format!("http://{}", public.local_addr().unwrap());
-    controller_config(&mut cfg, &base, vec![item("f", "/chats/getAllMessages", &bridge, true)]);
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("f", "/chats/getAllMessages", &bridge, true)],
+    );
     cfg.subscriptions.poll_interval = HumanDuration::parse("1h").unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let run_cfg = cfg.clone();
     let task = tokio::spawn(async move {
-        let l = Listeners { public: Some(public), admin };
+        let l = Listeners {
+            public: Some(public),
+            admin,
+        };
         subscriptions::run(&run_cfg, Arc::new(SystemClock), l, stopped).await
     });
-    until(Duration::from_secs(15), "created", || graph.subscriptions().len() == 1).await;
+    until(Duration::from_secs(15), "created", || {
+        graph.subscriptions().len() == 1
+    })
+    .await;
     let old = graph.subscriptions()[0].id.clone();
     let events_path = cfg.sink.file.path.clone();
     let resyncs = || -> Vec<Value> {
@@ -424,7 +592,10 @@ async fn file_sink_in_process_removed_recreates_and_resync_is_published() {
 
     // subscriptionRemoved: recreated, and the gap published.
     assert_eq!(graph.remove(&old).await.unwrap(), 202);
-    until(Duration::from_secs(15), "resync_required", || resyncs().len() == 1).await;
+    until(Duration::from_secs(15), "resync_required", || {
+        resyncs().len() == 1
+    })
+    .await;
     let new = graph.subscriptions()[0].id.clone();
     assert_ne!(new, old);
     let ev = &resyncs()[0];
@@ -433,20 +604,34 @@ async fn file_sink_in_process_removed_recreates_and_resync_is_published() {
     assert_eq!(d["subscription_id"], Value::from(old.as_str()));
     assert_eq!(d["tenant_id"], TENANT);
     assert_eq!(d["resync"]["cause"], "subscriptionRemoved");
-    assert_eq!(d["resync"]["new_subscription_id"], Value::from(new.as_str()));
+    assert_eq!(
+        d["resync"]["new_subscription_id"],
+        Value::from(new.as_str())
+    );
     assert_eq!(d["resync"]["resource"], "/chats/getAllMessages");
     assert_eq!(d["resync"]["subscription_name"], "f");
     assert!(d["resync"]["from"].as_str().unwrap() <= d["resync"]["to"].as_str().unwrap());
     // Graph's own event was published too.
-    assert!(jsonl(&events_path).iter().any(|e| e["type"] == "graph.subscription.subscriptionRemoved"));
+    assert!(jsonl(&events_path)
+        .iter()
+        .any(|e| e["type"] == "graph.subscription.subscriptionRemoved"));
 
     // Two reauthorizationRequired in a row: one PATCH, the second waits out Graph's 10 minutes.
     for _ in 0..2 {
-        assert_eq!(graph.send_lifecycle(&new, "reauthorizationRequired").await.unwrap(), 202);
+        assert_eq!(
+            graph
+                .send_lifecycle(&new, "reauthorizationRequired")
+                .await
+                .unwrap(),
+            202
+        );
     }
     // missed → resync_required; handled after the two above, so they are done by then.
     assert_eq!(graph.send_lifecycle(&new, "missed").await.unwrap(), 202);
-    until(Duration::from_secs(15), "second resync_required", || resyncs().len() == 2).await;
+    until(Duration::from_secs(15), "second resync_required", || {
+        resyncs().len() == 2
+    })
+    .await;
     let ev = &resyncs()[1];
     assert_valid_event(ev);
     assert_eq!(ev["data"]["resync"]["cause"], "missed");
@@ -462,7 +647,16 @@ async fn a_wrong_client_secret_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
     let (_graph, base) = standin(StandInOptions::default()).await;
-    controller_config(&mut cfg, &base, vec![item("s", "/teams/getAllMessages", "http://127.0.0.1:9", true)]);
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item(
+            "s",
+            "/teams/getAllMessages",
+            "http://127.0.0.1:9",
+            true,
+        )],
+    );
     let secret = dir.path().join("client-secret");
     std::fs::write(&secret, "not-the-secret\n").unwrap();
     cfg.graph.auth.client_secret = None;
@@ -500,7 +694,11 @@ async fn certificate_credentials_sign_a_client_assertion() {
         ..Default::default()
     })
     .await;
-    controller_config(&mut cfg, &base, vec![item("c", "/teams/getAllMessages", &serve.base, true)]);
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("c", "/teams/getAllMessages", &serve.base, true)],
+    );
     cfg.graph.auth.client_secret = None;
     cfg.graph.auth.certificate_file = Some(fixture("synthetic/certificate.pem"));
     cfg.graph.auth.private_key_file = Some(fixture("synthetic/private_key.pem"));

@@ -122,9 +122,9 @@ fn parse_form(body: &[u8]) -> HashMap<String, String> {
         .collect()
 }
 
+/// One subscription per app and resource path (the `?model=` query aside).
 fn same_resource(a: &str, b: &str) -> bool {
-    a.trim_start_matches('/')
-        .eq_ignore_ascii_case(b.trim_start_matches('/'))
+    crate::subscriptions::desired::same_resource(a, b)
 }
 
 impl GraphStandIn {
@@ -187,7 +187,12 @@ impl GraphStandIn {
 
     pub fn get(&self, id: &str) -> Option<Subscription> {
         self.purge();
-        self.inner.subs.lock().unwrap().get(id).map(|s| s.sub.clone())
+        self.inner
+            .subs
+            .lock()
+            .unwrap()
+            .get(id)
+            .map(|s| s.sub.clone())
     }
 
     /// Ids of subscriptions that reached their expiration.
@@ -261,13 +266,20 @@ impl GraphStandIn {
     pub async fn send_lifecycle(&self, id: &str, event: &str) -> Result<u16, String> {
         let (sub, tenant) = {
             let subs = self.inner.subs.lock().unwrap();
-            let s = subs.get(id).ok_or_else(|| format!("no subscription {id}"))?;
+            let s = subs
+                .get(id)
+                .ok_or_else(|| format!("no subscription {id}"))?;
             (s.sub.clone(), s.tenant.clone())
         };
         self.post_lifecycle(&sub, &tenant, event).await
     }
 
-    async fn post_lifecycle(&self, sub: &Subscription, tenant: &str, event: &str) -> Result<u16, String> {
+    async fn post_lifecycle(
+        &self,
+        sub: &Subscription,
+        tenant: &str,
+        event: &str,
+    ) -> Result<u16, String> {
         let url = sub
             .lifecycle_notification_url
             .clone()
@@ -405,11 +417,7 @@ impl GraphStandIn {
     }
 }
 
-async fn token(
-    State(g): State<GraphStandIn>,
-    Path(tenant): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn token(State(g): State<GraphStandIn>, Path(tenant): Path<String>, body: Bytes) -> Response {
     g.inner.token_requests.fetch_add(1, Ordering::SeqCst);
     let form = parse_form(&body);
     let invalid = |code: &str, description: &str| {
@@ -452,7 +460,11 @@ async fn token(
         );
     }
     let access = hex::encode(rand::random::<[u8; 24]>());
-    g.inner.tokens.lock().unwrap().insert(access.clone(), tenant);
+    g.inner
+        .tokens
+        .lock()
+        .unwrap()
+        .insert(access.clone(), tenant);
     Json(json!({"token_type": "Bearer", "expires_in": o.token_lifetime_s, "access_token": access}))
         .into_response()
 }
@@ -558,7 +570,12 @@ async fn create(
     r
 }
 
-async fn create_inner(g: &GraphStandIn, method: &Method, headers: &HeaderMap, body: &[u8]) -> Response {
+async fn create_inner(
+    g: &GraphStandIn,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let tenant = match g.admit(method, headers) {
         Ok(t) => t,
         Err(r) => return r,
@@ -571,7 +588,11 @@ async fn create_inner(g: &GraphStandIn, method: &Method, headers: &HeaderMap, bo
     if sub.resource.trim().is_empty() {
         return bad("resource is required".into());
     }
-    if sub.change_type.split(',').any(|c| !["created", "updated", "deleted"].contains(&c.trim())) {
+    if sub
+        .change_type
+        .split(',')
+        .any(|c| !["created", "updated", "deleted"].contains(&c.trim()))
+    {
         return bad(format!("Invalid changeType {:?}", sub.change_type));
     }
     if sub.client_state.as_ref().is_some_and(|c| c.len() > 128) {
@@ -583,15 +604,22 @@ async fn create_inner(g: &GraphStandIn, method: &Method, headers: &HeaderMap, bo
                 .decode(c)
                 .is_ok_and(|der| x509_parser::parse_x509_certificate(&der).is_ok())
         });
-        if !cert_ok || sub.encryption_certificate_id.as_ref().is_none_or(|i| i.is_empty()) {
+        if !cert_ok
+            || sub
+                .encryption_certificate_id
+                .as_ref()
+                .is_none_or(|i| i.is_empty())
+        {
             return bad("includeResourceData requires encryptionCertificate (base64 DER) and encryptionCertificateId".into());
         }
     }
-    sub.expiration_date_time =
-        match g.check_expiration(sub.expiration_date_time, sub.lifecycle_notification_url.is_some()) {
-            Ok(e) => e,
-            Err(r) => return r,
-        };
+    sub.expiration_date_time = match g.check_expiration(
+        sub.expiration_date_time,
+        sub.lifecycle_notification_url.is_some(),
+    ) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
     let duplicate = g
         .inner
         .subs

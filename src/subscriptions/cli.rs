@@ -77,14 +77,22 @@ async fn list(cfg: &Config) -> anyhow::Result<()> {
         }
     }
     for d in &desired {
-        println!("desired {}: {} in tenant {}", d.name, d.resource, d.tenant_id);
+        println!(
+            "desired {}: {} in tenant {}",
+            d.name, d.resource, d.tenant_id
+        );
     }
     Ok(())
 }
 
 async fn reconcile(cfg: &Config) -> anyhow::Result<()> {
     let sink = crate::sink::build(&cfg.sink).await?;
-    let mut controller = super::build(cfg, Arc::new(SystemClock), Metrics::new(), Some(sink.clone()))?;
+    let mut controller = super::build(
+        cfg,
+        Arc::new(SystemClock),
+        Metrics::new(),
+        Some(sink.clone()),
+    )?;
     let report = controller.reconcile().await;
     sink.close().await;
     for a in &report.actions {

@@ -82,11 +82,27 @@ impl ControllerError {
 /// What one action did, for `reconcile --once` and logs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Created { name: String, id: String },
-    Adopted { name: String, id: String },
-    Renewed { name: String, id: String },
-    Deleted { id: String, resource: String },
-    ResyncPublished { name: String, from: String, to: String },
+    Created {
+        name: String,
+        id: String,
+    },
+    Adopted {
+        name: String,
+        id: String,
+    },
+    Renewed {
+        name: String,
+        id: String,
+    },
+    Deleted {
+        id: String,
+        resource: String,
+    },
+    ResyncPublished {
+        name: String,
+        from: String,
+        to: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -295,8 +311,11 @@ impl Controller {
             let result = match found {
                 Some(s) if d.compatible(s) => {
                     self.track(d, s, false);
+                    // Key rotation: the item names another certificate than Graph holds.
                     let cert_changed = d.include_resource_data
-                        && s.encryption_certificate_id.as_deref() != Some(d.certificate_id.as_str());
+                        && s.encryption_certificate_id
+                            .as_deref()
+                            .is_some_and(|id| id != d.certificate_id);
                     let due = self.tracked[&d.name].renew_at <= now;
                     if due || cert_changed {
                         self.renew(d, report).await
@@ -424,7 +443,8 @@ impl Controller {
                     });
                     self.publish_gap(d, Some(s.id.clone()), report).await;
                     if self.tracked[&d.name].renew_at <= self.clock.now() {
-                        self.renew(d, report).await?;
+                        // Boxed: renew may create again (404), which may adopt again.
+                        Box::pin(self.renew(d, report)).await?;
                     }
                     return Ok(());
                 }
@@ -477,10 +497,14 @@ impl Controller {
         {
             Ok(s) => {
                 tracing::info!(subscription = %d.name, id = %t.id, expires = %s.expiration_date_time, "subscription renewed");
-                let s = Subscription { id: t.id.clone(), ..s };
+                let s = Subscription {
+                    id: t.id.clone(),
+                    ..s
+                };
                 self.track(d, &s, true);
+                let renew_at = self.renew_at(d, s.expiration_date_time);
                 if let Some(tr) = self.tracked.get_mut(&d.name) {
-                    tr.renew_at = self.renew_at(d, s.expiration_date_time);
+                    tr.renew_at = renew_at;
                 }
                 self.metrics.subscriptions.renewed(&d.name);
                 report.actions.push(Action::Renewed {
@@ -533,7 +557,8 @@ impl Controller {
         };
         match sink.publish(&self.pending).await {
             Ok(()) => {
-                self.metrics.published(sink.kind(), self.pending.len() as u64);
+                self.metrics
+                    .published(sink.kind(), self.pending.len() as u64);
                 self.pending.clear();
             }
             Err(e) => {

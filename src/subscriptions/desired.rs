@@ -54,11 +54,17 @@ fn normalize_resource(r: &str) -> String {
     }
 }
 
-/// Resource paths compare without the leading slash and case-insensitively (Graph echoes
-/// them back in its own spelling).
+/// Resource paths compare without the leading slash, the query (`?model=`) and case (Graph
+/// echoes them in its own spelling); Graph allows one subscription per path and app anyway.
 pub fn same_resource(a: &str, b: &str) -> bool {
-    a.trim_start_matches('/')
-        .eq_ignore_ascii_case(b.trim_start_matches('/'))
+    let path = |r: &str| {
+        r.split('?')
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_ascii_lowercase()
+    };
+    path(a) == path(b)
 }
 
 fn change_set(s: &str) -> Vec<String> {
@@ -110,9 +116,7 @@ impl Desired {
             expiration_date_time: self.expiration(now),
             client_state: Some(self.client_state.clone()),
             include_resource_data: Some(self.include_resource_data),
-            encryption_certificate: self
-                .include_resource_data
-                .then(|| self.certificate.clone()),
+            encryption_certificate: self.include_resource_data.then(|| self.certificate.clone()),
             encryption_certificate_id: self
                 .include_resource_data
                 .then(|| self.certificate_id.clone()),
@@ -143,7 +147,10 @@ pub fn from_config(cfg: &Config) -> Result<Vec<Desired>, DesiredError> {
     let client_state = match cfg.client_states() {
         Ok(s) if !s.is_empty() => s[0].expose().to_string(),
         Ok(_) => {
-            problems.push("graph.client_state must name at least one secret: new subscriptions use the first".into());
+            problems.push(
+                "graph.client_state must name at least one secret: new subscriptions use the first"
+                    .into(),
+            );
             String::new()
         }
         Err(e) => {
@@ -192,7 +199,9 @@ pub fn from_config(cfg: &Config) -> Result<Vec<Desired>, DesiredError> {
         ] {
             if let Some(url) = url {
                 if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    bad(format!("{key} must be an http(s) URL (Graph requires https)"));
+                    bad(format!(
+                        "{key} must be an http(s) URL (Graph requires https)"
+                    ));
                 }
             }
         }
@@ -244,5 +253,78 @@ pub fn from_config(cfg: &Config) -> Result<Vec<Desired>, DesiredError> {
         Ok(out)
     } else {
         Err(DesiredError::Invalid(problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{OneOrMany, Secret};
+    use crate::subscriptions::config::{HumanDuration, SubscriptionItem};
+
+    fn cfg(dir: &Path) -> Config {
+        let mut cfg = Config::defaults();
+        cfg.graph.client_state = OneOrMany::Many(vec![Secret::new("first"), Secret::new("second")]);
+        cfg.graph.keys_dir = dir.to_path_buf();
+        cfg.graph.auth.tenant_id = Some("t1".into());
+        let key = crate::crypto::certgen::generate("k1", 2048).unwrap();
+        std::fs::write(dir.join("k1.crt"), &key.certificate_pem).unwrap();
+        cfg
+    }
+
+    fn item(name: &str) -> SubscriptionItem {
+        toml::from_str(&format!(
+            "name = \"{name}\"\nresource = \"teams/getAllMessages\"\nnotification_url = \"https://b.example/notifications\"\ncertificate_id = \"k1\"\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn items_become_desired_with_graph_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = cfg(dir.path());
+        let mut a = item("a");
+        a.model = Some(Model::B);
+        a.lifetime = Some(HumanDuration::parse("10d").unwrap());
+        let mut b = item("b");
+        b.resource = "/chats/getAllMessages".into();
+        b.lifecycle_url = Some("https://b.example/lifecycle".into());
+        cfg.subscriptions.items = vec![a, b];
+        let d = from_config(&cfg).unwrap();
+        assert_eq!(d[0].resource, "/teams/getAllMessages?model=B");
+        assert_eq!(d[0].change_type, "created,updated,deleted");
+        assert_eq!(d[0].client_state, "first");
+        assert_eq!(d[0].tenant_id, "t1");
+        // No lifecycle URL: one hour at most, and a little less so skew cannot exceed it.
+        let now = Utc::now();
+        let exp = d[0].expiration(now) - now;
+        assert!(exp <= chrono::Duration::minutes(60) && exp >= chrono::Duration::minutes(55));
+        assert_eq!(d[1].lifetime, MAX_WITH_LIFECYCLE);
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(&d[1].certificate)
+            .unwrap();
+        assert!(x509_parser::parse_x509_certificate(&der).is_ok());
+        assert!(d[0].matches(&d[0].to_subscription(now)));
+        assert!(same_resource(
+            "/Teams/getAllMessages?model=A",
+            "teams/getAllMessages"
+        ));
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = cfg(dir.path());
+        cfg.graph.auth.tenant_id = None;
+        let mut a = item("a");
+        a.change_types = vec!["created".into(), "edited".into()];
+        a.tenant_id = Some("t2".into());
+        a.certificate_id = "missing".into();
+        let b = item("a");
+        cfg.subscriptions.items = vec![a, b];
+        let err = from_config(&cfg).unwrap_err().to_string();
+        for needle in ["\"edited\"", "missing.crt", "tenant_id is required"] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
     }
 }

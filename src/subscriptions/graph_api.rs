@@ -211,9 +211,7 @@ impl GraphClient {
     pub async fn create(&self, sub: &Subscription) -> Result<Subscription, GraphError> {
         let url = format!("{}/subscriptions", self.base);
         let body = serde_json::to_value(sub).expect("subscription serializes");
-        let (_, bytes) = self
-            .send(reqwest::Method::POST, &url, Some(&body))
-            .await?;
+        let (_, bytes) = self.send(reqwest::Method::POST, &url, Some(&body)).await?;
         Self::parse(&url, &bytes)
     }
 
@@ -232,9 +230,7 @@ impl GraphClient {
             body["encryptionCertificate"] = cert.into();
             body["encryptionCertificateId"] = cert_id.into();
         }
-        let (_, bytes) = self
-            .send(reqwest::Method::PATCH, &url, Some(&body))
-            .await?;
+        let (_, bytes) = self.send(reqwest::Method::PATCH, &url, Some(&body)).await?;
         Self::parse(&url, &bytes)
     }
 

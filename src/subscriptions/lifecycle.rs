@@ -84,19 +84,22 @@ fn kafka(
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                m = consumer.recv() => match m {
-                    Ok(m) => {
-                        if let Some(ev) = m.payload().and_then(parse) {
+                m = consumer.recv() => {
+                    // The borrowed message must not live across an await (it is not Send).
+                    let got = m.map(|m| m.payload().and_then(parse));
+                    match got {
+                        Ok(Some(ev)) => {
                             if tx.send(ev).await.is_err() {
                                 return;
                             }
                         }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "kafka lifecycle consumer");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "kafka lifecycle consumer");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                },
+                }
             }
         }
     }))

@@ -27,7 +27,9 @@ pub enum OAuthError {
     #[error("graph.auth certificate: {0}")]
     Certificate(String),
     /// The authority refused the credentials: not retryable until the configuration changes.
-    #[error("token request to {url} for client {client_id} refused ({status}): {error}: {description}")]
+    #[error(
+        "token request to {url} for client {client_id} refused ({status}): {error}: {description}"
+    )]
     Rejected {
         url: String,
         client_id: String,
@@ -97,8 +99,8 @@ fn read(path: &Path) -> Result<Vec<u8>, OAuthError> {
 }
 
 fn certificate_credential(cert: &Path, key: &Path) -> Result<Credential, OAuthError> {
-    let der = crate::crypto::keyring::certificate_der(&read(cert)?)
-        .map_err(OAuthError::Certificate)?;
+    let der =
+        crate::crypto::keyring::certificate_der(&read(cert)?).map_err(OAuthError::Certificate)?;
     x509_parser::parse_x509_certificate(&der)
         .map_err(|e| OAuthError::Certificate(format!("{}: {e}", cert.display())))?;
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(&read(key)?)
@@ -213,7 +215,7 @@ impl TokenSource {
             (Credential::Secret(s), _) => form.push(("client_secret", s.expose())),
             (Credential::Certificate { .. }, Some(a)) => {
                 form.push(("client_assertion_type", ASSERTION_TYPE));
-                form.push(("client_assertion", a));
+                form.push(("client_assertion", a.as_str()));
             }
             (Credential::Certificate { .. }, None) => unreachable!("assertion built above"),
         }
@@ -254,6 +256,7 @@ impl TokenSource {
                 .lines()
                 .next()
                 .unwrap_or_default()
+                .trim_end()
                 .to_string(),
         })
     }
@@ -273,7 +276,10 @@ mod tests {
         };
         let http = reqwest::Client::new();
         let src = TokenSource::new(&cfg, "t1", http.clone()).unwrap();
-        assert_eq!(src.token_url(), "https://login.example/t1/oauth2/v2.0/token");
+        assert_eq!(
+            src.token_url(),
+            "https://login.example/t1/oauth2/v2.0/token"
+        );
         assert!(!format!("{src:?}").contains("hunter2"));
         cfg.certificate_file = Some("x.crt".into());
         let err = TokenSource::new(&cfg, "t1", http.clone()).unwrap_err();
