@@ -642,35 +642,39 @@ async fn file_sink_in_process_removed_recreates_and_resync_is_published() {
     task.await.unwrap().unwrap();
 }
 
+async fn cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_graphbridge"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[tokio::test]
-async fn a_wrong_client_secret_is_a_clear_error() {
+async fn a_wrong_client_secret_is_a_clear_error_and_the_cli_verbs_work() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
-    let (_graph, base) = standin(StandInOptions::default()).await;
+    let serve = Running::start(&cfg).await;
+    let (graph, base) = standin(StandInOptions::default()).await;
     controller_config(
         &mut cfg,
         &base,
-        vec![item(
-            "s",
-            "/teams/getAllMessages",
-            "http://127.0.0.1:9",
-            true,
-        )],
+        vec![item("s", "/teams/getAllMessages", &serve.base, true)],
     );
     let secret = dir.path().join("client-secret");
     std::fs::write(&secret, "not-the-secret\n").unwrap();
     cfg.graph.auth.client_secret = None;
-    cfg.graph.auth.client_secret_file = Some(secret);
+    cfg.graph.auth.client_secret_file = Some(secret.clone());
     let path = common::process::write_config(&cfg, dir.path());
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_graphbridge"))
-        .arg("--config")
-        .arg(&path)
-        .args(["subscriptions", "reconcile", "--once"])
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (ok, _, err) = cli(&path, &["subscriptions", "reconcile", "--once"]).await;
+    assert!(!ok);
     for needle in [
         "invalid_client",
         "AADSTS7000215",
@@ -680,6 +684,69 @@ async fn a_wrong_client_secret_is_a_clear_error() {
         assert!(err.contains(needle), "{needle:?} missing in: {err}");
     }
     assert!(!err.contains("not-the-secret"), "{err}");
+    assert!(graph.subscriptions().is_empty());
+
+    // With the right secret (from the file, trailing newline ignored) one round creates it
+    // and `list` shows it as the item.
+    std::fs::write(
+        &secret,
+        format!("{}\n", StandInOptions::default().client_secret),
+    )
+    .unwrap();
+    let (ok, out, err) = cli(&path, &["subscriptions", "reconcile", "--once"]).await;
+    assert!(ok, "{out}{err}");
+    let id = graph.subscriptions()[0].id.clone();
+    assert!(out.contains(&format!("created  s: {id}")), "{out}");
+    let (ok, out, err) = cli(&path, &["subscriptions", "list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(&id) && out.contains("item=s"), "{out}");
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn reauthorization_required_through_nats_renews() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("subs").replace('-', "");
+    let mut cfg = nats::nats_config(dir.path(), &prefix);
+    // serve creates the stream the controller's durable consumer reads.
+    let serve = Running::start(&cfg).await;
+    let (graph, base) = standin(StandInOptions::default()).await;
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("n", "/chats/getAllMessages", &serve.base, true)],
+    );
+    cfg.subscriptions.poll_interval = HumanDuration::parse("1h").unwrap();
+    cfg.subscriptions.consumer_group = unique("subs-durable");
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run_cfg = cfg.clone();
+    let task = tokio::spawn(async move {
+        let l = Listeners {
+            public: None,
+            admin,
+        };
+        subscriptions::run(&run_cfg, Arc::new(SystemClock), l, stopped).await
+    });
+    until(Duration::from_secs(15), "created", || {
+        graph.subscriptions().len() == 1
+    })
+    .await;
+    let id = graph.subscriptions()[0].id.clone();
+    assert_eq!(
+        graph
+            .send_lifecycle(&id, "reauthorizationRequired")
+            .await
+            .unwrap(),
+        202
+    );
+    until(Duration::from_secs(20), "renewal through NATS", || {
+        graph.count("PATCH", &format!("/v1.0/subscriptions/{id}"), 200) == 1
+    })
+    .await;
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    serve.shutdown().await;
 }
 
 #[tokio::test]
