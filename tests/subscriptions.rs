@@ -784,3 +784,38 @@ async fn certificate_credentials_sign_a_client_assertion() {
     assert!(msg.contains("invalid_client"), "{msg}");
     serve.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_failing_item_is_retried_after_a_backoff_not_in_a_busy_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let (graph, base) = standin(StandInOptions::default()).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("x", "/teams/getAllMessages", &dead, true)],
+    );
+    cfg.subscriptions.poll_interval = HumanDuration::parse("1h").unwrap();
+    let (c, metrics) = controller(&cfg, Arc::new(SystemClock));
+    let (_tx, rx) = subscriptions::lifecycle::channel();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(c.run(rx, stopped));
+    until(Duration::from_secs(10), "first failure", || {
+        metrics.render().contains("reason=\"handshake\"} 1")
+    })
+    .await;
+    // An observation window, not synchronization: a busy loop would list hundreds of times.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = stop.send(true);
+    task.await.unwrap();
+    assert_eq!(graph.count("GET", "/v1.0/subscriptions", 200), 1);
+    assert!(metrics.render().contains("reason=\"handshake\"} 1"));
+    assert_eq!(
+        metric_value(&metrics.render(), "graphbridge_subscriptions_unhealthy"),
+        Some(1.0)
+    );
+}

@@ -242,6 +242,10 @@ impl Controller {
             retry = self.clock.now() + std_to_chrono(*retry_after);
             self.throttled_until = Some(retry);
         }
+        // A renewal that failed is due again at the retry time, not at once (no busy loop).
+        if let Some(t) = self.tracked.get_mut(name) {
+            t.renew_at = t.renew_at.max(retry);
+        }
         self.retry_at.insert(name.to_string(), retry);
         report.errors.push((name.to_string(), e));
     }
@@ -253,6 +257,9 @@ impl Controller {
     /// One full round over every tenant. Errors are per subscription and in the report.
     pub async fn reconcile(&mut self) -> Report {
         let mut report = Report::default();
+        // Retries that are due happen in this round; failures set new ones.
+        let now = self.clock.now();
+        self.retry_at.retain(|_, t| *t > now);
         self.flush_pending(&mut report).await;
         let mut tenants: Vec<String> = self.desired.iter().map(|d| d.tenant_id.clone()).collect();
         tenants.sort();
@@ -281,9 +288,13 @@ impl Controller {
                 for d in &desired {
                     self.metrics.subscriptions.failed(&d.name, e.reason());
                 }
+                let backoff = self.opts.poll_interval.min(Duration::from_secs(60));
+                let mut retry = self.clock.now() + std_to_chrono(backoff);
                 if let ControllerError::Graph(GraphError::Throttled { retry_after, .. }) = &e {
-                    self.throttled_until = Some(self.clock.now() + std_to_chrono(*retry_after));
+                    retry = self.clock.now() + std_to_chrono(*retry_after);
+                    self.throttled_until = Some(retry);
                 }
+                self.retry_at.insert(format!("*list {tenant}"), retry);
                 tracing::warn!(tenant, error = %e, "listing subscriptions failed");
                 report.errors.push(("*".into(), e));
                 return;
