@@ -331,18 +331,18 @@ impl GraphStandIn {
     }
 
     /// Bearer check and injected faults; `Ok(tenant)` when the request may proceed.
-    fn admit(&self, method: &Method, headers: &HeaderMap) -> Result<String, Response> {
+    fn admit(&self, method: &Method, headers: &HeaderMap) -> Result<String, Box<Response>> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         let Some(tenant) = self.inner.tokens.lock().unwrap().get(token).cloned() else {
-            return Err(graph_error(
+            return Err(Box::new(graph_error(
                 StatusCode::UNAUTHORIZED,
                 "InvalidAuthenticationToken",
                 "Access token validation failure.",
-            ));
+            )));
         };
         let mut faults = self.inner.faults.lock().unwrap();
         let pos = faults
@@ -364,7 +364,7 @@ impl GraphStandIn {
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, s.to_string().parse().expect("digits"));
             }
-            return Err(r);
+            return Err(Box::new(r));
         }
         self.purge();
         Ok(tenant)
@@ -395,11 +395,11 @@ impl GraphStandIn {
         &self,
         exp: DateTime<Utc>,
         lifecycle: bool,
-    ) -> Result<DateTime<Utc>, Response> {
+    ) -> Result<DateTime<Utc>, Box<Response>> {
         let now = self.inner.opts.clock.now();
         let max_min = if lifecycle { 4320 } else { 60 };
         if exp > now + chrono::Duration::minutes(max_min) {
-            return Err(graph_error(
+            return Err(Box::new(graph_error(
                 StatusCode::BAD_REQUEST,
                 "ExtensionError",
                 format!(
@@ -410,7 +410,7 @@ impl GraphStandIn {
                         " without a lifecycleNotificationUrl"
                     }
                 ),
-            ));
+            )));
         }
         // Graph raises short requests to 45 minutes for chatMessage subscriptions.
         Ok(exp.max(now + chrono::Duration::minutes(45)))
@@ -492,7 +492,7 @@ fn verify_assertion(o: &StandInOptions, assertion: &str) -> bool {
     v.set_required_spec_claims(&["exp", "iss", "sub"]);
     v.set_issuer(&[&o.client_id]);
     match jsonwebtoken::decode::<Value>(assertion, &key, &v) {
-        Ok(data) => data.claims["sub"] == Value::from(o.client_id.as_str()),
+        Ok(data) => data.claims["sub"] == o.client_id.as_str(),
         Err(_) => false,
     }
 }
@@ -508,7 +508,7 @@ fn public(sub: &Subscription) -> Subscription {
 
 async fn list(State(g): State<GraphStandIn>, method: Method, headers: HeaderMap) -> Response {
     let r = match g.admit(&method, &headers) {
-        Err(r) => r,
+        Err(r) => *r,
         Ok(tenant) => {
             let stale = g
                 .inner
@@ -541,7 +541,7 @@ async fn get_one(
     headers: HeaderMap,
 ) -> Response {
     let r = match g.admit(&method, &headers) {
-        Err(r) => r,
+        Err(r) => *r,
         Ok(_) => match g.inner.subs.lock().unwrap().get(&id) {
             Some(s) => Json(public(&s.sub)).into_response(),
             None => not_found(&id),
@@ -578,7 +578,7 @@ async fn create_inner(
 ) -> Response {
     let tenant = match g.admit(method, headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let bad = |m: String| graph_error(StatusCode::BAD_REQUEST, "InvalidRequest", m);
     let mut sub: Subscription = match serde_json::from_slice(body) {
@@ -618,7 +618,7 @@ async fn create_inner(
         sub.lifecycle_notification_url.is_some(),
     ) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let duplicate = g
         .inner
@@ -677,7 +677,7 @@ async fn patch(
     body: Bytes,
 ) -> Response {
     let r = match g.admit(&method, &headers) {
-        Err(r) => r,
+        Err(r) => *r,
         Ok(_) => patch_inner(&g, &id, &body),
     };
     g.record(&method, &format!("/v1.0/subscriptions/{id}"), r.status());
@@ -704,7 +704,7 @@ fn patch_inner(g: &GraphStandIn, id: &str, body: &[u8]) -> Response {
     };
     let exp = match g.check_expiration(exp.with_timezone(&Utc), lifecycle) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut subs = g.inner.subs.lock().unwrap();
     let Some(s) = subs.get_mut(id) else {
@@ -728,7 +728,7 @@ async fn delete(
     headers: HeaderMap,
 ) -> Response {
     let r = match g.admit(&method, &headers) {
-        Err(r) => r,
+        Err(r) => *r,
         Ok(_) => match g.inner.subs.lock().unwrap().remove(&id) {
             Some(_) => StatusCode::NO_CONTENT.into_response(),
             None => not_found(&id),

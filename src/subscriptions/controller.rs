@@ -260,7 +260,7 @@ impl Controller {
         // Retries that are due happen in this round; failures set new ones.
         let now = self.clock.now();
         self.retry_at.retain(|_, t| *t > now);
-        self.flush_pending(&mut report).await;
+        self.flush_pending().await;
         let mut tenants: Vec<String> = self.desired.iter().map(|d| d.tenant_id.clone()).collect();
         tenants.sort();
         tenants.dedup();
@@ -501,7 +501,7 @@ impl Controller {
         }
         let cert = d
             .include_resource_data
-            .then(|| (d.certificate.as_str(), d.certificate_id.as_str()));
+            .then_some((d.certificate.as_str(), d.certificate_id.as_str()));
         match self.clients[&d.tenant_id]
             .renew(&t.id, d.expiration(now), cert)
             .await
@@ -551,10 +551,10 @@ impl Controller {
             to: ts(to),
         });
         self.pending.push(record);
-        self.flush_pending(report).await;
+        self.flush_pending().await;
     }
 
-    async fn flush_pending(&mut self, _report: &mut Report) {
+    async fn flush_pending(&mut self) {
         if self.pending.is_empty() {
             return;
         }
@@ -647,7 +647,7 @@ impl Controller {
                     from: ts(gap.from),
                     to: ts(received),
                 });
-                self.flush_pending(&mut report).await;
+                self.flush_pending().await;
                 Ok(())
             }
             other => {
