@@ -23,6 +23,19 @@ pub enum Command {
         #[arg(long, required = true)]
         once: bool,
     },
+    /// Serve a local stand-in for Graph's subscriptions API and token endpoint (development):
+    /// set graph.auth.authority to the printed URL and graph.api_base to it plus /v1.0.
+    StandIn {
+        #[arg(long, default_value = "127.0.0.1:8444")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = "11111111-2222-3333-4444-555555555555")]
+        client_id: String,
+        #[arg(long, default_value = "stand-in-secret")]
+        client_secret: String,
+        /// Run the stand-in's clock this many times faster (subscriptions expire sooner).
+        #[arg(long, default_value_t = 1)]
+        clock_speed: u32,
+    },
 }
 
 pub async fn main(cmd: Command, cfg: &Config) -> anyhow::Result<()> {
@@ -42,6 +55,31 @@ pub async fn main(cmd: Command, cfg: &Config) -> anyhow::Result<()> {
             super::run(cfg, Arc::new(SystemClock), listeners, rx).await?;
         }
         Command::List => list(cfg).await?,
+        Command::StandIn {
+            listen,
+            client_id,
+            client_secret,
+            clock_speed,
+        } => {
+            use crate::simulate::graph_api::{GraphStandIn, StandInOptions};
+            let clock: Arc<dyn super::clock::Clock> = if clock_speed > 1 {
+                Arc::new(super::clock::FastClock::new(clock_speed))
+            } else {
+                Arc::new(SystemClock)
+            };
+            let standin = GraphStandIn::new(StandInOptions {
+                client_id: client_id.clone(),
+                client_secret,
+                clock,
+                ..Default::default()
+            });
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            let base = standin.serve(listener);
+            println!("graph.auth.authority = \"{base}\"\ngraph.api_base = \"{base}/v1.0\"\ngraph.auth.client_id = \"{client_id}\"");
+            crate::server::shutdown_signal().await;
+        }
         Command::Reconcile { .. } => reconcile(cfg).await?,
     }
     Ok(())
