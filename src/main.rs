@@ -135,6 +135,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = Config::load(cli.config.as_deref())?;
             print!("{}", cfg.to_redacted_toml());
             cfg.validate_for_serve()?;
+            if !cfg.subscriptions.items.is_empty() {
+                graphbridge::subscriptions::desired::from_config(&cfg)?;
+            }
             eprintln!("configuration ok");
         }
     }
