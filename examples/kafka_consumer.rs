@@ -88,11 +88,12 @@ async fn main() -> anyhow::Result<()> {
     let (mut processed, mut duplicates) = (0u64, 0u64);
     loop {
         let msg = match args.idle_exit_ms {
-            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), consumer.recv()).await
-            {
-                Ok(m) => m?,
-                Err(_) => break,
-            },
+            Some(ms) => {
+                match tokio::time::timeout(Duration::from_millis(ms), consumer.recv()).await {
+                    Ok(m) => m?,
+                    Err(_) => break,
+                }
+            }
             None => consumer.recv().await?,
         };
         match decode(&msg) {

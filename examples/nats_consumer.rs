@@ -73,11 +73,12 @@ async fn main() -> anyhow::Result<()> {
     let (mut processed, mut duplicates) = (0u64, 0u64);
     loop {
         let next = match args.idle_exit_ms {
-            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), consumer.next()).await
-            {
-                Ok(n) => n,
-                Err(_) => break,
-            },
+            Some(ms) => {
+                match tokio::time::timeout(Duration::from_millis(ms), consumer.next()).await {
+                    Ok(n) => n,
+                    Err(_) => break,
+                }
+            }
             None => consumer.next().await,
         };
         let Some(msg) = next else { break };

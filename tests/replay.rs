@@ -40,7 +40,9 @@ fn specs(base: i64, n: usize) -> Vec<MessageSpec> {
             };
             MessageSpec::new(
                 "tenant-replay",
-                Conversation::Chat { chat_id: chat(i % 6) },
+                Conversation::Chat {
+                    chat_id: chat(i % 6),
+                },
                 base + i as i64,
                 change,
                 &format!("<p>message {i}</p>"),
@@ -56,7 +58,9 @@ async fn post(srv: &Running, specs: &[MessageSpec]) {
         .map(|s| s.notification("sub-replay", SYNTH_CLIENT_STATE, &r))
         .collect();
     for chunk in items.chunks(25) {
-        let resp = srv.post_json("/notifications", &json!({ "value": chunk })).await;
+        let resp = srv
+            .post_json("/notifications", &json!({ "value": chunk }))
+            .await;
         assert_eq!(resp.status(), 202);
     }
 }
@@ -73,7 +77,9 @@ async fn replay(cfg: &Config, args: &[&str]) -> Summary {
 /// What a consumer dedupes and routes by, for comparing a replay with its source.
 type Fingerprint = (i32, String, BTreeMap<String, String>, Value, Option<i64>);
 
-fn fingerprints<'a>(records: impl IntoIterator<Item = &'a Consumed>) -> HashMap<String, Fingerprint> {
+fn fingerprints<'a>(
+    records: impl IntoIterator<Item = &'a Consumed>,
+) -> HashMap<String, Fingerprint> {
     let mut out = HashMap::new();
     for m in records {
         let id = m.headers["ce_id"].clone();
@@ -118,11 +124,23 @@ async fn offsets_range_to_a_topic_keeps_keys_headers_ids_and_timestamps() {
     let out = format!("{prefix}.out");
     let s = replay(
         &cfg,
-        &["--topic", &src, "--from-offset", "1", "--to-offset", "5", "--to-topic", &out],
+        &[
+            "--topic",
+            &src,
+            "--from-offset",
+            "1",
+            "--to-offset",
+            "5",
+            "--to-topic",
+            &out,
+        ],
     )
     .await;
     assert_eq!(s.ending, Ending::Complete);
-    assert_eq!((s.read, s.published, s.filtered), (want.len() as u64, want.len() as u64, 0));
+    assert_eq!(
+        (s.read, s.published, s.filtered),
+        (want.len() as u64, want.len() as u64, 0)
+    );
     assert!(s.resume.is_none());
     let got = consume(&[&out], want.len(), BOUND).await;
     // Same key (hence partition), headers, payload and timestamp for every event id.
@@ -135,12 +153,22 @@ async fn offsets_range_to_a_topic_keeps_keys_headers_ids_and_timestamps() {
         .filter(|m| m.partition == 0 && m.offset >= 2)
         .filter(|m| m.key == target_chat && m.json()["data"]["change_type"] == "created")
         .count();
-    let in_range = all.iter().filter(|m| m.partition == 0 && m.offset >= 2).count();
+    let in_range = all
+        .iter()
+        .filter(|m| m.partition == 0 && m.offset >= 2)
+        .count();
     let s = replay(
         &cfg,
         &[
-            "--topic", &src, "--from-offset", "0:2", "--chat", &target_chat,
-            "--change-type", "created", "--dry-run",
+            "--topic",
+            &src,
+            "--from-offset",
+            "0:2",
+            "--chat",
+            &target_chat,
+            "--change-type",
+            "created",
+            "--dry-run",
         ],
     )
     .await;
@@ -202,14 +230,26 @@ async fn time_range_to_nats_and_to_a_topic() {
 
     // Up to the time, to a topic: exactly the earlier events.
     let out = format!("{prefix}.out");
-    let s = replay(&cfg, &["--topic", &src, "--to-time", &t_arg, "--to-topic", &out]).await;
+    let s = replay(
+        &cfg,
+        &["--topic", &src, "--to-time", &t_arg, "--to-topic", &out],
+    )
+    .await;
     assert_eq!((s.ending, s.read), (Ending::Complete, 10));
     assert_eq!(ids(consume(&[&out], 10, BOUND).await.iter()), before);
 
     // An empty window is complete at once.
     let s = replay(
         &cfg,
-        &["--topic", &src, "--from-time", &t_arg, "--to-time", &t_arg, "--dry-run"],
+        &[
+            "--topic",
+            &src,
+            "--from-time",
+            &t_arg,
+            "--to-time",
+            &t_arg,
+            "--dry-run",
+        ],
     )
     .await;
     assert_eq!((s.ending, s.read), (Ending::Complete, 0));
@@ -225,7 +265,10 @@ async fn reprocess_from_the_raw_archive_gives_the_published_events() {
     let srv = Running::start(&cfg).await;
     // Three message events and two items the pipeline rejects after archiving them.
     let batch = mixed_batch(1_800_000_300_000);
-    assert_eq!(srv.post_json("/notifications", &batch.body).await.status(), 202);
+    assert_eq!(
+        srv.post_json("/notifications", &batch.body).await.status(),
+        202
+    );
     post(&srv, &specs(1_800_000_400_000, 6)).await;
     let t = &cfg.sink.kafka.topics;
     let original = consume(&[&t.channel_messages, &t.chat_messages], 9, BOUND).await;
@@ -267,7 +310,11 @@ async fn a_replay_stopped_by_max_messages_resumes_without_gaps_or_duplicates() {
     srv.shutdown().await;
 
     let out = format!("{prefix}.out");
-    let s = replay(&cfg, &["--topic", &src, "--to-topic", &out, "--max-messages", "7"]).await;
+    let s = replay(
+        &cfg,
+        &["--topic", &src, "--to-topic", &out, "--max-messages", "7"],
+    )
+    .await;
     assert_eq!((s.ending, s.read, s.published), (Ending::MaxMessages, 7, 7));
     let resume = s.resume.expect("a resume point");
     let next: i64 = s.partitions.iter().map(|p| p.next - p.from).sum();
@@ -298,13 +345,22 @@ async fn sigint_stops_cleanly_and_the_printed_position_resumes_exactly() {
     let child = Command::new(env!("CARGO_BIN_EXE_graphbridge"))
         .arg("--config")
         .arg(&config)
-        .args(["replay", "--topic", &src, "--to-topic", &out, "--rate", "10", "--json"])
+        .args([
+            "replay",
+            "--topic",
+            &src,
+            "--to-topic",
+            &out,
+            "--rate",
+            "10",
+            "--json",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    consume_until_distinct(&[&out], 3, BOUND).await;
+    wait_records(&out, 3).await;
     let ok = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -336,6 +392,30 @@ async fn sigint_stops_cleanly_and_the_printed_position_resumes_exactly() {
     assert_eq!((s.ending, s.read), (Ending::Complete, 30 - read));
     let got = consume(&[&out], 30, BOUND).await;
     assert_eq!(fingerprints(got.iter()), fingerprints(all.iter()));
+}
+
+/// Waits until `topic` holds at least `n` records (it may not exist yet).
+async fn wait_records(topic: &str, n: i64) {
+    let probe = group_consumer(&unique("probe"));
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let total: i64 = (0..3)
+            .filter_map(|p| {
+                probe
+                    .fetch_watermarks(topic, p, Duration::from_secs(5))
+                    .ok()
+            })
+            .map(|(low, high)| high - low)
+            .sum();
+        if total >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic} holds {total} records, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn group_consumer(group: &str) -> BaseConsumer {
@@ -394,12 +474,19 @@ async fn reset_group_to_a_time_with_a_dry_run_that_changes_nothing() {
         tpl.add_partition_offset(&src, p, Offset::Offset(*ends.get(&p).unwrap_or(&0)))
             .unwrap();
     }
-    group_consumer(&group_name).commit(&tpl, CommitMode::Sync).unwrap();
+    group_consumer(&group_name)
+        .commit(&tpl, CommitMode::Sync)
+        .unwrap();
     let before = committed(&group_name, &src, &partitions);
     // After the reset each partition restarts at its first record from after the time.
     let want: BTreeMap<i32, i64> = partitions
         .iter()
-        .map(|p| (*p, early.iter().filter(|m| m.partition == *p).count() as i64))
+        .map(|p| {
+            (
+                *p,
+                early.iter().filter(|m| m.partition == *p).count() as i64,
+            )
+        })
         .collect();
 
     // Dry run, through the binary: current and new offsets printed, nothing committed.
@@ -412,7 +499,11 @@ async fn reset_group_to_a_time_with_a_dry_run_that_changes_nothing() {
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(plan["dry_run"], true);
     for c in plan["changes"].as_array().unwrap() {
@@ -436,7 +527,10 @@ async fn reset_group_to_a_time_with_a_dry_run_that_changes_nothing() {
         let _ = tokio::time::timeout(Duration::from_millis(100), member.recv()).await;
     }
     let refused = group::reset(&cfg.sink.kafka, &src, &group_name, Bound::Time(t), false).await;
-    assert!(matches!(refused, Err(ReplayError::GroupActive(_, 1))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(ReplayError::GroupActive(_, 1))),
+        "{refused:?}"
+    );
     assert_eq!(committed(&group_name, &src, &partitions), before);
     member.unsubscribe();
     drop(member);

@@ -136,7 +136,7 @@ impl Args {
         if target.is_some() && self.dry_run {
             anyhow::bail!("--dry-run publishes nothing: leave out the target");
         }
-        if self.rate.is_some_and(|r| !(r > 0.0)) {
+        if self.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
             anyhow::bail!("--rate must be positive");
         }
         Ok(Options {
@@ -168,7 +168,10 @@ impl Args {
 pub async fn main(args: Args, config: Option<&Path>) -> anyhow::Result<bool> {
     let cfg = Config::load(config)?;
     if let Some(group) = &args.reset_group {
-        let topic = args.topic.as_deref().context("--reset-group needs --topic")?;
+        let topic = args
+            .topic
+            .as_deref()
+            .context("--reset-group needs --topic")?;
         let to = args
             .to_bound()
             .context("--reset-group needs --to-time or --to-offset")?;

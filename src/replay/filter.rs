@@ -26,8 +26,13 @@ impl Filter {
         let any = |list: &[String], v: Option<&str>, ci: bool| {
             list.is_empty()
                 || v.is_some_and(|v| {
-                    list.iter()
-                        .any(|x| if ci { x.eq_ignore_ascii_case(v) } else { x == v })
+                    list.iter().any(|x| {
+                        if ci {
+                            x.eq_ignore_ascii_case(v)
+                        } else {
+                            x == v
+                        }
+                    })
                 })
         };
         let (team, chat) = match &f.conversation {
@@ -37,7 +42,8 @@ impl Filter {
         };
         // A team filter and a chat filter together mean "this team's or this chat's messages".
         let conversation = if !self.teams.is_empty() && !self.chats.is_empty() {
-            any(&self.teams, team, true) && team.is_some() || any(&self.chats, chat, false) && chat.is_some()
+            any(&self.teams, team, true) && team.is_some()
+                || any(&self.chats, chat, false) && chat.is_some()
         } else {
             any(&self.teams, team, true) && any(&self.chats, chat, false)
         };
@@ -101,8 +107,14 @@ mod tests {
         };
         assert!(f.matches(&channel("t", "a", "created")));
         assert!(!f.matches(&channel("t", "b", "created")));
-        assert!(!f.matches(&chat("t", "a", "created")), "a chat is not in a team");
-        assert!(!f.matches(&Facts::default()), "lifecycle events have no team");
+        assert!(
+            !f.matches(&chat("t", "a", "created")),
+            "a chat is not in a team"
+        );
+        assert!(
+            !f.matches(&Facts::default()),
+            "lifecycle events have no team"
+        );
     }
 
     #[test]
@@ -116,6 +128,9 @@ mod tests {
         assert!(f.matches(&channel("t", "a", "created")));
         assert!(f.matches(&chat("t", "c", "created")));
         assert!(!f.matches(&chat("t", "d", "created")));
-        assert!(!f.matches(&chat("u", "c", "created")), "and the tenant still applies");
+        assert!(
+            !f.matches(&chat("u", "c", "created")),
+            "and the tenant still applies"
+        );
     }
 }

@@ -74,11 +74,21 @@ impl Item {
             .iter()
             .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
             .collect();
-        Item::read(Some(r.key.as_bytes().to_vec()), headers, r.payload.clone(), timestamp)
+        Item::read(
+            Some(r.key.as_bytes().to_vec()),
+            headers,
+            r.payload.clone(),
+            timestamp,
+        )
     }
 }
 
-fn facts_of(r: Record, tenant: &str, conversation: Option<Conversation>, change: Option<&str>) -> Facts {
+fn facts_of(
+    r: Record,
+    tenant: &str,
+    conversation: Option<Conversation>,
+    change: Option<&str>,
+) -> Facts {
     Facts {
         id: Some(r.id),
         stream: Some(r.stream),

@@ -128,7 +128,10 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn partitions(ranges: &[PartitionRange], next: &BTreeMap<i32, i64>) -> Vec<PartitionSummary> {
+    pub fn partitions(
+        ranges: &[PartitionRange],
+        next: &BTreeMap<i32, i64>,
+    ) -> Vec<PartitionSummary> {
         ranges
             .iter()
             .map(|r| PartitionSummary {
@@ -143,11 +146,21 @@ impl Summary {
     /// For people, on stderr.
     pub fn print_human(&self) {
         let mut e = std::io::stderr().lock();
-        let verb = if self.dry_run { "would publish" } else { "published" };
+        let verb = if self.dry_run {
+            "would publish"
+        } else {
+            "published"
+        };
         let _ = writeln!(
             e,
             "replay of {} {:?}: read {}, {verb} {}, filtered out {} in {:.1}s ({:.0} msg/s)",
-            self.topic, self.ending, self.read, self.published, self.filtered, self.elapsed_s, self.rate_per_s
+            self.topic,
+            self.ending,
+            self.read,
+            self.published,
+            self.filtered,
+            self.elapsed_s,
+            self.rate_per_s
         );
         for (reason, n) in &self.rejected {
             let _ = writeln!(e, "  rejected by the current code: {n} {reason}");

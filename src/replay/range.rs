@@ -169,8 +169,12 @@ pub fn offsets_for_time(
         .map_err(|e| ReplayError::Kafka(format!("offsets for {time}: {e}")))?;
     let mut out = BTreeMap::new();
     for e in found.elements() {
-        e.error()
-            .map_err(|err| ReplayError::Kafka(format!("offset for time in {topic}/{}: {err}", e.partition())))?;
+        e.error().map_err(|err| {
+            ReplayError::Kafka(format!(
+                "offset for time in {topic}/{}: {err}",
+                e.partition()
+            ))
+        })?;
         let high = marks[&e.partition()].1;
         let offset = match e.offset() {
             Offset::Offset(o) => o,

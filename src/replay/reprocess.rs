@@ -32,7 +32,10 @@ struct Collect(Mutex<Vec<Record>>);
 #[async_trait::async_trait]
 impl Sink for Collect {
     async fn publish(&self, records: &[Record]) -> Result<(), SinkError> {
-        self.0.lock().expect("not poisoned").extend_from_slice(records);
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .extend_from_slice(records);
         Ok(())
     }
     async fn ready(&self) -> bool {

@@ -103,7 +103,8 @@ pub async fn run(cfg: &Config, opts: &Options, stop: &Stop) -> Result<Summary, R
             continue;
         }
         if let Some(rate) = opts.rate.filter(|r| *r > 0.0) {
-            let due = started + Duration::from_secs_f64((counts.read + batch.len() as u64) as f64 / rate);
+            let due =
+                started + Duration::from_secs_f64((counts.read + batch.len() as u64) as f64 / rate);
             tokio::select! {
                 _ = tokio::time::sleep_until(due.into()) => {}
                 _ = stop.wait() => continue,

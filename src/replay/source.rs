@@ -34,7 +34,8 @@ const PRODUCER_ONLY: &[&str] = &[
 ];
 
 /// A consumer of `sink.kafka` (brokers, security properties) that joins no group and commits
-/// nothing. librdkafka needs no `group.id` for assign().
+/// nothing. rdkafka's consumer needs a `group.id` to exist at all, so it gets a throwaway one;
+/// with assign() and no commits that group is never created on the broker.
 pub fn consumer_config(k: &KafkaConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &k.brokers);
@@ -43,7 +44,13 @@ pub fn consumer_config(k: &KafkaConfig) -> ClientConfig {
             cc.set(key, v);
         }
     }
+    let throwaway = format!(
+        "graphbridge-replay-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
     cc.set("client.id", "graphbridge-replay")
+        .set("group.id", throwaway)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         // A range start deleted by retention is clamped when resolved; anything else out of

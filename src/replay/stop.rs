@@ -3,6 +3,8 @@
 //! that continue without a gap or a duplicate. A second SIGINT exits at once (the position
 //! printed by the first stop would then be unknown, so nothing is printed).
 
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
 use super::range::format_spec;
@@ -11,14 +13,17 @@ use super::source::Source;
 /// Stop requests for a running replay: the CLI wires SIGINT to it; tests call `stop`.
 #[derive(Clone)]
 pub struct Stop {
-    tx: watch::Sender<bool>,
+    tx: Arc<watch::Sender<bool>>,
     rx: watch::Receiver<bool>,
 }
 
 impl Default for Stop {
     fn default() -> Self {
         let (tx, rx) = watch::channel(false);
-        Stop { tx, rx }
+        Stop {
+            tx: Arc::new(tx),
+            rx,
+        }
     }
 }
 

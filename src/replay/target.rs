@@ -106,8 +106,9 @@ async fn publish_kafka(
                 value: Some(v.as_slice()),
             })
         });
-        let mut rec: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(topic).payload(&i.payload).headers(headers);
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+            .payload(i.payload.as_slice())
+            .headers(headers);
         if let Some(k) = &i.key {
             rec = rec.key(k.as_slice());
         }
