@@ -290,8 +290,10 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// Environment variables with the prefix that are not configuration keys.
+/// Environment variables with the prefix that are not configuration keys: CLI options
+/// (`GRAPHBRIDGE_CONFIG`, the simulator's `GRAPHBRIDGE_SIM_*`) and test settings.
 const NON_CONFIG_ENV: &[&str] = &["config", "log", "cache", "run"];
+const NON_CONFIG_ENV_PREFIXES: &[&str] = &["test_", "sim_"];
 
 impl Config {
     /// The layered figment; `file` is `--config` when given.
@@ -308,7 +310,8 @@ impl Config {
         let env = Env::prefixed("GRAPHBRIDGE_")
             .filter(|k| {
                 let k = k.as_str().to_ascii_lowercase();
-                !k.starts_with("test_") && !NON_CONFIG_ENV.contains(&k.as_str())
+                !NON_CONFIG_ENV_PREFIXES.iter().any(|p| k.starts_with(p))
+                    && !NON_CONFIG_ENV.contains(&k.as_str())
             })
             .split("__");
         Ok(fig.merge(env))

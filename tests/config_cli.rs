@@ -36,6 +36,8 @@ fn environment_overrides_files_and_unknown_keys_are_named() {
         jail.set_env("GRAPHBRIDGE_SINK__KIND", "kafka");
         jail.set_env("GRAPHBRIDGE_SERVER__LISTEN", "127.0.0.1:18080");
         jail.set_env("GRAPHBRIDGE_TEST_KAFKA", "ignored:1");
+        // The simulator's own option, read by clap, is not a configuration key.
+        jail.set_env("GRAPHBRIDGE_SIM_CLIENT_STATE", "ignored");
         let cfg = Config::load(Some(std::path::Path::new("gb.toml"))).expect("loads");
         assert_eq!(cfg.sink.kind, SinkKind::Kafka);
         assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:18080");

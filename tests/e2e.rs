@@ -29,7 +29,7 @@ async fn simulate_and_verify(
     )
     .await
     .expect("simulation runs");
-    let verification = verify(&target, &outcomes.acked)
+    let verification = verify(&target, &outcomes.acked, &outcomes.may_repeat)
         .await
         .expect("verification reads the broker");
     let report = Report::new(&outcomes, None, Some(verification));
@@ -65,7 +65,12 @@ async fn simulator_to_serve_to_kafka_exactly_once() {
     let srv = Running::start(&cfg).await;
     let report = simulate_and_verify(&srv, issuer, Target::Kafka(cfg.sink.kafka.clone()), 11).await;
     assert_good(&report);
-    assert_eq!(report.verification.as_ref().unwrap().duplicates, 0);
+    // Graph resends a batch it saw fail or time out, and the first attempt may have reached
+    // Kafka; any other copy would be the bridge's own doing.
+    assert_eq!(
+        report.verification.as_ref().unwrap().unexplained_duplicates,
+        0
+    );
     srv.shutdown().await;
 }
 

@@ -242,7 +242,7 @@ async fn outage_with_spool(
         "every item acked: {outcomes:?}"
     );
     assert!(outcomes.spooled_items >= 300, "{outcomes:?}");
-    let v = verify(&target, &outcomes.acked)
+    let v = verify(&target, &outcomes.acked, &outcomes.may_repeat)
         .await
         .expect("reads the broker");
     println!("{v:?}, spooled {}", outcomes.spooled_items);

@@ -174,7 +174,7 @@ pub async fn main(args: Args, config: Option<&Path>) -> anyhow::Result<bool> {
             ..after
         });
     let verification = match &target {
-        Some(t) => Some(verify(t, &outcomes.acked).await?),
+        Some(t) => Some(verify(t, &outcomes.acked, &outcomes.may_repeat).await?),
         None => None,
     };
     let report = Report::new(&outcomes, bridge, verification);

@@ -176,9 +176,9 @@ impl fmt::Display for Report {
         if let Some(v) = &self.verification {
             writeln!(
                 f,
-                "verify      {}: {}/{} events found, {} missing, {} duplicate copies removed, {} of {} rejected items published",
+                "verify      {}: {}/{} events found, {} missing, {} duplicate copies removed ({} not explained by a resend or spooling), {} of {} rejected items published",
                 if v.passed { "PASSED" } else { "FAILED" },
-                v.found, v.expected, v.missing, v.duplicates, v.forbidden_found, v.rejected_expected_absent
+                v.found, v.expected, v.missing, v.duplicates, v.unexplained_duplicates, v.forbidden_found, v.rejected_expected_absent
             )?;
         }
         Ok(())

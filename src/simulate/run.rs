@@ -2,7 +2,7 @@
 //! notifications at a rate, with Graph-like retries (exponential backoff, `Retry-After`), and
 //! every item's final outcome recorded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,10 @@ pub struct Outcomes {
     pub mismatched_batches: u64,
     /// Seconds of each acknowledged request (the attempt that got 2xx).
     pub ack_latencies: Vec<f64>,
+    /// Event ids the bridge may rightly have published more than once: their batch was sent
+    /// again after a non-2xx or a timeout (the first attempt may have reached the broker), or
+    /// it was spooled after a direct publish that did not confirm in time.
+    pub may_repeat: HashSet<String>,
     pub elapsed: Duration,
 }
 
@@ -132,6 +136,7 @@ fn record(o: &mut Outcomes, items: Vec<Item>, summary: &Value, latency: f64) {
     // yet, and the verifier checks its items in the sink later like any other's.
     if let Some(n) = summary["spooled"].as_u64().filter(|n| *n > 0) {
         o.spooled_items += n;
+        o.may_repeat.extend(event_ids(&items));
         o.acked.extend(items.into_iter().map(|i| i.expect));
         return;
     }
@@ -162,6 +167,13 @@ fn record(o: &mut Outcomes, items: Vec<Item>, summary: &Value, latency: f64) {
         *o.rejected.entry(r).or_default() += 1;
     }
     o.acked.extend(items.into_iter().map(|i| i.expect));
+}
+
+fn event_ids(items: &[Item]) -> impl Iterator<Item = String> + '_ {
+    items.iter().filter_map(|i| match &i.expect {
+        Expect::Event(id) => Some(id.clone()),
+        Expect::Rejected(..) => None,
+    })
 }
 
 /// One token per distinct tenant of the batch (our single app id), alternating v1 and v2.
@@ -232,6 +244,9 @@ async fn worker(
         o.items_sent += items.len() as u64;
         o.requests += 1 + retries;
         o.retried_requests += retries;
+        if retries > 0 {
+            o.may_repeat.extend(event_ids(&items));
+        }
         match outcome {
             Some((summary, latency)) => record(o, items, &summary, latency),
             None => o.failed_items += items.len() as u64,
