@@ -140,3 +140,70 @@ pub fn classify(payload: &[u8]) -> Facts {
     }
     Facts::default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn message_event() -> Value {
+        json!({
+            "specversion": "1.0", "id": "e1", "source": "/tenants/t/chats/c",
+            "type": "graph.teams.message.updated", "subject": "messages/1",
+            "time": "2026-01-01T00:00:00.000Z", "datacontenttype": "application/json",
+            "dataschema": "https://graphbridge.dev/schema/teams-message.v1.json",
+            "data": {
+                "schema_version": 1, "tenant_id": "t", "change_type": "updated",
+                "conversation": {"kind": "chat", "chat_id": "19:a.b@unq.gbl.spaces"},
+                "message_id": "1", "mentions": [], "attachments": [], "reactions": [],
+                "subscription_id": "s", "received_at": "2026-01-01T00:00:00.000Z",
+                "a_field_added_later_in_v1": true
+            }
+        })
+    }
+
+    #[test]
+    fn message_events_route_like_the_sink() {
+        let f = classify(message_event().to_string().as_bytes());
+        assert_eq!(f.id.as_deref(), Some("e1"));
+        assert_eq!(f.stream, Some(Stream::ChatMessages));
+        assert_eq!(
+            f.subject_vars,
+            vec![("chat", "19:a.b@unq.gbl.spaces".to_string())]
+        );
+        assert_eq!(f.tenant.as_deref(), Some("t"));
+        assert_eq!(f.change_type.as_deref(), Some("updated"));
+    }
+
+    #[test]
+    fn raw_items_and_unknown_payloads() {
+        let raw = json!({
+            "subscriptionId": "s", "tenantId": "t", "changeType": "created",
+            "resource": "teams('T')/channels('19:c@thread.tacv2')/messages('1')"
+        });
+        let f = classify(raw.to_string().as_bytes());
+        assert_eq!(f.stream, Some(Stream::Raw));
+        assert!(f.id.is_none());
+        assert_eq!(
+            f.conversation.map(|c| c.key().to_string()).as_deref(),
+            Some("T")
+        );
+        let f = classify(b"not json");
+        assert!(f.stream.is_none() && f.id.is_none());
+    }
+
+    #[test]
+    fn headers_fill_what_the_payload_lacks() {
+        let i = Item::read(
+            None,
+            vec![
+                ("ce_id".into(), b"from-header".to_vec()),
+                ("graph_tenant_id".into(), b"t9".to_vec()),
+            ],
+            b"{}".to_vec(),
+            None,
+        );
+        assert_eq!(i.facts.id.as_deref(), Some("from-header"));
+        assert_eq!(i.facts.tenant.as_deref(), Some("t9"));
+    }
+}

@@ -119,14 +119,23 @@ impl Reprocessor {
         received_at: String,
         result: &mut Reprocessed,
     ) -> Result<(), ReplayError> {
+        // A record that is not JSON cannot be an archived item: count it, keep going.
         let mut raw = Vec::with_capacity(items.len());
+        let mut sources = Vec::with_capacity(items.len());
         for i in items {
-            let text = std::str::from_utf8(&i.payload)
-                .map_err(|_| ReplayError::Reprocess("raw record is not UTF-8 JSON".into()))?;
-            raw.push(
-                RawValue::from_string(text.to_string())
-                    .map_err(|e| ReplayError::Reprocess(format!("raw record is not JSON: {e}")))?,
-            );
+            match std::str::from_utf8(&i.payload)
+                .ok()
+                .and_then(|t| RawValue::from_string(t.to_string()).ok())
+            {
+                Some(v) => {
+                    raw.push(v);
+                    sources.push(i);
+                }
+                None => *result.rejected.entry("malformed_item".into()).or_default() += 1,
+            }
+        }
+        if raw.is_empty() {
+            return Ok(());
         }
         self.pipeline
             .deliver_spooled(SpooledBatch {
@@ -138,7 +147,7 @@ impl Reprocessor {
         let records = std::mem::take(&mut *self.out.0.lock().expect("not poisoned"));
         // One outcome per item, in item order (lifecycle items are never archived).
         for (n, r) in records.iter().enumerate() {
-            let ts = items.get(n).and_then(|i| i.timestamp);
+            let ts = sources.get(n).and_then(|i| i.timestamp);
             match r.stream {
                 Stream::DeadLetter => {
                     let reason = r
