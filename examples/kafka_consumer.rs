@@ -35,7 +35,7 @@ struct Args {
 
 enum Event {
     Message(Box<MessageEvent>),
-    Lifecycle(LifecycleEvent),
+    Lifecycle(Box<LifecycleEvent>),
 }
 
 /// The event in a record, by its CloudEvents type (`ce_type` header, else the payload).
@@ -49,7 +49,7 @@ fn decode(msg: &impl Message) -> Result<Event, String> {
         .unwrap_or_default();
     if ty.starts_with("graph.subscription.") {
         serde_json::from_slice(payload)
-            .map(Event::Lifecycle)
+            .map(|e| Event::Lifecycle(Box::new(e)))
             .map_err(|e| e.to_string())
     } else {
         serde_json::from_slice(payload)
@@ -123,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
         consumer.commit_message(&msg, CommitMode::Async)?;
     }
     // The last async commits must land before exiting.
-    consumer.commit_consumer_state(CommitMode::Sync).ok();
+    let _ = consumer.commit_consumer_state(CommitMode::Sync);
     eprintln!("processed {processed}, duplicates dropped {duplicates}");
     Ok(())
 }
