@@ -94,6 +94,17 @@ pub enum Ending {
     Failed,
 }
 
+impl Ending {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::Complete => "complete",
+            Ending::Interrupted => "interrupted",
+            Ending::MaxMessages => "stopped at --max-messages",
+            Ending::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionSummary {
     pub partition: i32,
@@ -153,9 +164,9 @@ impl Summary {
         };
         let _ = writeln!(
             e,
-            "replay of {} {:?}: read {}, {verb} {}, filtered out {} in {:.1}s ({:.0} msg/s)",
+            "replay of {} {}: read {}, {verb} {}, filtered out {} in {:.1}s ({:.0} msg/s)",
             self.topic,
-            self.ending,
+            self.ending.as_str(),
             self.read,
             self.published,
             self.filtered,
