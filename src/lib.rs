@@ -13,6 +13,7 @@ pub mod event;
 pub mod fuzzing;
 pub mod graph;
 pub mod pipeline;
+pub mod replay;
 pub mod server;
 pub mod simulate;
 pub mod sink;

@@ -34,6 +34,9 @@ enum Command {
     /// Act as Microsoft Graph toward a running bridge: handshake, encrypted notifications,
     /// retries; a load generator and end-to-end checker (--verify).
     Simulate(Box<graphbridge::simulate::cli::Args>),
+    /// Re-publish a range of a Kafka topic (by offsets or times) to a topic, NATS or a file;
+    /// rebuild events from the raw archive (--reprocess); reset a consumer group's offsets.
+    Replay(Box<graphbridge::replay::cli::Args>),
     /// Key management.
     Keys {
         #[command(subcommand)]
@@ -119,6 +122,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             graphbridge::telemetry::init_logging(&Config::defaults().telemetry);
             if !graphbridge::simulate::cli::main(*args, cli.config.as_deref()).await? {
                 anyhow::bail!("simulation found problems (see the report)");
+            }
+        }
+        Command::Replay(args) => {
+            graphbridge::telemetry::init_logging(&Config::defaults().telemetry);
+            if !graphbridge::replay::cli::main(*args, cli.config.as_deref()).await? {
+                anyhow::bail!("replay stopped on an error (the summary says where to resume)");
             }
         }
         Command::Keys {

@@ -336,7 +336,7 @@ impl Pipeline {
                 continue;
             }
             if self.raw_archive {
-                raw_records.push(raw_record(n, raw));
+                raw_records.push(raw_record(n, raw, received_at));
             }
             slots.push(None);
             to_open.push((i, authenticated));
@@ -482,7 +482,7 @@ fn open(
     Ok(Record::message(&event))
 }
 
-fn raw_record(n: &ChangeNotification, raw: &RawValue) -> Record {
+fn raw_record(n: &ChangeNotification, raw: &RawValue, received_at: &str) -> Record {
     let key = message_resource(n)
         .map(|(_, r)| r.conversation.key().to_string())
         .unwrap_or_else(|_| n.subscription_id.clone());
@@ -490,5 +490,5 @@ fn raw_record(n: &ChangeNotification, raw: &RawValue) -> Record {
         &aws_lc_rs::digest::SHA256,
         raw.get().as_bytes(),
     ));
-    Record::raw(id, key, &n.tenant_id, raw.get().as_bytes())
+    Record::raw(id, key, &n.tenant_id, received_at, raw.get().as_bytes())
 }

@@ -115,6 +115,7 @@ impl Args {
                 give_up_after: Duration::from_secs(self.give_up_s),
             },
             issuer,
+            stop: None,
         }
     }
 
@@ -165,7 +166,21 @@ pub async fn main(args: Args, config: Option<&Path>) -> anyhow::Result<bool> {
         Some(issuer)
     };
     let before = args.pid.and_then(ProcessUsage::read);
-    let outcomes = run(args.options(issuer), args.workload()?).await?;
+    // Ctrl-C ends the load early: batches in flight finish, then the report (and --verify)
+    // covers what was sent.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: finishing the batches in flight");
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let opts = RunOptions {
+        stop: Some(stop),
+        ..args.options(issuer)
+    };
+    let outcomes = run(opts, args.workload()?).await?;
     let bridge = args
         .pid
         .and_then(ProcessUsage::read)

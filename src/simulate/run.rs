@@ -3,6 +3,7 @@
 //! every item's final outcome recorded.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,9 @@ pub struct RunOptions {
     pub retry: RetryPolicy,
     /// Signs one validation token per tenant of each batch, as Graph does (None: send none).
     pub issuer: Option<Arc<Issuer>>,
+    /// Stops sending new batches once set (batches in flight still finish), for callers that
+    /// end the load on an event rather than a count or a clock.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Everything the run observed.
@@ -202,7 +206,11 @@ async fn worker(
             let left = opts
                 .count
                 .map_or(u64::MAX, |c| c.saturating_sub(s.produced));
-            if left == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+            let stopped = opts
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed));
+            if left == 0 || stopped || deadline.is_some_and(|d| Instant::now() >= d) {
                 return;
             }
             let n = left.min(opts.batch_size as u64) as usize;

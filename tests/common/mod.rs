@@ -204,6 +204,7 @@ pub fn sim_options(target: &str, count: u64) -> graphbridge::simulate::run::RunO
             give_up_after: Duration::from_secs(60),
         },
         issuer: None,
+        stop: None,
     }
 }
 
