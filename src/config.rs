@@ -75,6 +75,8 @@ pub struct Config {
     pub sink: SinkConfig,
     pub spool: SpoolConfig,
     pub telemetry: TelemetryConfig,
+    /// The subscription controller (`graphbridge subscriptions …`).
+    pub subscriptions: crate::subscriptions::config::SubscriptionsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -143,6 +145,10 @@ pub struct GraphConfig {
     pub include_resource: bool,
     /// Unwrapped symmetric keys remembered by `dataKey` hash (0 = off).
     pub key_cache_entries: usize,
+    /// Graph REST API base URL (the subscription controller).
+    pub api_base: String,
+    /// OAuth2 client credentials for the Graph API (the subscription controller).
+    pub auth: crate::subscriptions::config::GraphAuthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

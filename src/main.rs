@@ -34,10 +34,18 @@ enum Command {
     /// Act as Microsoft Graph toward a running bridge: handshake, encrypted notifications,
     /// retries; a load generator and end-to-end checker (--verify).
     Simulate(Box<graphbridge::simulate::cli::Args>),
+    /// Re-publish a range of a Kafka topic (by offsets or times) to a topic, NATS or a file;
+    /// rebuild events from the raw archive (--reprocess); reset a consumer group's offsets.
+    Replay(Box<graphbridge::replay::cli::Args>),
     /// Key management.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Keep the configured Graph subscriptions alive (create, renew, recreate, delete).
+    Subscriptions {
+        #[command(subcommand)]
+        command: graphbridge::subscriptions::cli::Command,
     },
     /// Configuration tools.
     Config {
@@ -116,15 +124,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("simulation found problems (see the report)");
             }
         }
+        Command::Replay(args) => {
+            graphbridge::telemetry::init_logging(&Config::defaults().telemetry);
+            if !graphbridge::replay::cli::main(*args, cli.config.as_deref()).await? {
+                anyhow::bail!("replay stopped on an error (the summary says where to resume)");
+            }
+        }
         Command::Keys {
             command: KeysCommand::Generate { id, out, bits },
         } => keys_generate(&id, &out, bits)?,
+        Command::Subscriptions { command } => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            graphbridge::telemetry::init_logging(&cfg.telemetry);
+            graphbridge::subscriptions::cli::main(command, &cfg).await?;
+        }
         Command::Config {
             command: ConfigCommand::Check,
         } => {
             let cfg = Config::load(cli.config.as_deref())?;
             print!("{}", cfg.to_redacted_toml());
             cfg.validate_for_serve()?;
+            if !cfg.subscriptions.items.is_empty() {
+                graphbridge::subscriptions::desired::from_config(&cfg)?;
+            }
             eprintln!("configuration ok");
         }
     }

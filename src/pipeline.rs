@@ -85,6 +85,9 @@ pub struct Pipeline {
     /// One permit per core: RSA work runs on blocking threads, never more at once than cores.
     cpu: Arc<Semaphore>,
     cores: usize,
+    /// Lifecycle events, once durably accepted, also go here: the subscription controller
+    /// running in the same process (file sink, no broker to carry them).
+    lifecycle_tap: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::event::v1::LifecycleEvent>>,
 }
 
 /// What one item turned into, before publishing.
@@ -144,7 +147,16 @@ impl Pipeline {
             max_json_depth: opts.max_json_depth,
             cpu: Arc::new(Semaphore::new(cores)),
             cores,
+            lifecycle_tap: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Hands every accepted lifecycle event to `tx` as well (set once).
+    pub fn tap_lifecycle(
+        &self,
+        tx: tokio::sync::mpsc::Sender<crate::event::v1::LifecycleEvent>,
+    ) -> bool {
+        self.lifecycle_tap.set(tx).is_ok()
     }
 
     pub fn sink(&self) -> &Arc<dyn Sink> {
@@ -290,6 +302,7 @@ impl Pipeline {
         let mut slots: Vec<Option<Outcome>> = Vec::with_capacity(items.len());
         let mut raw_records = Vec::new();
         let mut to_open = Vec::new();
+        let mut tapped = Vec::new();
 
         // Cheap stages on the reactor: authenticate every item.
         for (i, item) in parsed.into_iter().enumerate() {
@@ -316,11 +329,14 @@ impl Pipeline {
             let n = authenticated.item();
             if n.is_lifecycle() {
                 let event = normalize::lifecycle(n, received_at);
+                if self.lifecycle_tap.get().is_some() {
+                    tapped.push(event.clone());
+                }
                 slots.push(Some(Outcome::Lifecycle(Record::lifecycle(&event))));
                 continue;
             }
             if self.raw_archive {
-                raw_records.push(raw_record(n, raw));
+                raw_records.push(raw_record(n, raw, received_at));
             }
             slots.push(None);
             to_open.push((i, authenticated));
@@ -401,6 +417,14 @@ impl Pipeline {
         }
         records.extend(raw_records);
         self.publish(&records).await?;
+        if let Some(tap) = self.lifecycle_tap.get() {
+            for event in tapped {
+                // Never hold up Graph's answer: the controller's periodic round is the backstop.
+                if tap.try_send(event).is_err() {
+                    tracing::warn!("lifecycle event not handed to the controller (queue full)");
+                }
+            }
+        }
 
         self.metrics
             .accepted
@@ -471,7 +495,7 @@ fn open(
     Ok(Record::message(&event))
 }
 
-fn raw_record(n: &ChangeNotification, raw: &RawValue) -> Record {
+fn raw_record(n: &ChangeNotification, raw: &RawValue, received_at: &str) -> Record {
     let key = message_resource(n)
         .map(|(_, r)| r.conversation.key().to_string())
         .unwrap_or_else(|_| n.subscription_id.clone());
@@ -479,5 +503,5 @@ fn raw_record(n: &ChangeNotification, raw: &RawValue) -> Record {
         &aws_lc_rs::digest::SHA256,
         raw.get().as_bytes(),
     ));
-    Record::raw(id, key, &n.tenant_id, raw.get().as_bytes())
+    Record::raw(id, key, &n.tenant_id, received_at, raw.get().as_bytes())
 }

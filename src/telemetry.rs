@@ -151,6 +151,66 @@ pub struct Metrics {
     pub spool_discarded_bytes: Counter,
     /// Acknowledged batches that could not be read back (disk corruption): data lost, alert.
     pub spool_unreadable: Counter,
+    /// Subscription controller, by configured subscription name (bounded by the config).
+    pub subscriptions: SubscriptionMetrics,
+}
+
+/// The subscription controller's metrics (`graphbridge subscriptions run`).
+#[derive(Default)]
+pub struct SubscriptionMetrics {
+    /// Seconds until each desired subscription expires (negative or absent: missing).
+    pub expiry_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
+    pub renewals: Family<Labels, Counter>,
+    /// Failed Graph operations, by subscription and reason.
+    pub failures: Family<Labels, Counter>,
+    /// Desired subscriptions missing or expiring within the renew margin: alert when above 0.
+    pub unhealthy: Gauge,
+}
+
+impl SubscriptionMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "subscription_expiry_seconds",
+            "Seconds until a subscription expires",
+            self.expiry_seconds.clone(),
+        );
+        r.register(
+            "subscription_renewals",
+            "Subscription renewals (PATCH) that succeeded",
+            self.renewals.clone(),
+        );
+        r.register(
+            "subscription_failures",
+            "Failed subscription operations, by reason",
+            self.failures.clone(),
+        );
+        r.register(
+            "subscriptions_unhealthy",
+            "Desired subscriptions missing or expiring within the renew margin",
+            self.unhealthy.clone(),
+        );
+    }
+
+    pub fn renewed(&self, name: &str) {
+        self.renewals
+            .get_or_create(&vec![("subscription", name.to_string())])
+            .inc();
+    }
+
+    pub fn failed(&self, name: &str, reason: &str) {
+        self.failures
+            .get_or_create(&vec![
+                ("subscription", name.to_string()),
+                ("reason", reason.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn set_expiry(&self, name: &str, seconds: f64) {
+        self.expiry_seconds
+            .get_or_create(&vec![("subscription", name.to_string())])
+            .set(seconds);
+    }
 }
 
 impl Default for Metrics {
@@ -175,6 +235,7 @@ impl Default for Metrics {
             spool_full: Counter::default(),
             spool_discarded_bytes: Counter::default(),
             spool_unreadable: Counter::default(),
+            subscriptions: SubscriptionMetrics::default(),
         };
         m.registry.register(
             "received",
@@ -258,6 +319,7 @@ impl Default for Metrics {
             "Acknowledged spooled batches that could not be read back",
             m.spool_unreadable.clone(),
         );
+        m.subscriptions.register(&mut m.registry);
         m
     }
 }

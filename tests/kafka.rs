@@ -184,7 +184,13 @@ async fn permanent_producer_errors_fail_fast_and_are_classified() {
     cfg.properties
         .insert("message.max.bytes".into(), "1000".into());
     let sink = KafkaSink::new(&cfg).unwrap();
-    let mut rec = Record::raw("id".into(), "k".into(), "t", &[b'x'; 5000]);
+    let mut rec = Record::raw(
+        "id".into(),
+        "k".into(),
+        "t",
+        "2026-01-01T00:00:00.000Z",
+        &[b'x'; 5000],
+    );
     rec.stream = graphbridge::sink::Stream::DeadLetter;
     let started = std::time::Instant::now();
     let err = sink.publish(&[rec]).await.unwrap_err();

@@ -320,6 +320,7 @@ pub fn lifecycle(n: &ChangeNotification, received_at: &str) -> LifecycleEvent {
             lifecycle_event: event,
             subscription_expires_at: expires,
             received_at: received_at.to_string(),
+            resync: None,
         },
     }
 }

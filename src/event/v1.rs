@@ -115,4 +115,27 @@ pub struct LifecycleData {
     pub lifecycle_event: String,
     pub subscription_expires_at: Option<String>,
     pub received_at: String,
+    /// On `resync_required` events only (published by the subscription controller, not Graph):
+    /// the window in which notifications may have been lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync: Option<ResyncGap>,
+}
+
+/// `lifecycle_event` of the controller's own event: notifications between `from` and `to` may
+/// be missing; consumers re-read that window from Graph (e.g. the messages' delta queries).
+pub const RESYNC_REQUIRED: &str = "resync_required";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResyncGap {
+    /// Earliest time of the possible gap: when the subscription was last confirmed alive.
+    pub from: String,
+    /// End of the gap: when a new subscription was in place (or the event was received).
+    pub to: String,
+    /// The Graph lifecycle event that revealed the gap (`subscriptionRemoved`, `missed`).
+    pub cause: String,
+    /// The configured subscription's name and resource.
+    pub subscription_name: String,
+    pub resource: String,
+    /// The replacement subscription, when one was created.
+    pub new_subscription_id: Option<String>,
 }

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod generate;
+pub mod graph_api;
 pub mod issuer;
 pub mod report;
 pub mod run;

@@ -111,16 +111,23 @@ impl NatsSink {
         })
     }
 
-    fn subject(&self, r: &Record) -> Option<String> {
+    /// The subject of a record of `stream` with these placeholder values (None for the raw
+    /// archive, which is Kafka-only).
+    pub fn subject(&self, stream: Stream, vars: &[(&str, String)]) -> Option<String> {
         let s = &self.subjects;
-        let template = match r.stream {
+        let template = match stream {
             Stream::ChannelMessages => &s.channel_messages,
             Stream::ChatMessages => &s.chat_messages,
             Stream::Lifecycle => &s.lifecycle,
             Stream::DeadLetter => &s.deadletter,
-            Stream::Raw => return None, // the raw archive is Kafka-only
+            Stream::Raw => return None,
         };
-        Some(render_subject(template, &r.subject_vars))
+        Some(render_subject(template, vars))
+    }
+
+    /// The JetStream context, for publishers that are not [`Record`]s (replay).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
     }
 }
 
@@ -129,7 +136,7 @@ impl Sink for NatsSink {
     async fn publish(&self, records: &[Record]) -> Result<(), SinkError> {
         let mut acks = Vec::with_capacity(records.len());
         for r in records {
-            let Some(subject) = self.subject(r) else {
+            let Some(subject) = self.subject(r.stream, &r.subject_vars) else {
                 continue;
             };
             let mut headers = HeaderMap::new();

@@ -28,6 +28,9 @@ impl Stream {
     }
 }
 
+/// Header of raw archive records holding the time the item was received.
+pub const RAW_RECEIVED_AT: &str = "graph_received_at";
+
 #[derive(Debug, Clone)]
 pub struct Record {
     pub stream: Stream,
@@ -115,7 +118,9 @@ impl Record {
     }
 
     /// An authenticated item exactly as received, still encrypted, keyed like its event.
-    pub fn raw(id: String, key: String, tenant: &str, item: &[u8]) -> Self {
+    /// `graph_received_at` keeps the receive time, which the event carries (`data.received_at`),
+    /// so `replay --reprocess` rebuilds the very same event from the archive.
+    pub fn raw(id: String, key: String, tenant: &str, received_at: &str, item: &[u8]) -> Self {
         Record {
             stream: Stream::Raw,
             id,
@@ -123,6 +128,7 @@ impl Record {
             subject_vars: vec![],
             headers: vec![
                 ("graph_tenant_id", tenant.to_string()),
+                (RAW_RECEIVED_AT, received_at.to_string()),
                 ("content-type", "application/json".into()),
             ],
             payload: item.to_vec(),

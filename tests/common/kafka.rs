@@ -14,6 +14,8 @@ pub struct Consumed {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// Record timestamp, milliseconds since the epoch.
+    pub timestamp: Option<i64>,
     pub key: String,
     pub headers: HashMap<String, String>,
     pub payload: Vec<u8>,
@@ -139,6 +141,7 @@ fn to_consumed(msg: &impl Message) -> Consumed {
         topic: msg.topic().to_string(),
         partition: msg.partition(),
         offset: msg.offset(),
+        timestamp: msg.timestamp().to_millis(),
         key: String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned(),
         headers,
         payload: msg.payload().unwrap_or_default().to_vec(),

@@ -1,0 +1,784 @@
+//! The reconcile loop: desired subscriptions (config) against Graph's. Each round lists the
+//! app's subscriptions per tenant, creates what is missing (after checking the endpoint answers
+//! the handshake), renews what is due (PATCH, with margin and jitter, never twice within Graph's
+//! 10 minutes), replaces what cannot be PATCHed, and deletes what it owns but no longer wants.
+//! Every action is idempotent, and a 409 adopts the existing subscription, so two replicas that
+//! overlap briefly converge instead of fighting.
+//!
+//! Lifecycle events act at once: `reauthorizationRequired` renews, `subscriptionRemoved`
+//! recreates, `missed` — and any subscription that vanished — publishes `resync_required`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+
+use super::clock::{until, Clock};
+use super::desired::Desired;
+use super::graph_api::{GraphClient, GraphError, Subscription};
+use crate::event::normalize::event_id;
+use crate::event::v1::{
+    CloudEvent, LifecycleData, LifecycleEvent, ResyncGap, LIFECYCLE_SCHEMA, RESYNC_REQUIRED,
+    SPEC_VERSION,
+};
+use crate::sink::{Record, Sink};
+use crate::telemetry::Metrics;
+
+/// Graph: never send reauthorize and PATCH for one subscription within 10 minutes.
+pub const MIN_REAUTHORIZE_INTERVAL: Duration = Duration::from_secs(600);
+/// Graph retries a delivery for up to 4 hours: anything `missed` happened within that window.
+const GRAPH_RETRY_WINDOW: Duration = Duration::from_secs(4 * 3600);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub renew_margin: Duration,
+    pub jitter: Duration,
+    pub poll_interval: Duration,
+    pub preflight_handshake: bool,
+    pub lifecycle_max_age: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// The endpoint did not answer the validation handshake (checked by us or by Graph).
+    #[error("subscription {name}: the validation handshake failed for {url}: {detail}")]
+    Handshake {
+        name: String,
+        url: String,
+        detail: String,
+    },
+    #[error("subscription {name}: Graph could not validate notificationUrl {notification_url}{}: {message}", .lifecycle_url.as_ref().map(|u| format!(" / lifecycleNotificationUrl {u}")).unwrap_or_default())]
+    Validation {
+        name: String,
+        notification_url: String,
+        lifecycle_url: Option<String>,
+        message: String,
+    },
+    #[error("subscription {name}: {resource} is already subscribed by this app with notificationUrl {other_url} (id {id}); delete it or use that URL")]
+    Conflict {
+        name: String,
+        resource: String,
+        other_url: String,
+        id: String,
+    },
+}
+
+impl ControllerError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ControllerError::Graph(e) => e.reason(),
+            ControllerError::Handshake { .. } => "handshake",
+            ControllerError::Validation { .. } => "validation",
+            ControllerError::Conflict { .. } => "conflict",
+        }
+    }
+}
+
+/// What one action did, for `reconcile --once` and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Created {
+        name: String,
+        id: String,
+    },
+    Adopted {
+        name: String,
+        id: String,
+    },
+    Renewed {
+        name: String,
+        id: String,
+    },
+    Deleted {
+        id: String,
+        resource: String,
+    },
+    ResyncPublished {
+        name: String,
+        from: String,
+        to: String,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub actions: Vec<Action>,
+    /// (subscription name or "*", error)
+    pub errors: Vec<(String, ControllerError)>,
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    id: String,
+    expires_at: DateTime<Utc>,
+    /// Last PATCH: the next may not come within 10 minutes.
+    last_auth: Option<DateTime<Utc>>,
+    renew_at: DateTime<Utc>,
+    /// Last time Graph showed it alive (list, create, renew).
+    confirmed_at: DateTime<Utc>,
+    /// When this controller created or adopted it.
+    since: DateTime<Utc>,
+}
+
+/// A possible gap in notifications, published once a replacement exists.
+#[derive(Debug, Clone)]
+struct Gap {
+    from: DateTime<Utc>,
+    cause: String,
+    old_id: String,
+}
+
+pub struct Controller {
+    desired: Vec<Desired>,
+    clients: HashMap<String, GraphClient>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    opts: Options,
+    http: reqwest::Client,
+    resync_sink: Option<Arc<dyn Sink>>,
+    tracked: HashMap<String, Tracked>,
+    gaps: HashMap<String, Gap>,
+    /// No Graph call before this (429/503 Retry-After).
+    throttled_until: Option<DateTime<Utc>>,
+    /// Earliest next attempt for subscriptions whose last action failed.
+    retry_at: HashMap<String, DateTime<Utc>>,
+    /// Resync events not yet accepted by the sink.
+    pending: Vec<Record>,
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn std_to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Controller {
+    pub fn new(
+        desired: Vec<Desired>,
+        clients: HashMap<String, GraphClient>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        opts: Options,
+        resync_sink: Option<Arc<dyn Sink>>,
+    ) -> Self {
+        Controller {
+            desired,
+            clients,
+            clock,
+            metrics,
+            opts,
+            http: super::graph_api::http_client(),
+            resync_sink,
+            tracked: HashMap::new(),
+            gaps: HashMap::new(),
+            throttled_until: None,
+            retry_at: HashMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn desired(&self) -> &[Desired] {
+        &self.desired
+    }
+
+    /// The id of the subscription kept for `name`, if any.
+    pub fn subscription_id(&self, name: &str) -> Option<&str> {
+        self.tracked.get(name).map(|t| t.id.as_str())
+    }
+
+    /// Renew margin for one subscription: at most half its lifetime.
+    fn margin(&self, d: &Desired) -> Duration {
+        self.opts.renew_margin.min(d.lifetime / 2)
+    }
+
+    fn renew_at(&self, d: &Desired, expires_at: DateTime<Utc>) -> DateTime<Utc> {
+        let margin = self.margin(d);
+        let jitter = self.opts.jitter.min(margin / 2);
+        let j = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            rand::thread_rng().gen_range(Duration::ZERO..jitter)
+        };
+        expires_at - std_to_chrono(margin + j)
+    }
+
+    fn track(&mut self, d: &Desired, s: &Subscription, authorized: bool) {
+        let now = self.clock.now();
+        let renew_at = self.renew_at(d, s.expiration_date_time);
+        let prev = self.tracked.get(&d.name).filter(|t| t.id == s.id);
+        let t = Tracked {
+            id: s.id.clone(),
+            expires_at: s.expiration_date_time,
+            last_auth: if authorized {
+                Some(now)
+            } else {
+                prev.and_then(|p| p.last_auth)
+            },
+            // Keep an earlier jittered time rather than re-rolling it every round.
+            renew_at: prev
+                .filter(|p| p.expires_at == s.expiration_date_time)
+                .map_or(renew_at, |p| p.renew_at),
+            confirmed_at: now,
+            since: prev.map_or(now, |p| p.since),
+        };
+        self.tracked.insert(d.name.clone(), t);
+        self.retry_at.remove(&d.name);
+    }
+
+    fn fail(&mut self, report: &mut Report, name: &str, e: ControllerError) {
+        tracing::warn!(subscription = name, error = %e, "subscription action failed");
+        self.metrics.subscriptions.failed(name, e.reason());
+        let backoff = self.opts.poll_interval.min(Duration::from_secs(60));
+        let mut retry = self.clock.now() + std_to_chrono(backoff);
+        if let ControllerError::Graph(GraphError::Throttled { retry_after, .. }) = &e {
+            // Graph said when: nothing before, and no later than needed.
+            retry = self.clock.now() + std_to_chrono(*retry_after);
+            self.throttled_until = Some(retry);
+        }
+        // A renewal that failed is due again at the retry time, not at once (no busy loop).
+        if let Some(t) = self.tracked.get_mut(name) {
+            t.renew_at = t.renew_at.max(retry);
+        }
+        self.retry_at.insert(name.to_string(), retry);
+        report.errors.push((name.to_string(), e));
+    }
+
+    fn throttled(&self) -> bool {
+        self.throttled_until.is_some_and(|t| self.clock.now() < t)
+    }
+
+    /// One full round over every tenant. Errors are per subscription and in the report.
+    pub async fn reconcile(&mut self) -> Report {
+        let mut report = Report::default();
+        // Retries that are due happen in this round; failures set new ones.
+        let now = self.clock.now();
+        self.retry_at.retain(|_, t| *t > now);
+        self.flush_pending().await;
+        let mut tenants: Vec<String> = self.desired.iter().map(|d| d.tenant_id.clone()).collect();
+        tenants.sort();
+        tenants.dedup();
+        for tenant in tenants {
+            if self.throttled() {
+                break;
+            }
+            self.reconcile_tenant(&tenant, &mut report).await;
+        }
+        self.update_gauges();
+        report
+    }
+
+    async fn reconcile_tenant(&mut self, tenant: &str, report: &mut Report) {
+        let desired: Vec<Desired> = self
+            .desired
+            .iter()
+            .filter(|d| d.tenant_id == tenant)
+            .cloned()
+            .collect();
+        let listed = match self.clients[tenant].list().await {
+            Ok(l) => l,
+            Err(e) => {
+                let e = ControllerError::from(e);
+                for d in &desired {
+                    self.metrics.subscriptions.failed(&d.name, e.reason());
+                }
+                let backoff = self.opts.poll_interval.min(Duration::from_secs(60));
+                let mut retry = self.clock.now() + std_to_chrono(backoff);
+                if let ControllerError::Graph(GraphError::Throttled { retry_after, .. }) = &e {
+                    retry = self.clock.now() + std_to_chrono(*retry_after);
+                    self.throttled_until = Some(retry);
+                }
+                self.retry_at.insert(format!("*list {tenant}"), retry);
+                tracing::warn!(tenant, error = %e, "listing subscriptions failed");
+                report.errors.push(("*".into(), e));
+                return;
+            }
+        };
+        let our_urls: HashSet<&str> = desired
+            .iter()
+            .map(|d| d.notification_url.as_str())
+            .collect();
+        let mut kept: HashSet<String> = HashSet::new();
+        for d in &desired {
+            if self.throttled() {
+                return;
+            }
+            let now = self.clock.now();
+            let found = listed.iter().find(|s| d.matches(s));
+            if let Some(s) = found {
+                kept.insert(s.id.clone());
+            }
+            // A create or replace that failed waits for its retry time.
+            let needs_create = !found.is_some_and(|s| d.compatible(s));
+            if needs_create && self.retry_at.get(&d.name).is_some_and(|t| now < *t) {
+                continue;
+            }
+            let result = match found {
+                Some(s) if d.compatible(s) => {
+                    self.track(d, s, false);
+                    // Key rotation: the item names another certificate than Graph holds.
+                    let cert_changed = d.include_resource_data
+                        && s.encryption_certificate_id
+                            .as_deref()
+                            .is_some_and(|id| id != d.certificate_id);
+                    let due = self.tracked[&d.name].renew_at <= now;
+                    if due || cert_changed {
+                        self.renew(d, report).await
+                    } else {
+                        Ok(())
+                    }
+                }
+                Some(s) => {
+                    tracing::info!(subscription = %d.name, id = %s.id, "change types or lifecycle URL changed: replacing the subscription");
+                    match self.clients[tenant].delete(&s.id).await {
+                        Ok(()) => {
+                            report.actions.push(Action::Deleted {
+                                id: s.id.clone(),
+                                resource: s.resource.clone(),
+                            });
+                            self.gaps.entry(d.name.clone()).or_insert(Gap {
+                                from: now,
+                                cause: "replaced".into(),
+                                old_id: s.id.clone(),
+                            });
+                            self.tracked.remove(&d.name);
+                            self.create(d, report).await
+                        }
+                        Err(e) => Err(e.into()),
+                    }
+                }
+                None => {
+                    if let Some(t) = self.tracked.remove(&d.name) {
+                        // Gone without our doing (expired, removed): notifications since it was
+                        // last seen alive may be lost.
+                        tracing::warn!(subscription = %d.name, id = %t.id, "subscription vanished; recreating");
+                        self.gaps.entry(d.name.clone()).or_insert(Gap {
+                            from: t.confirmed_at,
+                            cause: "vanished".into(),
+                            old_id: t.id,
+                        });
+                    }
+                    self.create(d, report).await
+                }
+            };
+            if let Err(e) = result {
+                self.fail(report, &d.name, e);
+            }
+        }
+        // Ours (one of our notification URLs) but not wanted any more.
+        for s in &listed {
+            if our_urls.contains(s.notification_url.as_str()) && !kept.contains(&s.id) {
+                if self.throttled() {
+                    return;
+                }
+                match self.clients[tenant].delete(&s.id).await {
+                    Ok(()) => {
+                        tracing::info!(id = %s.id, resource = %s.resource, "deleted a subscription no longer desired");
+                        report.actions.push(Action::Deleted {
+                            id: s.id.clone(),
+                            resource: s.resource.clone(),
+                        });
+                    }
+                    Err(e) => self.fail(report, "*", e.into()),
+                }
+            }
+        }
+    }
+
+    /// Checks that `url` answers Graph's validation handshake as Graph will check it.
+    async fn preflight(&self, name: &str, url: &str) -> Result<(), ControllerError> {
+        let token = format!(
+            "graphbridge preflight {}&<check>",
+            hex::encode(rand::random::<[u8; 8]>())
+        );
+        let fail = |detail: String| ControllerError::Handshake {
+            name: name.to_string(),
+            url: url.to_string(),
+            detail,
+        };
+        let resp = self
+            .http
+            .post(url)
+            .query(&[("validationToken", &token)])
+            .header("content-type", "text/plain")
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| fail(format!("no answer: {e}")))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        if status.as_u16() != 200 || body != token {
+            return Err(fail(format!(
+                "expected 200 with the URL-decoded token, got {status} {:?}",
+                body.chars().take(100).collect::<String>()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn create(&mut self, d: &Desired, report: &mut Report) -> Result<(), ControllerError> {
+        if self.opts.preflight_handshake {
+            self.preflight(&d.name, &d.notification_url).await?;
+            if let Some(l) = &d.lifecycle_url {
+                self.preflight(&d.name, l).await?;
+            }
+        }
+        let body = d.to_subscription(self.clock.now());
+        let client = &self.clients[&d.tenant_id];
+        match client.create(&body).await {
+            Ok(s) => {
+                tracing::info!(subscription = %d.name, id = %s.id, expires = %s.expiration_date_time, "subscription created");
+                self.track(d, &s, false);
+                report.actions.push(Action::Created {
+                    name: d.name.clone(),
+                    id: s.id.clone(),
+                });
+                self.publish_gap(d, Some(s.id.clone()), report).await;
+                Ok(())
+            }
+            // Another replica (or an earlier run whose answer was lost) created it: adopt it.
+            Err(GraphError::Duplicate(msg)) => {
+                let listed = client.list().await?;
+                if let Some(s) = listed.iter().find(|s| d.matches(s)) {
+                    tracing::info!(subscription = %d.name, id = %s.id, "409: adopting the existing subscription");
+                    self.track(d, s, false);
+                    report.actions.push(Action::Adopted {
+                        name: d.name.clone(),
+                        id: s.id.clone(),
+                    });
+                    self.publish_gap(d, Some(s.id.clone()), report).await;
+                    if self.tracked[&d.name].renew_at <= self.clock.now() {
+                        // Boxed: renew may create again (404), which may adopt again.
+                        Box::pin(self.renew(d, report)).await?;
+                    }
+                    return Ok(());
+                }
+                match listed
+                    .iter()
+                    .find(|s| super::desired::same_resource(&s.resource, &d.resource))
+                {
+                    Some(other) => Err(ControllerError::Conflict {
+                        name: d.name.clone(),
+                        resource: d.resource.clone(),
+                        other_url: other.notification_url.clone(),
+                        id: other.id.clone(),
+                    }),
+                    None => Err(GraphError::Duplicate(msg).into()),
+                }
+            }
+            Err(GraphError::BadRequest { message }) => Err(ControllerError::Validation {
+                name: d.name.clone(),
+                notification_url: d.notification_url.clone(),
+                lifecycle_url: d.lifecycle_url.clone(),
+                message,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// PATCHes the expiration (and the certificate when it changed). Within 10 minutes of the
+    /// previous PATCH it is only scheduled. A 404 recreates.
+    async fn renew(&mut self, d: &Desired, report: &mut Report) -> Result<(), ControllerError> {
+        let now = self.clock.now();
+        let Some(t) = self.tracked.get(&d.name).cloned() else {
+            return self.create(d, report).await;
+        };
+        if let Some(last) = t.last_auth {
+            let earliest = last + std_to_chrono(MIN_REAUTHORIZE_INTERVAL);
+            if now < earliest {
+                tracing::info!(subscription = %d.name, at = %earliest, "renewal deferred: Graph forbids two within 10 minutes");
+                if let Some(t) = self.tracked.get_mut(&d.name) {
+                    t.renew_at = earliest;
+                }
+                return Ok(());
+            }
+        }
+        let cert = d
+            .include_resource_data
+            .then_some((d.certificate.as_str(), d.certificate_id.as_str()));
+        match self.clients[&d.tenant_id]
+            .renew(&t.id, d.expiration(now), cert)
+            .await
+        {
+            Ok(s) => {
+                tracing::info!(subscription = %d.name, id = %t.id, expires = %s.expiration_date_time, "subscription renewed");
+                let s = Subscription {
+                    id: t.id.clone(),
+                    ..s
+                };
+                self.track(d, &s, true);
+                let renew_at = self.renew_at(d, s.expiration_date_time);
+                if let Some(tr) = self.tracked.get_mut(&d.name) {
+                    tr.renew_at = renew_at;
+                }
+                self.metrics.subscriptions.renewed(&d.name);
+                report.actions.push(Action::Renewed {
+                    name: d.name.clone(),
+                    id: t.id,
+                });
+                Ok(())
+            }
+            Err(GraphError::NotFound(_)) => {
+                tracing::warn!(subscription = %d.name, id = %t.id, "renewal: 404, recreating");
+                self.metrics.subscriptions.failed(&d.name, "not_found");
+                self.tracked.remove(&d.name);
+                self.gaps.entry(d.name.clone()).or_insert(Gap {
+                    from: t.confirmed_at,
+                    cause: "not_found".into(),
+                    old_id: t.id,
+                });
+                self.create(d, report).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn publish_gap(&mut self, d: &Desired, new_id: Option<String>, report: &mut Report) {
+        let Some(gap) = self.gaps.remove(&d.name) else {
+            return;
+        };
+        let to = self.clock.now();
+        let record = Record::lifecycle(&resync_event(d, &gap, to, new_id));
+        report.actions.push(Action::ResyncPublished {
+            name: d.name.clone(),
+            from: ts(gap.from),
+            to: ts(to),
+        });
+        self.pending.push(record);
+        self.flush_pending().await;
+    }
+
+    async fn flush_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Some(sink) = &self.resync_sink else {
+            tracing::warn!(
+                n = self.pending.len(),
+                "no sink for resync_required events; dropped"
+            );
+            self.pending.clear();
+            return;
+        };
+        match sink.publish(&self.pending).await {
+            Ok(()) => {
+                self.metrics
+                    .published(sink.kind(), self.pending.len() as u64);
+                self.pending.clear();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing resync_required failed; will retry");
+            }
+        }
+    }
+
+    /// Acts on a lifecycle event from the lifecycle stream (or in-process).
+    pub async fn on_lifecycle(&mut self, ev: &LifecycleEvent) -> Report {
+        let mut report = Report::default();
+        let kind = ev.data.lifecycle_event.as_str();
+        if kind == RESYNC_REQUIRED {
+            return report; // our own
+        }
+        let now = self.clock.now();
+        let received = DateTime::parse_from_rfc3339(&ev.data.received_at)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(now);
+        if until(received, Utc::now()) > self.opts.lifecycle_max_age {
+            tracing::debug!(id = %ev.id, "old lifecycle event ignored");
+            return report;
+        }
+        let Some((name, t)) = self
+            .tracked
+            .iter()
+            .find(|(_, t)| t.id == ev.data.subscription_id)
+            .map(|(n, t)| (n.clone(), t.clone()))
+        else {
+            tracing::info!(subscription_id = %ev.data.subscription_id, event = kind, "lifecycle event for a subscription this controller does not manage");
+            return report;
+        };
+        let d = self
+            .desired
+            .iter()
+            .find(|d| d.name == name)
+            .cloned()
+            .expect("tracked names are desired");
+        tracing::info!(subscription = %name, id = %t.id, event = kind, "lifecycle event");
+        let result = match kind {
+            "reauthorizationRequired" => {
+                if self.throttled() {
+                    if let Some(tr) = self.tracked.get_mut(&name) {
+                        tr.renew_at = now;
+                    }
+                    Ok(())
+                } else {
+                    self.renew(&d, &mut report).await
+                }
+            }
+            "subscriptionRemoved" => {
+                self.tracked.remove(&name);
+                self.gaps.entry(name.clone()).or_insert(Gap {
+                    from: t.confirmed_at,
+                    cause: kind.into(),
+                    old_id: t.id.clone(),
+                });
+                if self.throttled() {
+                    Ok(()) // the next round creates it
+                } else {
+                    self.create(&d, &mut report).await
+                }
+            }
+            "missed" => {
+                let window = received - std_to_chrono(GRAPH_RETRY_WINDOW);
+                let gap = Gap {
+                    from: t.since.max(window),
+                    cause: kind.into(),
+                    old_id: t.id.clone(),
+                };
+                let record = Record::lifecycle(&resync_event(&d, &gap, received, None));
+                self.pending.push(record);
+                report.actions.push(Action::ResyncPublished {
+                    name: name.clone(),
+                    from: ts(gap.from),
+                    to: ts(received),
+                });
+                self.flush_pending().await;
+                Ok(())
+            }
+            other => {
+                tracing::info!(event = other, "lifecycle event not acted on");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.fail(&mut report, &name, e);
+        }
+        self.update_gauges();
+        report
+    }
+
+    /// Expiry per subscription and the unhealthy count.
+    pub fn update_gauges(&self) {
+        let now = self.clock.now();
+        let mut unhealthy = 0;
+        for d in &self.desired {
+            match self.tracked.get(&d.name) {
+                Some(t) => {
+                    let left = (t.expires_at - now).num_milliseconds() as f64 / 1000.0;
+                    self.metrics.subscriptions.set_expiry(&d.name, left);
+                    if left < self.margin(d).as_secs_f64() {
+                        unhealthy += 1;
+                    }
+                }
+                None => {
+                    self.metrics.subscriptions.set_expiry(&d.name, 0.0);
+                    unhealthy += 1;
+                }
+            }
+        }
+        self.metrics.subscriptions.unhealthy.set(unhealthy);
+    }
+
+    /// When the next round is due: the poll interval, a renewal, a retry, or the end of a
+    /// throttle — whichever comes first.
+    fn next_wake(&self, last_round: DateTime<Utc>) -> DateTime<Utc> {
+        let mut wake = last_round + std_to_chrono(self.opts.poll_interval);
+        for t in self.tracked.values() {
+            wake = wake.min(t.renew_at);
+        }
+        for t in self.retry_at.values() {
+            wake = wake.min(*t);
+        }
+        if let Some(t) = self.throttled_until {
+            wake = wake.max(t);
+        }
+        wake
+    }
+
+    /// Runs until `shutdown` turns true: rounds when due, lifecycle events as they come.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<LifecycleEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut last_round = self.clock.now();
+        let mut first = true;
+        let mut events_open = true;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let now = self.clock.now();
+            if first || now >= self.next_wake(last_round) {
+                first = false;
+                if !self.throttled() {
+                    let report = self.reconcile().await;
+                    for a in &report.actions {
+                        tracing::debug!(?a, "reconcile action");
+                    }
+                    last_round = self.clock.now();
+                }
+            }
+            let wait = until(self.clock.now(), self.next_wake(last_round));
+            // Wake at least every few seconds to keep the expiry gauges current.
+            let real = self.clock.real(wait).min(Duration::from_secs(5));
+            tokio::select! {
+                _ = tokio::time::sleep(real) => {}
+                ev = events.recv(), if events_open => match ev {
+                    Some(ev) => { self.on_lifecycle(&ev).await; }
+                    None => events_open = false,
+                },
+                _ = shutdown.changed() => {}
+            }
+            self.update_gauges();
+        }
+    }
+}
+
+/// A `resync_required` lifecycle event: notifications for `d` between the gap's start and `to`
+/// may be missing. Its id depends only on the gap, so replicas publishing it dedupe.
+fn resync_event(
+    d: &Desired,
+    gap: &Gap,
+    to: DateTime<Utc>,
+    new_id: Option<String>,
+) -> LifecycleEvent {
+    let (from, to) = (ts(gap.from), ts(to));
+    let now = ts(Utc::now());
+    CloudEvent {
+        specversion: SPEC_VERSION.into(),
+        id: event_id(
+            &d.tenant_id,
+            &format!("subscriptions('{}')", gap.old_id),
+            RESYNC_REQUIRED,
+            &format!("{}|{}", gap.cause, from),
+        ),
+        source: format!("/tenants/{}/subscriptions/{}", d.tenant_id, gap.old_id),
+        ty: format!("graph.subscription.{RESYNC_REQUIRED}"),
+        subject: format!("subscriptions/{}", gap.old_id),
+        time: now.clone(),
+        datacontenttype: "application/json".into(),
+        dataschema: LIFECYCLE_SCHEMA.into(),
+        data: LifecycleData {
+            schema_version: 1,
+            tenant_id: d.tenant_id.clone(),
+            subscription_id: gap.old_id.clone(),
+            lifecycle_event: RESYNC_REQUIRED.into(),
+            subscription_expires_at: None,
+            received_at: now,
+            resync: Some(ResyncGap {
+                from,
+                to,
+                cause: gap.cause.clone(),
+                subscription_name: d.name.clone(),
+                resource: d.resource.clone(),
+                new_subscription_id: new_id,
+            }),
+        },
+    }
+}

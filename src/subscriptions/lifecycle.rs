@@ -1,0 +1,185 @@
+//! Where the controller hears lifecycle events: the ingress publishes them to the lifecycle
+//! stream (Kafka topic `graph.lifecycle.v1`, NATS `graph.v1.lifecycle.>`), and this reads them
+//! back; with the file or stdout sink there is no broker, so `serve` in the same process hands
+//! them over directly ([`crate::pipeline::Pipeline::tap_lifecycle`]).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::ClientConfig;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{KafkaConfig, NatsConfig, SinkConfig, SinkKind};
+use crate::event::v1::LifecycleEvent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("kafka lifecycle consumer: {0}")]
+    Kafka(String),
+    #[error("nats lifecycle consumer: {0}")]
+    Nats(String),
+}
+
+/// Queue between a source and the controller.
+pub fn channel() -> (mpsc::Sender<LifecycleEvent>, mpsc::Receiver<LifecycleEvent>) {
+    mpsc::channel(1024)
+}
+
+/// Starts reading the lifecycle stream of the configured broker into `tx`. `None` for sinks
+/// without a broker (the in-process path applies).
+pub async fn spawn_broker_source(
+    sink: &SinkConfig,
+    group: &str,
+    tx: mpsc::Sender<LifecycleEvent>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Option<JoinHandle<()>>, LifecycleError> {
+    Ok(match sink.kind {
+        SinkKind::Kafka => Some(kafka(&sink.kafka, group, tx, shutdown)?),
+        SinkKind::Nats => Some(nats(&sink.nats, group, tx, shutdown).await?),
+        SinkKind::File | SinkKind::Stdout => None,
+    })
+}
+
+fn parse(payload: &[u8]) -> Option<LifecycleEvent> {
+    match serde_json::from_slice(payload) {
+        Ok(ev) => Some(ev),
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable record on the lifecycle stream; skipped");
+            None
+        }
+    }
+}
+
+fn kafka(
+    cfg: &KafkaConfig,
+    group: &str,
+    tx: mpsc::Sender<LifecycleEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, LifecycleError> {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.brokers);
+    // Security settings apply to consumers too; producer-only keys would only log warnings.
+    for (k, v) in &cfg.properties {
+        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
+            cc.set(k, v);
+        }
+    }
+    // A new group starts at the beginning; events older than lifecycle_max_age are skipped.
+    cc.set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        // Notice a lifecycle topic created after we subscribed within seconds, not minutes.
+        .set("topic.metadata.refresh.interval.ms", "10000");
+    let consumer: StreamConsumer = cc
+        .create()
+        .map_err(|e| LifecycleError::Kafka(e.to_string()))?;
+    consumer
+        .subscribe(&[&cfg.topics.lifecycle])
+        .map_err(|e| LifecycleError::Kafka(e.to_string()))?;
+    tracing::info!(topic = %cfg.topics.lifecycle, group, "reading lifecycle events from Kafka");
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                m = consumer.recv() => {
+                    // The borrowed message must not live across an await (it is not Send).
+                    let got = m.map(|m| m.payload().and_then(parse));
+                    match got {
+                        Ok(Some(ev)) => {
+                            if tx.send(ev).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "kafka lifecycle consumer");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            }
+        }
+    }))
+}
+
+async fn nats(
+    cfg: &NatsConfig,
+    group: &str,
+    tx: mpsc::Sender<LifecycleEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, LifecycleError> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    let err = |what: &str, e: &dyn std::fmt::Display| LifecycleError::Nats(format!("{what}: {e}"));
+    let mut opts = async_nats::ConnectOptions::new()
+        .name("graphbridge-subscriptions")
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(path) = &cfg.credentials_file {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| err("credentials_file", &e))?;
+    }
+    if let Some(path) = &cfg.nkey_seed_file {
+        let seed = std::fs::read_to_string(path).map_err(|e| err("nkey_seed_file", &e))?;
+        opts = opts.nkey(seed.trim().to_string());
+    }
+    if let Some(path) = &cfg.tls_ca_file {
+        opts = opts.add_root_certificates(path.clone()).require_tls(true);
+    }
+    let client = opts
+        .connect(cfg.url.as_str())
+        .await
+        .map_err(|e| err(&format!("connect to {}", cfg.url), &e))?;
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream(&cfg.stream)
+        .await
+        .map_err(|e| err(&format!("stream {}", cfg.stream), &e))?;
+    let filter = cfg.subjects.lifecycle.replace("{event}", "*");
+    let durable = group.replace(['.', '*', '>', ' '], "_");
+    let consumer = stream
+        .get_or_create_consumer(
+            &durable,
+            pull::Config {
+                durable_name: Some(durable.clone()),
+                filter_subject: filter.clone(),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| err(&format!("consumer {durable}"), &e))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| err("subscribe", &e))?;
+    tracing::info!(subject = %filter, durable, "reading lifecycle events from NATS");
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                m = messages.next() => match m {
+                    Some(Ok(m)) => {
+                        if let Some(ev) = parse(&m.payload) {
+                            if tx.send(ev).await.is_err() {
+                                return;
+                            }
+                        }
+                        if let Err(e) = m.ack().await {
+                            tracing::warn!(error = %e, "nats ack of a lifecycle event");
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "nats lifecycle consumer");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    None => return,
+                },
+            }
+        }
+    }))
+}

@@ -1,0 +1,216 @@
+//! The subscription controller: keeps the Graph subscriptions declared in `[subscriptions]`
+//! alive (create, renew, reauthorize, recreate, delete), driven by a periodic reconcile and by
+//! lifecycle events. `graph_api` speaks Graph's REST API, `oauth` gets its tokens, `desired`
+//! turns config into desired state, `controller` reconciles, `lifecycle` feeds it events.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod controller;
+pub mod desired;
+pub mod graph_api;
+pub mod lifecycle;
+pub mod oauth;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Config, SinkKind};
+use crate::server::{AppState, StartError};
+use crate::sink::{Sink, SinkError};
+use crate::telemetry::Metrics;
+use clock::Clock;
+use controller::{Controller, Options};
+use graph_api::GraphClient;
+use oauth::{OAuthError, TokenSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Desired(#[from] desired::DesiredError),
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+    #[error("sink for resync events: {0}")]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Lifecycle(#[from] lifecycle::LifecycleError),
+    #[error("ingress (file sink: lifecycle events in-process): {0}")]
+    Serve(#[from] StartError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no [[subscriptions.items]] configured: nothing to keep alive")]
+    NoItems,
+}
+
+pub fn options(cfg: &Config) -> Options {
+    let s = &cfg.subscriptions;
+    Options {
+        renew_margin: s.renew_margin.0,
+        jitter: s.jitter.0,
+        poll_interval: s.poll_interval.0,
+        preflight_handshake: s.preflight_handshake,
+        lifecycle_max_age: s.lifecycle_max_age.0,
+    }
+}
+
+/// One Graph client per tenant of the desired subscriptions.
+pub fn clients(
+    cfg: &Config,
+    desired: &[desired::Desired],
+) -> Result<HashMap<String, GraphClient>, SetupError> {
+    let http = graph_api::http_client();
+    let mut clients = HashMap::new();
+    for d in desired {
+        if !clients.contains_key(&d.tenant_id) {
+            let tokens = TokenSource::new(&cfg.graph.auth, &d.tenant_id, http.clone())?;
+            clients.insert(
+                d.tenant_id.clone(),
+                GraphClient::new(&cfg.graph.api_base, http.clone(), Arc::new(tokens)),
+            );
+        }
+    }
+    Ok(clients)
+}
+
+/// A controller for the configured subscriptions.
+pub fn build(
+    cfg: &Config,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    resync_sink: Option<Arc<dyn Sink>>,
+) -> Result<Controller, SetupError> {
+    let desired = desired::from_config(cfg)?;
+    if desired.is_empty() {
+        return Err(SetupError::NoItems);
+    }
+    let clients = clients(cfg, &desired)?;
+    Ok(Controller::new(
+        desired,
+        clients,
+        clock,
+        metrics,
+        options(cfg),
+        resync_sink,
+    ))
+}
+
+/// The listeners `subscriptions run` serves: the admin port always; the public one too with the
+/// file or stdout sink, where the ingress runs in the same process.
+pub struct Listeners {
+    pub public: Option<TcpListener>,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(cfg: &Config) -> Result<Self, SetupError> {
+        let in_process = matches!(cfg.sink.kind, SinkKind::File | SinkKind::Stdout);
+        let public = if in_process {
+            Some(
+                TcpListener::bind(cfg.server.listen)
+                    .await
+                    .map_err(|e| StartError::Bind(cfg.server.listen, e))?,
+            )
+        } else {
+            None
+        };
+        let admin = TcpListener::bind(cfg.server.admin_listen)
+            .await
+            .map_err(|e| StartError::Bind(cfg.server.admin_listen, e))?;
+        Ok(Listeners { public, admin })
+    }
+}
+
+fn admin_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+}
+
+/// `graphbridge subscriptions run`: the controller loop until `shutdown` turns true.
+///
+/// With Kafka or NATS it reads lifecycle events from the broker and serves the admin port
+/// (`/healthz`, `/metrics`). With the file or stdout sink there is no broker to carry them,
+/// so it also runs the ingress (`serve`) in this process and receives them directly.
+pub async fn run(
+    cfg: &Config,
+    clock: Arc<dyn Clock>,
+    listeners: Listeners,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), SetupError> {
+    let (tx, rx) = lifecycle::channel();
+    match listeners.public {
+        Some(public) => {
+            let state = AppState::build(cfg).await?;
+            state.pipeline.tap_lifecycle(tx);
+            let controller = build(
+                cfg,
+                clock,
+                state.pipeline.metrics().clone(),
+                Some(state.pipeline.sink().clone()),
+            )?;
+            let mut stop = shutdown.clone();
+            let server = tokio::spawn(crate::server::run(
+                state,
+                public,
+                listeners.admin,
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ));
+            controller.run(rx, shutdown).await;
+            server
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))??;
+        }
+        None => {
+            let metrics = Metrics::new();
+            let sink = crate::sink::build(&cfg.sink).await?;
+            let controller = build(cfg, clock, metrics.clone(), Some(sink.clone()))?;
+            let source = lifecycle::spawn_broker_source(
+                &cfg.sink,
+                &cfg.subscriptions.consumer_group,
+                tx,
+                shutdown.clone(),
+            )
+            .await?;
+            let mut stop = shutdown.clone();
+            let admin = tokio::spawn(async move {
+                axum::serve(listeners.admin, admin_router(metrics))
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+            });
+            controller.run(rx, shutdown.clone()).await;
+            let _ = shutdown.wait_for(|s| *s).await;
+            if let Some(s) = source {
+                let _ = s.await;
+            }
+            sink.close().await;
+            admin
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))??;
+        }
+    }
+    Ok(())
+}
