@@ -54,6 +54,47 @@ pub fn stream_subjects(names: &StreamNames) -> Vec<String> {
     .collect()
 }
 
+/// Why a NATS connection could not be made: bad options (a permanent misconfiguration) or an
+/// unreachable server (worth retrying).
+#[derive(Debug)]
+pub enum ConnectError {
+    Options(String),
+    Connect(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Options(m) | ConnectError::Connect(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Connects with the configured credentials, nkey and TLS settings; shared by the sink and the
+/// subscription controller's lifecycle consumer so both authenticate the same way.
+pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client, ConnectError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| ConnectError::Options(format!("{what}: {e}"));
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(path) = &cfg.credentials_file {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| bad("credentials_file", &e))?;
+    }
+    if let Some(path) = &cfg.nkey_seed_file {
+        let seed = std::fs::read_to_string(path).map_err(|e| bad("nkey_seed_file", &e))?;
+        opts = opts.nkey(seed.trim().to_string());
+    }
+    if let Some(path) = &cfg.tls_ca_file {
+        opts = opts.add_root_certificates(path.clone()).require_tls(true);
+    }
+    opts.connect(cfg.url.as_str())
+        .await
+        .map_err(|e| ConnectError::Connect(format!("connect to {}: {e}", cfg.url)))
+}
+
 pub struct NatsSink {
     client: async_nats::Client,
     js: jetstream::Context,
@@ -69,27 +110,10 @@ impl NatsSink {
         let permanent = |what: &str, e: &dyn std::fmt::Display| {
             SinkError::Permanent(format!("nats {what}: {e}"))
         };
-        let mut opts = async_nats::ConnectOptions::new()
-            .name("graphbridge")
-            .connection_timeout(Duration::from_secs(5));
-        if let Some(path) = &cfg.credentials_file {
-            opts = opts
-                .credentials_file(path)
-                .await
-                .map_err(|e| permanent("credentials_file", &e))?;
-        }
-        if let Some(path) = &cfg.nkey_seed_file {
-            let seed =
-                std::fs::read_to_string(path).map_err(|e| permanent("nkey_seed_file", &e))?;
-            opts = opts.nkey(seed.trim().to_string());
-        }
-        if let Some(path) = &cfg.tls_ca_file {
-            opts = opts.add_root_certificates(path.clone()).require_tls(true);
-        }
-        let client = opts
-            .connect(cfg.url.as_str())
-            .await
-            .map_err(|e| retryable(&format!("connect to {}", cfg.url), e))?;
+        let client = connect(cfg, "graphbridge").await.map_err(|e| match e {
+            ConnectError::Options(what) => SinkError::Permanent(format!("nats {what}")),
+            ConnectError::Connect(what) => SinkError::Retryable(format!("nats {what}")),
+        })?;
         let js = jetstream::new(client.clone());
         if cfg.create_stream {
             let config = stream::Config {

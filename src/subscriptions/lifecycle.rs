@@ -113,26 +113,9 @@ async fn nats(
 ) -> Result<JoinHandle<()>, LifecycleError> {
     use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
     let err = |what: &str, e: &dyn std::fmt::Display| LifecycleError::Nats(format!("{what}: {e}"));
-    let mut opts = async_nats::ConnectOptions::new()
-        .name("graphbridge-subscriptions")
-        .connection_timeout(Duration::from_secs(5));
-    if let Some(path) = &cfg.credentials_file {
-        opts = opts
-            .credentials_file(path)
-            .await
-            .map_err(|e| err("credentials_file", &e))?;
-    }
-    if let Some(path) = &cfg.nkey_seed_file {
-        let seed = std::fs::read_to_string(path).map_err(|e| err("nkey_seed_file", &e))?;
-        opts = opts.nkey(seed.trim().to_string());
-    }
-    if let Some(path) = &cfg.tls_ca_file {
-        opts = opts.add_root_certificates(path.clone()).require_tls(true);
-    }
-    let client = opts
-        .connect(cfg.url.as_str())
+    let client = crate::sink::nats::connect(cfg, "graphbridge-subscriptions")
         .await
-        .map_err(|e| err(&format!("connect to {}", cfg.url), &e))?;
+        .map_err(|e| LifecycleError::Nats(e.to_string()))?;
     let js = async_nats::jetstream::new(client);
     let stream = js
         .get_stream(&cfg.stream)
