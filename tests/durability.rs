@@ -326,12 +326,7 @@ async fn sigterm_with_the_broker_down_exits_0_within_the_deadline_and_keeps_the_
     let cfg = spooling_config(dir.path(), "term-down");
     let mut bridge = Bridge::start(&cfg, dir.path()).await;
     let batch = mixed_batch(1_700_003_000_000);
-    let resp = reqwest::Client::new()
-        .post(format!("{}/notifications", bridge.base))
-        .json(&batch.body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(&bridge.base, "/notifications", &batch.body).await;
     assert_eq!(resp.status(), 202);
     // The drainer is now retrying against the down broker; shutdown must not wait for it.
     bridge.signal("TERM");

@@ -63,12 +63,7 @@ async fn spans_reach_an_otlp_collector_with_ids_and_without_content() {
     let mut bridge = Bridge::start(&cfg, dir.path()).await;
 
     let batch = mixed_batch(1_700_300_000_000);
-    let resp = reqwest::Client::new()
-        .post(format!("{}/notifications", bridge.base))
-        .json(&batch.body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(&bridge.base, "/notifications", &batch.body).await;
     assert_eq!(resp.status(), 202);
 
     // SIGTERM: the bridge exits 0 and flushes the spans it still buffers on the way out.

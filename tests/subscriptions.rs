@@ -174,10 +174,7 @@ async fn an_endpoint_that_fails_the_handshake_is_named_in_the_error() {
     let mut cfg = test_config(dir.path());
     let (graph, base) = standin(StandInOptions::default()).await;
     // Nothing listens there.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
+    let dead = dead_url();
     controller_config(
         &mut cfg,
         &base,
@@ -790,10 +787,7 @@ async fn a_failing_item_is_retried_after_a_backoff_not_in_a_busy_loop() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
     let (graph, base) = standin(StandInOptions::default()).await;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
+    let dead = dead_url();
     controller_config(
         &mut cfg,
         &base,
@@ -818,4 +812,10 @@ async fn a_failing_item_is_retried_after_a_backoff_not_in_a_busy_loop() {
         metric_value(&metrics.render(), "graphbridge_subscriptions_unhealthy"),
         Some(1.0)
     );
+}
+
+/// A loopback URL nothing listens on (the port is released before use).
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
 }

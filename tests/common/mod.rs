@@ -105,12 +105,7 @@ impl Running {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
+        post_json(&self.base, path, body).await
     }
 
     /// The Prometheus text from the admin port.
@@ -206,6 +201,16 @@ pub fn sim_options(target: &str, count: u64) -> graphbridge::simulate::run::RunO
         issuer: None,
         stop: None,
     }
+}
+
+/// POSTs a JSON body to a bridge at `base` (in process or a child process).
+pub async fn post_json(base: &str, path: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 pub fn jsonl(path: &Path) -> Vec<Value> {
