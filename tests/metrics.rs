@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -144,16 +144,6 @@ async fn wait_for(srv: &Running, what: &str, bound: Duration, done: impl Fn(&str
         assert!(Instant::now() < deadline, "{what} within {bound:?}:\n{m}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    v.sort();
-    v
 }
 
 /// Names the README documents (backticked `graphbridge_…`).
@@ -424,7 +414,7 @@ async fn a_down_broker_moves_in_flight_unavailable_overloaded_and_the_spool_metr
 
     // A torn tail (a write that never finished) is cut off at start; the broker is "back"
     // (the file sink): every acknowledged item drains.
-    let last = segments(&spool_dir).pop().unwrap();
+    let last = spool_segments(&spool_dir).pop().unwrap();
     let mut bytes = std::fs::read(&last).unwrap();
     bytes.extend_from_slice(&[0xab; 40]);
     std::fs::write(&last, bytes).unwrap();
@@ -466,7 +456,7 @@ async fn a_down_broker_moves_in_flight_unavailable_overloaded_and_the_spool_metr
         .post_json("/notifications", &mixed_batch(1_700_203_000_000).body)
         .await;
     assert_eq!(resp.status(), 202);
-    let seg = segments(&spool_dir).pop().unwrap();
+    let seg = spool_segments(&spool_dir).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
     let at = bytes.len() - 100;
     bytes[at] ^= 0xff;

@@ -2,6 +2,9 @@
 //! losing any complete record, the cursor only moves on commit, segments behind it are deleted
 //! and a full spool refuses instead of dropping.
 
+mod common;
+
+use common::spool_segments;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -27,16 +30,6 @@ fn tags(spool: &Spool) -> Vec<String> {
             b.received_at.split('#').nth(1).unwrap().to_string()
         })
         .collect()
-}
-
-fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    v.sort();
-    v
 }
 
 fn open(dir: &Path, max: u64) -> (Arc<Spool>, Arc<Metrics>) {
@@ -85,7 +78,7 @@ async fn a_torn_tail_is_cut_off_and_complete_records_are_kept() {
     }
     let third = spool.peek(3)[2];
     spool.close();
-    let seg = segment_files(dir.path())
+    let seg = spool_segments(dir.path())
         .into_iter()
         .find(|p| std::fs::metadata(p).unwrap().len() > 0)
         .unwrap();
@@ -124,7 +117,7 @@ async fn garbage_after_the_last_record_is_discarded_not_read() {
     let (spool, _) = open(dir.path(), 1 << 20);
     spool.append(&batch(1, "a")).await.unwrap();
     spool.close();
-    let seg = segment_files(dir.path()).pop().unwrap();
+    let seg = spool_segments(dir.path()).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes.extend_from_slice(&[0xff; 40]);
     std::fs::write(&seg, bytes).unwrap();
@@ -163,14 +156,14 @@ async fn drained_segments_are_deleted() {
     // Small spool, so segments are small (an eighth of max_bytes, at least 64 KiB).
     let (spool, _) = open(dir.path(), 1 << 20);
     let mut n = 0;
-    while segment_files(dir.path()).len() < 3 {
+    while spool_segments(dir.path()).len() < 3 {
         spool.append(&batch(200, &format!("b{n}"))).await.unwrap();
         n += 1;
     }
     spool.commit(n).unwrap();
     assert!(!spool.backlog());
     assert_eq!(
-        segment_files(dir.path()).len(),
+        spool_segments(dir.path()).len(),
         1,
         "only the active segment remains"
     );
@@ -207,7 +200,7 @@ async fn restarts_without_spooling_leave_no_segments_behind() {
         spool.close();
     }
     assert_eq!(
-        segment_files(dir.path()).len(),
+        spool_segments(dir.path()).len(),
         1,
         "only the active one of the last start"
     );

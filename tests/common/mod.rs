@@ -213,6 +213,17 @@ pub async fn post_json(base: &str, path: &str, body: &Value) -> reqwest::Respons
         .unwrap()
 }
 
+/// The spool's segment files in `dir`, oldest first.
+pub fn spool_segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
 pub fn jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
