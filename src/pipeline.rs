@@ -332,7 +332,7 @@ impl Pipeline {
                 if self.lifecycle_tap.get().is_some() {
                     tapped.push(event.clone());
                 }
-                slots.push(Some(Outcome::Lifecycle(Record::lifecycle(&event))));
+                slots.push(Some(Outcome::Lifecycle(Record::lifecycle(event))));
                 continue;
             }
             if self.raw_archive {
@@ -492,7 +492,7 @@ fn open(
         include_resource,
     )
     .map_err(|e| (e.reason(), e.to_string()))?;
-    Ok(Record::message(&event))
+    Ok(Record::message(event))
 }
 
 fn raw_record(n: &ChangeNotification, raw: &RawValue, received_at: &str) -> Record {

@@ -137,14 +137,12 @@ pub fn plain_text(content_type: &str, content: &str) -> String {
     html_escape::decode_html_entities(out.trim()).into_owned()
 }
 
-fn message_data(m: &ChatMessage) -> (Option<Body>, Vec<Mention>, Vec<Attachment>, Vec<Reaction>) {
-    let body = m.body.as_ref().map(|b| {
-        let content_type = b
-            .content_type
-            .clone()
-            .unwrap_or_else(|| "text".into())
-            .to_ascii_lowercase();
-        let content = b.content.clone().unwrap_or_default();
+/// The message's parts of the event, moved out of the parsed message (no copies).
+fn message_data(m: ChatMessage) -> (Option<Body>, Vec<Mention>, Vec<Attachment>, Vec<Reaction>) {
+    let body = m.body.map(|b| {
+        let mut content_type = b.content_type.unwrap_or_else(|| "text".into());
+        content_type.make_ascii_lowercase();
+        let content = b.content.unwrap_or_default();
         Body {
             plain_text: plain_text(&content_type, &content),
             content_type,
@@ -153,9 +151,9 @@ fn message_data(m: &ChatMessage) -> (Option<Body>, Vec<Mention>, Vec<Attachment>
     });
     let mentions = m
         .mentions
-        .iter()
+        .into_iter()
         .map(|x| {
-            let who = x.mentioned.clone().unwrap_or_default();
+            let who = x.mentioned.unwrap_or_default();
             let (kind, ident) = [
                 ("user", who.user),
                 ("application", who.application),
@@ -167,7 +165,7 @@ fn message_data(m: &ChatMessage) -> (Option<Body>, Vec<Mention>, Vec<Attachment>
             .unwrap_or_default();
             Mention {
                 id: x.id,
-                text: x.mention_text.clone(),
+                text: x.mention_text,
                 kind,
                 mentioned_id: ident.id,
                 display_name: ident.display_name,
@@ -176,25 +174,21 @@ fn message_data(m: &ChatMessage) -> (Option<Body>, Vec<Mention>, Vec<Attachment>
         .collect();
     let attachments = m
         .attachments
-        .iter()
+        .into_iter()
         .map(|a| Attachment {
-            id: a.id.clone(),
-            content_type: a.content_type.clone(),
-            name: a.name.clone(),
-            content_url: a.content_url.clone(),
+            id: a.id,
+            content_type: a.content_type,
+            name: a.name,
+            content_url: a.content_url,
         })
         .collect();
     let reactions = m
         .reactions
-        .iter()
+        .into_iter()
         .map(|r| Reaction {
-            reaction_type: r.reaction_type.clone(),
-            created_at: r.created_date_time.clone(),
-            user_id: r
-                .user
-                .as_ref()
-                .and_then(|u| u.user.as_ref())
-                .and_then(|u| u.id.clone()),
+            reaction_type: r.reaction_type,
+            created_at: r.created_date_time,
+            user_id: r.user.and_then(|u| u.user).and_then(|u| u.id),
         })
         .collect();
     (body, mentions, attachments, reactions)
@@ -221,15 +215,14 @@ pub fn normalize(
     if let Some(m) = &message {
         cross_check(&r, m)?;
     }
-    let m = message.as_ref();
-    let etag = m.and_then(|m| m.etag.clone());
-    let created_at = m.and_then(|m| m.created_date_time.clone());
-    let last_modified_at = m.and_then(|m| m.last_modified_date_time.clone());
-    let deleted_at = m.and_then(|m| m.deleted_date_time.clone());
-    let version = etag
+    // Everything below moves fields out of the message instead of copying them; without
+    // content (a deletion may carry none) the event holds what the resource says.
+    let mut m = message.unwrap_or_default();
+    let version = m
+        .etag
         .as_deref()
-        .or(last_modified_at.as_deref())
-        .or(deleted_at.as_deref())
+        .or(m.last_modified_date_time.as_deref())
+        .or(m.deleted_date_time.as_deref())
         .unwrap_or("");
     let id = event_id(&n.tenant_id, raw_resource, change_type.as_str(), version);
     let source = match &r.conversation {
@@ -244,11 +237,26 @@ pub fn normalize(
         }
         Conversation::Chat { chat_id } => format!("/tenants/{}/chats/{chat_id}", n.tenant_id),
     };
-    let time = last_modified_at
+    let time = m
+        .last_modified_date_time
         .clone()
-        .or_else(|| created_at.clone())
+        .or_else(|| m.created_date_time.clone())
         .unwrap_or_else(|| received_at.to_string());
-    let (body, mentions, attachments, reactions) = m.map(message_data).unwrap_or_default();
+    let from = m.from.take().as_ref().and_then(sender);
+    let (etag, created_at, last_modified_at, deleted_at) = (
+        m.etag.take(),
+        m.created_date_time.take(),
+        m.last_modified_date_time.take(),
+        m.deleted_date_time.take(),
+    );
+    let (subject, importance, locale, web_url, message_type) = (
+        m.subject.take(),
+        m.importance.take(),
+        m.locale.take(),
+        m.web_url.take(),
+        m.message_type.take(),
+    );
+    let (body, mentions, attachments, reactions) = message_data(m);
     Ok(CloudEvent {
         specversion: SPEC_VERSION.into(),
         id,
@@ -269,13 +277,13 @@ pub fn normalize(
             created_at,
             last_modified_at,
             deleted_at,
-            from: m.and_then(|m| m.from.as_ref()).and_then(sender),
+            from,
             body,
-            subject: m.and_then(|m| m.subject.clone()),
-            importance: m.and_then(|m| m.importance.clone()),
-            locale: m.and_then(|m| m.locale.clone()),
-            web_url: m.and_then(|m| m.web_url.clone()),
-            message_type: m.and_then(|m| m.message_type.clone()),
+            subject,
+            importance,
+            locale,
+            web_url,
+            message_type,
             mentions,
             attachments,
             reactions,

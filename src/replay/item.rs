@@ -110,7 +110,7 @@ pub fn classify(payload: &[u8]) -> Facts {
         if let Ok(e) = serde_json::from_value::<MessageEvent>(v) {
             let d = &e.data;
             return facts_of(
-                Record::message(&e),
+                Record::message(e.clone()),
                 &d.tenant_id,
                 Some(d.conversation.clone()),
                 Some(&d.change_type),
@@ -118,7 +118,7 @@ pub fn classify(payload: &[u8]) -> Facts {
         }
     } else if v.get("specversion").is_some() && ty.starts_with("graph.subscription.") {
         if let Ok(e) = serde_json::from_value::<LifecycleEvent>(v) {
-            return facts_of(Record::lifecycle(&e), &e.data.tenant_id, None, None);
+            return facts_of(Record::lifecycle(e.clone()), &e.data.tenant_id, None, None);
         }
     } else if v.get("reason").is_some() && v.get("item").is_some() {
         if let Ok(d) = serde_json::from_value::<DeadLetter>(v) {

@@ -46,59 +46,74 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
-fn ce_headers<T>(e: &CloudEvent<T>, tenant: &str) -> Vec<(&'static str, String)> {
+fn json(v: &impl Serialize) -> Vec<u8> {
+    // Events are a few KiB: start there instead of growing (and copying) from 128 bytes.
+    let mut out = Vec::with_capacity(4096);
+    serde_json::to_writer(&mut out, v).expect("events serialize");
+    out
+}
+
+/// The CloudEvents binding headers plus the tenant id, moved out of an event already
+/// serialized.
+fn ce_headers<T>(e: CloudEvent<T>, tenant: String) -> Vec<(&'static str, String)> {
     vec![
-        ("ce_specversion", e.specversion.clone()),
-        ("ce_id", e.id.clone()),
-        ("ce_type", e.ty.clone()),
-        ("ce_source", e.source.clone()),
-        ("ce_subject", e.subject.clone()),
-        ("ce_time", e.time.clone()),
-        ("ce_dataschema", e.dataschema.clone()),
+        ("ce_specversion", e.specversion),
+        ("ce_id", e.id),
+        ("ce_type", e.ty),
+        ("ce_source", e.source),
+        ("ce_subject", e.subject),
+        ("ce_time", e.time),
+        ("ce_dataschema", e.dataschema),
         (
             "content-type",
             "application/cloudevents+json; charset=utf-8".into(),
         ),
-        ("graph_tenant_id", tenant.to_string()),
+        ("graph_tenant_id", tenant),
     ]
 }
 
-fn json(v: &impl Serialize) -> Vec<u8> {
-    serde_json::to_vec(v).expect("events serialize")
-}
-
 impl Record {
-    pub fn message(e: &MessageEvent) -> Self {
-        let (stream, subject_vars) = match &e.data.conversation {
+    /// A message event; its strings move into the record's key and headers.
+    pub fn message(mut e: MessageEvent) -> Self {
+        let payload = json(&e);
+        let (stream, subject_vars) = match &mut e.data.conversation {
             Conversation::Channel {
                 team_id,
                 channel_id,
             } => (
                 Stream::ChannelMessages,
-                vec![("team", team_id.clone()), ("channel", channel_id.clone())],
+                vec![
+                    ("team", team_id.clone()),
+                    ("channel", std::mem::take(channel_id)),
+                ],
             ),
-            Conversation::Chat { chat_id } => {
-                (Stream::ChatMessages, vec![("chat", chat_id.clone())])
-            }
+            Conversation::Chat { chat_id } => (Stream::ChatMessages, vec![("chat", chat_id.clone())]),
         };
+        let key = match &mut e.data.conversation {
+            Conversation::Channel { team_id, .. } => std::mem::take(team_id),
+            Conversation::Chat { chat_id } => std::mem::take(chat_id),
+        };
+        let tenant = std::mem::take(&mut e.data.tenant_id);
         Record {
             stream,
             id: e.id.clone(),
-            key: e.data.conversation.key().to_string(),
+            key,
             subject_vars,
-            headers: ce_headers(e, &e.data.tenant_id),
-            payload: json(e),
+            headers: ce_headers(e, tenant),
+            payload,
         }
     }
 
-    pub fn lifecycle(e: &LifecycleEvent) -> Self {
+    pub fn lifecycle(mut e: LifecycleEvent) -> Self {
+        let payload = json(&e);
+        let tenant = std::mem::take(&mut e.data.tenant_id);
         Record {
             stream: Stream::Lifecycle,
             id: e.id.clone(),
-            key: e.data.subscription_id.clone(),
-            subject_vars: vec![("event", e.data.lifecycle_event.clone())],
-            headers: ce_headers(e, &e.data.tenant_id),
-            payload: json(e),
+            key: std::mem::take(&mut e.data.subscription_id),
+            subject_vars: vec![("event", std::mem::take(&mut e.data.lifecycle_event))],
+            headers: ce_headers(e, tenant),
+            payload,
         }
     }
 

@@ -544,7 +544,7 @@ impl Controller {
             return;
         };
         let to = self.clock.now();
-        let record = Record::lifecycle(&resync_event(d, &gap, to, new_id));
+        let record = Record::lifecycle(resync_event(d, &gap, to, new_id));
         report.actions.push(Action::ResyncPublished {
             name: d.name.clone(),
             from: ts(gap.from),
@@ -640,7 +640,7 @@ impl Controller {
                     cause: kind.into(),
                     old_id: t.id.clone(),
                 };
-                let record = Record::lifecycle(&resync_event(&d, &gap, received, None));
+                let record = Record::lifecycle(resync_event(&d, &gap, received, None));
                 self.pending.push(record);
                 report.actions.push(Action::ResyncPublished {
                     name: name.clone(),
