@@ -11,10 +11,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use graphbridge::auth::Authenticator;
 use graphbridge::config::Secret;
 use graphbridge::crypto::decrypt::{decrypt, decrypt_cached};
+use graphbridge::crypto::encrypt::Recipient;
 use graphbridge::crypto::key_cache::KeyCache;
 use graphbridge::crypto::keyring::{certificate_der, Keyring, PrivateKey};
 use graphbridge::event::normalize::{message_resource, normalize};
-use graphbridge::crypto::encrypt::Recipient;
 use graphbridge::graph::envelope::{ChangeNotification, Envelope};
 use graphbridge::pipeline::{Pipeline, PipelineOptions};
 use graphbridge::simulate::workload::{Workload, WorkloadConfig};

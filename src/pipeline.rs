@@ -368,8 +368,9 @@ impl Pipeline {
                 work.into_iter()
                     .map(|(index, a)| {
                         let n = a.item();
-                        // Ids only, never content or secrets.
-                        let _item = tracing::info_span!(
+                        // Ids only, never content or secrets. DEBUG: logs at INFO do not pay
+                        // for a span per item; trace export takes it (telemetry.rs).
+                        let _item = tracing::debug_span!(
                             parent: &batch_span,
                             "item",
                             subscription_id = n.subscription_id.as_str(),

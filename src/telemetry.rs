@@ -51,8 +51,10 @@ impl Drop for TracingGuard {
 }
 
 /// Logging as [`init_logging`], plus span export over OTLP/HTTP when
-/// `telemetry.otlp_endpoint` is set. The log filter applies to logs only: spans of this crate
-/// at INFO are exported whatever `log_level` says, so quiet logs do not mean empty traces.
+/// `telemetry.otlp_endpoint` is set. The log filter applies to logs only: this crate's spans
+/// (down to DEBUG, where the per-item span is, so that INFO logs do not pay for one per item)
+/// and its events at INFO are exported whatever `log_level` says, so quiet logs do not mean
+/// empty traces.
 pub fn init_tracing(cfg: &TelemetryConfig) -> Result<TracingGuard, TelemetryError> {
     use tracing_subscriber::{filter, prelude::*, EnvFilter, Layer};
     let log_filter =
@@ -70,7 +72,14 @@ pub fn init_tracing(cfg: &TelemetryConfig) -> Result<TracingGuard, TelemetryErro
         use opentelemetry::trace::TracerProvider as _;
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("graphbridge"))
-            .with_filter(filter::Targets::new().with_target("graphbridge", tracing::Level::INFO))
+            .with_filter(filter::filter_fn(|m| {
+                let max = if m.is_span() {
+                    filter::LevelFilter::DEBUG
+                } else {
+                    filter::LevelFilter::INFO
+                };
+                m.target().starts_with("graphbridge") && *m.level() <= max
+            }))
     });
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(log_filter))

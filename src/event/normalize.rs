@@ -36,8 +36,16 @@ impl NormalizeError {
 /// Hex SHA-256 of `tenantId|resource|changeType|etag-or-lastModified`: the same notification
 /// redelivered by Graph gets the same id, so brokers and consumers can drop the copy.
 pub fn event_id(tenant: &str, resource: &str, change_type: &str, version: &str) -> String {
-    let input = format!("{tenant}|{resource}|{change_type}|{version}");
-    hex::encode(digest::digest(&digest::SHA256, input.as_bytes()))
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for (i, part) in [tenant, resource, change_type, version].iter().enumerate() {
+        if i > 0 {
+            ctx.update(b"|");
+        }
+        ctx.update(part.as_bytes());
+    }
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(ctx.finish(), &mut hex).expect("32 bytes are 64 hex digits");
+    String::from_utf8(hex.to_vec()).expect("hex digits are ASCII")
 }
 
 /// The resource string and the parsed resource of a message notification.
@@ -290,7 +298,7 @@ pub fn normalize(
             subscription_id: n.subscription_id.clone(),
             received_at: received_at.to_string(),
             resource: if include_resource {
-                plaintext.and_then(|p| serde_json::from_slice(p).ok())
+                plaintext.and_then(|p| crate::graph::from_json_bytes(p).ok())
             } else {
                 None
             },
@@ -356,5 +364,10 @@ mod tests {
         assert_ne!(a, event_id("t", "chats('c')/messages('1')", "updated", "1"));
         assert_ne!(a, event_id("t", "chats('c')/messages('1')", "created", "2"));
         assert_eq!(a.len(), 64);
+        // The id is the hex SHA-256 of the four parts joined by `|` (design.md §3).
+        assert_eq!(
+            event_id("t", "r", "created", "1"),
+            hex::encode(digest::digest(&digest::SHA256, b"t|r|created|1"))
+        );
     }
 }

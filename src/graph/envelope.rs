@@ -150,7 +150,7 @@ pub fn nesting_exceeds(body: &[u8], max: usize) -> bool {
 
 impl Envelope {
     pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
-        Ok(serde_json::from_slice(body)?)
+        Ok(super::from_json_bytes(body)?)
     }
 
     /// Parses with the request limits: nesting depth first, then the number of items.

@@ -131,6 +131,6 @@ pub struct Reaction {
 
 impl ChatMessage {
     pub fn parse(plaintext: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(plaintext)
+        super::from_json_bytes(plaintext)
     }
 }

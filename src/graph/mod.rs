@@ -4,6 +4,18 @@ pub mod envelope;
 pub mod message;
 pub mod resource;
 
+/// Parses JSON bytes. serde_json parses a `&str` markedly faster than bytes: it then checks
+/// UTF-8 once for the whole input instead of once per string. Bytes that are not UTF-8 go
+/// through the byte parser, for the same precise error as before.
+pub fn from_json_bytes<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<T, serde_json::Error> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+}
+
 /// A JSON error without the offending value: serde's messages quote input values, which may be
 /// secrets or message content and must not reach logs or dead letters.
 pub fn json_error(e: &serde_json::Error) -> String {

@@ -4,6 +4,8 @@
 //! leading `/` is allowed, keys may use OData quoting (`''` for `'`) or the `/seg/{id}` form, and
 //! percent-encoded keys are decoded.
 
+use std::borrow::Cow;
+
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
@@ -41,43 +43,42 @@ pub struct ResourceError {
     pub why: &'static str,
 }
 
-/// Splits `a('x')/b('y')` or `a/x/b/y` into `[(a, x), (b, y)]`.
-fn segments(resource: &str) -> Result<Vec<(String, String)>, &'static str> {
-    let mut out = Vec::new();
+/// Splits `a('x')/b('y')` or `a/x/b/y` into `[(a, x), (b, y)]`, names as written.
+fn segments(resource: &str) -> Result<Vec<(&str, String)>, &'static str> {
+    let mut out = Vec::with_capacity(4);
     let mut rest = resource.trim().trim_start_matches('/');
     while !rest.is_empty() {
         let name_end = rest.find(['(', '/']).unwrap_or(rest.len());
-        let name = rest[..name_end].to_ascii_lowercase();
+        let name = &rest[..name_end];
         if name.is_empty() {
             return Err("empty path segment");
         }
         rest = &rest[name_end..];
-        let key = if let Some(after) = rest.strip_prefix("('") {
-            // OData string literal: ends at a quote not followed by another quote.
-            let mut key = String::new();
-            let mut chars = after.char_indices().peekable();
-            let mut end = None;
-            while let Some((i, c)) = chars.next() {
-                if c == '\'' {
-                    if matches!(chars.peek(), Some((_, '\''))) {
-                        chars.next();
-                        key.push('\'');
-                        continue;
-                    }
-                    end = Some(i);
-                    break;
+        let key: Cow<str> = if let Some(after) = rest.strip_prefix("('") {
+            // OData string literal: ends at a quote not followed by another quote ('' is one).
+            let mut end = 0;
+            loop {
+                let quote = after[end..].find('\'').ok_or("unterminated quoted key")? + end;
+                if after[quote + 1..].starts_with('\'') {
+                    end = quote + 2;
+                    continue;
                 }
-                key.push(c);
+                end = quote;
+                break;
             }
-            let end = end.ok_or("unterminated quoted key")?;
             rest = after[end + 1..]
                 .strip_prefix(')')
                 .ok_or("quoted key not followed by ')'")?;
-            key
+            let literal = &after[..end];
+            if literal.contains("''") {
+                Cow::Owned(literal.replace("''", "'"))
+            } else {
+                Cow::Borrowed(literal)
+            }
         } else if let Some(after) = rest.strip_prefix('/') {
             let end = after.find('/').unwrap_or(after.len());
             rest = &after[end..];
-            after[..end].to_string()
+            Cow::Borrowed(&after[..end])
         } else {
             return Err("segment without a key");
         };
@@ -94,37 +95,50 @@ fn segments(resource: &str) -> Result<Vec<(String, String)>, &'static str> {
     Ok(out)
 }
 
+/// Whether the segment names are `expected`, ignoring ASCII case.
+fn names_are(segs: &[(&str, String)], expected: &[&str]) -> bool {
+    segs.len() == expected.len()
+        && segs
+            .iter()
+            .zip(expected)
+            .all(|((name, _), e)| name.eq_ignore_ascii_case(e))
+}
+
 pub fn parse(resource: &str) -> Result<MessageResource, ResourceError> {
     let err = |why| ResourceError {
         resource: resource.to_string(),
         why,
     };
     let segs = segments(resource).map_err(err)?;
-    let names: Vec<&str> = segs.iter().map(|(n, _)| n.as_str()).collect();
-    let key = |i: usize| segs[i].1.clone();
-    match names.as_slice() {
-        ["teams", "channels", "messages"] => Ok(MessageResource {
+    let channel = names_are(&segs, &["teams", "channels", "messages"]);
+    let reply = names_are(&segs, &["teams", "channels", "messages", "replies"]);
+    let chat = names_are(&segs, &["chats", "messages"]);
+    let mut keys = segs.into_iter().map(|(_, key)| key);
+    let mut key = || keys.next().expect("length checked by names_are");
+    if channel || reply {
+        let (team_id, channel_id, first) = (key(), key(), key());
+        let (message_id, reply_to_id) = if reply {
+            (key(), Some(first))
+        } else {
+            (first, None)
+        };
+        Ok(MessageResource {
             conversation: Conversation::Channel {
-                team_id: key(0),
-                channel_id: key(1),
+                team_id,
+                channel_id,
             },
-            message_id: key(2),
+            message_id,
+            reply_to_id,
+        })
+    } else if chat {
+        let chat_id = key();
+        Ok(MessageResource {
+            conversation: Conversation::Chat { chat_id },
+            message_id: key(),
             reply_to_id: None,
-        }),
-        ["teams", "channels", "messages", "replies"] => Ok(MessageResource {
-            conversation: Conversation::Channel {
-                team_id: key(0),
-                channel_id: key(1),
-            },
-            message_id: key(3),
-            reply_to_id: Some(key(2)),
-        }),
-        ["chats", "messages"] => Ok(MessageResource {
-            conversation: Conversation::Chat { chat_id: key(0) },
-            message_id: key(1),
-            reply_to_id: None,
-        }),
-        _ => Err(err("unsupported resource path")),
+        })
+    } else {
+        Err(err("unsupported resource path"))
     }
 }
 

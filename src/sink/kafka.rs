@@ -1,21 +1,82 @@
 //! The Kafka sink: an idempotent producer (`acks=all`) writing each record to its stream's topic,
 //! keyed by team, chat or subscription id, with CloudEvents binding headers. A batch's records
 //! are produced concurrently and the call returns only after every delivery report.
+//!
+//! Delivery reports are counted per batch ([`BatchAck`]): the batch's task is woken once, when
+//! the last report arrives, instead of once per record as with a future per record.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::join_all;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use tokio::sync::oneshot;
 
 use super::{Record, Sink, SinkError, Stream};
 use crate::config::KafkaConfig;
 
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: ThreadedProducer<BatchContext>,
     cfg: KafkaConfig,
+}
+
+/// The delivery reports still expected for one batch, and the first failure among them.
+struct BatchAck {
+    state: Mutex<AckState>,
+}
+
+struct AckState {
+    /// Reports still to come, plus one while records are being enqueued.
+    pending: usize,
+    error: Option<KafkaError>,
+    done: Option<oneshot::Sender<Option<KafkaError>>>,
+}
+
+impl BatchAck {
+    fn new(records: usize) -> (Arc<Self>, oneshot::Receiver<Option<KafkaError>>) {
+        let (tx, rx) = oneshot::channel();
+        let state = AckState {
+            pending: records + 1,
+            error: None,
+            done: Some(tx),
+        };
+        (
+            Arc::new(BatchAck {
+                state: Mutex::new(state),
+            }),
+            rx,
+        )
+    }
+
+    /// `n` expected reports settled (delivered, failed, or never enqueued).
+    fn settle(&self, n: usize, error: Option<KafkaError>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.error.is_none() {
+            s.error = error;
+        }
+        s.pending -= n;
+        if s.pending == 0 {
+            if let Some(done) = s.done.take() {
+                let _ = done.send(s.error.take());
+            }
+        }
+    }
+}
+
+/// Routes each delivery report to its batch.
+struct BatchContext;
+
+impl ClientContext for BatchContext {}
+
+impl ProducerContext for BatchContext {
+    type DeliveryOpaque = Arc<BatchAck>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: Arc<BatchAck>) {
+        batch.settle(1, result.as_ref().err().map(|(e, _)| e.clone()));
+    }
 }
 
 /// Producer settings the acknowledgement rule depends on; user properties cannot weaken them.
@@ -78,7 +139,7 @@ impl KafkaSink {
 
     pub fn new(cfg: &KafkaConfig) -> Result<Self, SinkError> {
         let producer = Self::client_config(cfg)
-            .create()
+            .create_with_context(BatchContext)
             .map_err(|e| SinkError::Permanent(format!("kafka producer configuration: {e}")))?;
         Ok(KafkaSink {
             producer,
@@ -99,7 +160,8 @@ impl KafkaSink {
 }
 
 fn headers(r: &Record) -> OwnedHeaders {
-    r.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+    let empty = OwnedHeaders::new_with_capacity(r.headers.len());
+    r.headers.iter().fold(empty, |h, (k, v)| {
         h.insert(Header {
             key: k,
             value: Some(v.as_bytes()),
@@ -110,32 +172,29 @@ fn headers(r: &Record) -> OwnedHeaders {
 #[async_trait::async_trait]
 impl Sink for KafkaSink {
     async fn publish(&self, records: &[Record]) -> Result<(), SinkError> {
-        let mut deliveries = Vec::with_capacity(records.len());
+        let (batch, done) = BatchAck::new(records.len());
+        let mut skipped = 0;
         for r in records {
             let Some(topic) = self.topic(r.stream) else {
-                continue; // raw archive not configured
+                skipped += 1; // raw archive not configured
+                continue;
             };
-            let rec = FutureRecord::to(topic)
+            let rec = BaseRecord::with_opaque_to(topic, batch.clone())
                 .key(r.key.as_bytes())
                 .payload(&r.payload)
                 .headers(headers(r));
-            // send_result enqueues without waiting; a full local queue is back-pressure.
-            let delivery = self
-                .producer
-                .send_result(rec)
-                .map_err(|(e, _)| classify(e))?;
-            deliveries.push(delivery);
-        }
-        for outcome in join_all(deliveries).await {
-            match outcome {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(classify(e)),
-                Err(_canceled) => {
-                    return Err(SinkError::Retryable("kafka producer shut down".into()))
-                }
+            // send enqueues without waiting; a full local queue is back-pressure. Records
+            // already enqueued still report to `batch`, which outlives this call if need be.
+            if let Err((e, _)) = self.producer.send(rec) {
+                return Err(classify(e));
             }
         }
-        Ok(())
+        batch.settle(skipped + 1, None);
+        match done.await {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) => Err(classify(e)),
+            Err(_) => Err(SinkError::Retryable("kafka producer shut down".into())),
+        }
     }
 
     async fn ready(&self) -> bool {

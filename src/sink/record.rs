@@ -87,7 +87,9 @@ impl Record {
                     ("channel", std::mem::take(channel_id)),
                 ],
             ),
-            Conversation::Chat { chat_id } => (Stream::ChatMessages, vec![("chat", chat_id.clone())]),
+            Conversation::Chat { chat_id } => {
+                (Stream::ChatMessages, vec![("chat", chat_id.clone())])
+            }
         };
         let key = match &mut e.data.conversation {
             Conversation::Channel { team_id, .. } => std::mem::take(team_id),
