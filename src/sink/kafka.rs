@@ -220,3 +220,38 @@ impl Sink for KafkaSink {
         let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_completes_once_after_every_report_and_keeps_the_first_error() {
+        let (batch, mut done) = BatchAck::new(3);
+        batch.settle(1, None);
+        batch.settle(
+            1,
+            Some(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)),
+        );
+        batch.settle(
+            1,
+            Some(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)),
+        );
+        // Still enqueueing: not complete until the enqueue guard is settled too.
+        assert!(done.try_recv().is_err());
+        batch.settle(1, None);
+        let first = done.try_recv().expect("complete").expect("an error");
+        assert_eq!(
+            first.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::MessageTimedOut)
+        );
+    }
+
+    #[test]
+    fn batch_without_records_to_report_completes_when_enqueueing_ends() {
+        // Two records skipped (no raw topic configured): nothing to wait for.
+        let (batch, mut done) = BatchAck::new(2);
+        batch.settle(2 + 1, None);
+        assert!(matches!(done.try_recv(), Ok(None)));
+    }
+}
