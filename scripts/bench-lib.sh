@@ -45,7 +45,7 @@ chat_messages = "$PREFIX.chat"
 lifecycle = "$PREFIX.lifecycle"
 deadletter = "$PREFIX.deadletter"
 [telemetry]
-log_level = "warn"
+log_level = "${LOG_LEVEL:-warn}"
 ${3:-}
 TOML
 }

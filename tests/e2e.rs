@@ -11,6 +11,7 @@ use graphbridge::simulate::issuer::Issuer;
 use graphbridge::simulate::report::Report;
 use graphbridge::simulate::run::{run, RunOptions};
 use graphbridge::simulate::verify::{verify, Target};
+use graphbridge::simulate::workload::Workload;
 
 const ITEMS: u64 = 3000;
 
@@ -20,12 +21,21 @@ async fn simulate_and_verify(
     target: Target,
     seed: u64,
 ) -> Report {
+    simulate_workload_and_verify(srv, issuer, target, sim_workload(seed, 0.06)).await
+}
+
+async fn simulate_workload_and_verify(
+    srv: &Running,
+    issuer: Arc<Issuer>,
+    target: Target,
+    workload: Workload,
+) -> Report {
     let outcomes = run(
         RunOptions {
             issuer: Some(issuer),
             ..sim_options(&srv.base, ITEMS)
         },
-        sim_workload(seed, 0.06),
+        workload,
     )
     .await
     .expect("simulation runs");
@@ -71,6 +81,28 @@ async fn simulator_to_serve_to_kafka_exactly_once() {
         report.verification.as_ref().unwrap().unexplained_duplicates,
         0
     );
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn reused_wrapped_key_is_served_from_the_cache_and_still_verified() {
+    // One wrapped key for every item: after the first, the key cache answers and batches are
+    // opened without RSA. Tampered items (same key, altered data) must still be caught by the
+    // HMAC, and every good item must reach Kafka exactly once.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::kafka::kafka_config(dir.path(), &unique("e2e-cached"));
+    let issuer = with_tokens(&mut cfg).await;
+    let srv = Running::start(&cfg).await;
+    let workload = sim_workload_keyed(14, 0.06, true);
+    let report = simulate_workload_and_verify(
+        &srv,
+        issuer,
+        Target::Kafka(cfg.sink.kafka.clone()),
+        workload,
+    )
+    .await;
+    assert_good(&report);
+    assert!(report.rejected.contains_key("signature_mismatch"));
     srv.shutdown().await;
 }
 

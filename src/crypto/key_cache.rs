@@ -57,6 +57,17 @@ impl KeyCache {
             .cloned()
     }
 
+    /// Whether the key is cached (without copying it).
+    pub fn contains(&self, fp: &Digest) -> bool {
+        self.capacity > 0
+            && self
+                .inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys
+                .contains_key(fp)
+    }
+
     /// Remembers a key whose HMAC verified.
     pub fn insert(&self, fp: Digest, key: &[u8; 32]) {
         if self.capacity == 0 {

@@ -231,7 +231,9 @@ mod tests {
         batch.settle(1, None);
         batch.settle(
             1,
-            Some(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)),
+            Some(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut,
+            )),
         );
         batch.settle(
             1,

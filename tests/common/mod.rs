@@ -165,6 +165,16 @@ pub async fn wait_metric(admin: &str, name: &str, bound: Duration, done: impl Fn
 
 /// The simulator's realistic workload (3 % to 6 % bad items of each kind) for the synthetic key.
 pub fn sim_workload(seed: u64, bad_fraction: f64) -> graphbridge::simulate::workload::Workload {
+    sim_workload_keyed(seed, bad_fraction, false)
+}
+
+/// [`sim_workload`], optionally with one wrapped key for every item (the bridge's key cache
+/// answers instead of RSA).
+pub fn sim_workload_keyed(
+    seed: u64,
+    bad_fraction: f64,
+    reuse_key: bool,
+) -> graphbridge::simulate::workload::Workload {
     use graphbridge::simulate::workload::{Workload, WorkloadConfig};
     Workload::new(
         WorkloadConfig {
@@ -175,7 +185,7 @@ pub fn sim_workload(seed: u64, bad_fraction: f64) -> graphbridge::simulate::work
             seed,
             subscription_id: format!("sim-sub-{seed}"),
             client_state: SYNTH_CLIENT_STATE.into(),
-            reuse_key: false,
+            reuse_key,
         },
         synthetic_recipient(),
     )
