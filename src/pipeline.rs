@@ -466,9 +466,7 @@ impl Pipeline {
             }
         }
     }
-}
 
-impl Pipeline {
     /// Whether opening the item needs an RSA private-key operation: it carries content whose
     /// wrapped key is not in the cache.
     fn needs_rsa(&self, a: &Authenticated) -> bool {
