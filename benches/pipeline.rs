@@ -113,7 +113,8 @@ impl Sink for NullSink {
     }
 }
 
-/// CPU time of this process (every thread: the reactor and the blocking pool).
+/// CPU time of this process (every thread: the reactor and the blocking pool), in nanoseconds:
+/// `ProcessUsage` (/proc, 10 ms ticks) is too coarse for criterion's samples.
 fn process_cpu() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,

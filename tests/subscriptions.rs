@@ -174,12 +174,7 @@ async fn an_endpoint_that_fails_the_handshake_is_named_in_the_error() {
     let mut cfg = test_config(dir.path());
     let (graph, base) = standin(StandInOptions::default()).await;
     // Nothing listens there.
-    let dead = dead_url();
-    controller_config(
-        &mut cfg,
-        &base,
-        vec![item("x", "/teams/getAllMessages", &dead, true)],
-    );
+    let dead = one_item_at_a_dead_endpoint(&mut cfg, &base);
     let (mut c, metrics) = controller(&cfg, Arc::new(SystemClock));
     let report = c.reconcile().await;
     let (_, e) = &report.errors[0];
@@ -787,12 +782,7 @@ async fn a_failing_item_is_retried_after_a_backoff_not_in_a_busy_loop() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
     let (graph, base) = standin(StandInOptions::default()).await;
-    let dead = dead_url();
-    controller_config(
-        &mut cfg,
-        &base,
-        vec![item("x", "/teams/getAllMessages", &dead, true)],
-    );
+    one_item_at_a_dead_endpoint(&mut cfg, &base);
     cfg.subscriptions.poll_interval = HumanDuration::parse("1h").unwrap();
     let (c, metrics) = controller(&cfg, Arc::new(SystemClock));
     let (_tx, rx) = subscriptions::lifecycle::channel();
@@ -815,6 +805,18 @@ async fn a_failing_item_is_retried_after_a_backoff_not_in_a_busy_loop() {
 }
 
 /// A loopback URL nothing listens on (the port is released before use).
+/// The controller configured with one subscription whose notification URL nobody answers;
+/// returns that URL.
+fn one_item_at_a_dead_endpoint(cfg: &mut Config, graph: &str) -> String {
+    let dead = dead_url();
+    controller_config(
+        cfg,
+        graph,
+        vec![item("x", "/teams/getAllMessages", &dead, true)],
+    );
+    dead
+}
+
 fn dead_url() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("http://{}", l.local_addr().unwrap())

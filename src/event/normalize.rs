@@ -37,10 +37,9 @@ impl NormalizeError {
 /// redelivered by Graph gets the same id, so brokers and consumers can drop the copy.
 pub fn event_id(tenant: &str, resource: &str, change_type: &str, version: &str) -> String {
     let mut ctx = digest::Context::new(&digest::SHA256);
-    for (i, part) in [tenant, resource, change_type, version].iter().enumerate() {
-        if i > 0 {
-            ctx.update(b"|");
-        }
+    ctx.update(tenant.as_bytes());
+    for part in [resource, change_type, version] {
+        ctx.update(b"|");
         ctx.update(part.as_bytes());
     }
     let mut hex = [0u8; 64];

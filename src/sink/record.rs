@@ -76,24 +76,22 @@ impl Record {
     /// A message event; its strings move into the record's key and headers.
     pub fn message(mut e: MessageEvent) -> Self {
         let payload = json(&e);
-        let (stream, subject_vars) = match &mut e.data.conversation {
+        let (stream, key, subject_vars) = match &mut e.data.conversation {
             Conversation::Channel {
                 team_id,
                 channel_id,
-            } => (
-                Stream::ChannelMessages,
-                vec![
-                    ("team", team_id.clone()),
+            } => {
+                let team = std::mem::take(team_id);
+                let vars = vec![
+                    ("team", team.clone()),
                     ("channel", std::mem::take(channel_id)),
-                ],
-            ),
-            Conversation::Chat { chat_id } => {
-                (Stream::ChatMessages, vec![("chat", chat_id.clone())])
+                ];
+                (Stream::ChannelMessages, team, vars)
             }
-        };
-        let key = match &mut e.data.conversation {
-            Conversation::Channel { team_id, .. } => std::mem::take(team_id),
-            Conversation::Chat { chat_id } => std::mem::take(chat_id),
+            Conversation::Chat { chat_id } => {
+                let chat = std::mem::take(chat_id);
+                (Stream::ChatMessages, chat.clone(), vec![("chat", chat)])
+            }
         };
         let tenant = std::mem::take(&mut e.data.tenant_id);
         Record {
