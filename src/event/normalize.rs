@@ -1,6 +1,8 @@
 //! Turning an authenticated notification and its decrypted chatMessage into a v1 event.
 //! Pure: no I/O, no clocks (the receive time is passed in).
 
+use std::borrow::Cow;
+
 use aws_lc_rs::digest;
 
 use super::v1::*;
@@ -129,10 +131,12 @@ pub fn plain_text(content_type: &str, content: &str) -> String {
             rest = "";
             break;
         };
-        let tag = rest[start + 1..start + len]
-            .trim_start_matches('/')
-            .to_ascii_lowercase();
-        if ["br", "p", "div", "li"].iter().any(|b| tag.starts_with(b))
+        let tag = rest[start + 1..start + len].trim_start_matches('/').as_bytes();
+        let opens_block = |name: &str| {
+            tag.get(..name.len())
+                .is_some_and(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+        };
+        if ["br", "p", "div", "li"].into_iter().any(opens_block)
             && !out.ends_with('\n')
             && !out.is_empty()
         {
@@ -141,7 +145,13 @@ pub fn plain_text(content_type: &str, content: &str) -> String {
         rest = &rest[start + len + 1..];
     }
     out.push_str(rest);
-    html_escape::decode_html_entities(out.trim()).into_owned()
+    if let Cow::Owned(decoded) = html_escape::decode_html_entities(out.trim()) {
+        return decoded;
+    }
+    // No entities: the trimmed text itself, without another copy.
+    out.truncate(out.trim_end().len());
+    out.drain(..out.len() - out.trim_start().len());
+    out
 }
 
 /// The message's parts of the event, moved out of the parsed message (no copies).
@@ -354,6 +364,9 @@ mod tests {
             "Hi Ann & co\nline2"
         );
         assert_eq!(plain_text("text", "<b>x</b>"), "<b>x</b>");
+        // Without entities the trimmed text is returned as is; tag names in any case.
+        assert_eq!(plain_text("html", "  <P>one</P><BR/>two <b>x</b>  "), "one\ntwo x");
+        assert_eq!(plain_text("html", " <p> </p> "), "");
     }
 
     #[test]
