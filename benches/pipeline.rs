@@ -47,8 +47,9 @@ fn benches(c: &mut Criterion) {
         key("synthetic-cert-2025", "synthetic"),
         key("custom-id-for-testing", "sdk-core-channel-reply"),
     ]);
-    let item =
-        |body: &[u8]| ChangeNotification::parse(&Envelope::parse(body).unwrap().value[0]).unwrap();
+    fn item(body: &[u8]) -> ChangeNotification<'_> {
+        ChangeNotification::parse(Envelope::parse(body).unwrap().value[0]).unwrap()
+    }
     let synth = item(&synth_body);
     let real = item(&real_body);
 

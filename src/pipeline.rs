@@ -220,10 +220,10 @@ impl Pipeline {
         result
     }
 
-    async fn accept(&self, envelope: Envelope) -> Result<BatchSummary, BatchError> {
+    async fn accept(&self, envelope: Envelope<'_>) -> Result<BatchSummary, BatchError> {
         let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let items: Arc<[Box<RawValue>]> = envelope.value.into();
-        let parsed = parse_items(&items);
+        let items = &envelope.value[..];
+        let parsed = parse_items(items);
         self.metrics.received.inc_by(parsed.len() as u64);
 
         // Proof of origin first, before any per-item work: a forged request reaches neither
@@ -247,21 +247,21 @@ impl Pipeline {
         // Batches already waiting go first: queue behind them, which also answers at once
         // instead of waiting out the budget against a broker known to be down.
         if spool.backlog() {
-            return self.spool_batch(spool, &items, received_at).await;
+            return self.spool_batch(spool, items, received_at).await;
         }
-        let attempt = self.deliver(items.clone(), parsed, &received_at);
+        let attempt = self.deliver(items, parsed, &received_at);
         match tokio::time::timeout(self.publish_budget, attempt).await {
             Ok(Ok(summary)) => Ok(summary),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "sink did not confirm; spooling the batch");
-                self.spool_batch(spool, &items, received_at).await
+                self.spool_batch(spool, items, received_at).await
             }
             Err(_) => {
                 tracing::warn!(
                     budget_ms = self.publish_budget.as_millis() as u64,
                     "sink did not confirm in time; spooling the batch"
                 );
-                self.spool_batch(spool, &items, received_at).await
+                self.spool_batch(spool, items, received_at).await
             }
         }
     }
@@ -270,12 +270,12 @@ impl Pipeline {
     async fn spool_batch(
         &self,
         spool: &Spool,
-        items: &[Box<RawValue>],
+        items: &[&RawValue],
         received_at: String,
     ) -> Result<BatchSummary, BatchError> {
         let batch = SpooledBatch {
             received_at,
-            items: items.to_vec(),
+            items: items.iter().map(|raw| (*raw).to_owned()).collect(),
         };
         spool
             .append(&batch)
@@ -290,16 +290,16 @@ impl Pipeline {
     /// Publishes a spooled batch (for the drainer): the same stages as a fresh one, without
     /// the budget, the token check (done before it was spooled) or the spool.
     pub async fn deliver_spooled(&self, batch: SpooledBatch) -> Result<BatchSummary, BatchError> {
-        let items: Arc<[Box<RawValue>]> = batch.items.into();
+        let items: Vec<&RawValue> = batch.items.iter().map(|raw| &**raw).collect();
         let parsed = parse_items(&items);
-        self.deliver(items, parsed, &batch.received_at).await
+        self.deliver(&items, parsed, &batch.received_at).await
     }
 
     /// Authenticates, decrypts, normalizes and publishes the items of one batch.
-    async fn deliver(
+    async fn deliver<'a>(
         &self,
-        items: Arc<[Box<RawValue>]>,
-        parsed: Vec<Result<ChangeNotification, serde_json::Error>>,
+        items: &[&'a RawValue],
+        parsed: Vec<Result<ChangeNotification<'a>, serde_json::Error>>,
         received_at: &str,
     ) -> Result<BatchSummary, BatchError> {
         let mut slots: Vec<Option<Outcome>> = Vec::with_capacity(items.len());
@@ -309,7 +309,7 @@ impl Pipeline {
 
         // Cheap stages on the reactor: authenticate every item.
         for (i, item) in parsed.into_iter().enumerate() {
-            let raw = &items[i];
+            let raw = items[i];
             let item = match item {
                 Ok(item) => item,
                 Err(e) => {
@@ -358,18 +358,22 @@ impl Pipeline {
                 cache: &self.key_cache,
                 received_at,
                 include_resource: self.include_resource,
-                items: &items,
                 batch_span: &batch_span,
             };
-            for (index, outcome) in ctx.open_all(std::mem::take(&mut to_open)) {
-                slots[index] = Some(outcome);
+            for (index, opened) in ctx.open_all(std::mem::take(&mut to_open)) {
+                slots[index] = Some(outcome(items[index], opened, received_at));
             }
         }
         let chunk = to_open.len().div_ceil(self.cores).max(1);
         let mut chunks = Vec::new();
         while !to_open.is_empty() {
             let rest = to_open.split_off(chunk.min(to_open.len()));
-            let work = std::mem::replace(&mut to_open, rest);
+            // Other threads outlive this borrow of the request body: they get copies (the
+            // RSA operation each item needs costs far more than the copy).
+            let work: Vec<_> = std::mem::replace(&mut to_open, rest)
+                .into_iter()
+                .map(|(index, a)| (index, a.into_owned()))
+                .collect();
             let permit = self
                 .cpu
                 .clone()
@@ -377,11 +381,7 @@ impl Pipeline {
                 .await
                 .expect("semaphore never closed");
             let (keyring, cache) = (self.keyring.load_full(), self.key_cache.clone());
-            let (include, at, items) = (
-                self.include_resource,
-                received_at.to_string(),
-                items.clone(),
-            );
+            let (include, at) = (self.include_resource, received_at.to_string());
             // Blocking threads do not inherit the batch's span: name it as the parent.
             let batch_span = batch_span.clone();
             chunks.push(tokio::task::spawn_blocking(move || {
@@ -391,7 +391,6 @@ impl Pipeline {
                     cache: &cache,
                     received_at: &at,
                     include_resource: include,
-                    items: &items,
                     batch_span: &batch_span,
                 }
                 .open_all(work)
@@ -401,8 +400,8 @@ impl Pipeline {
             let opened = handle
                 .await
                 .map_err(|e| BatchError::Unavailable(format!("decrypt task failed: {e}")))?;
-            for (index, outcome) in opened {
-                slots[index] = Some(outcome);
+            for (index, opened) in opened {
+                slots[index] = Some(outcome(items[index], opened, received_at));
             }
         }
 
@@ -469,7 +468,7 @@ impl Pipeline {
 
     /// Whether opening the item needs an RSA private-key operation: it carries content whose
     /// wrapped key is not in the cache.
-    fn needs_rsa(&self, a: &Authenticated) -> bool {
+    fn needs_rsa(&self, a: &Authenticated<'_>) -> bool {
         a.item().encrypted_content.as_ref().is_some_and(|c| {
             !self
                 .key_cache
@@ -484,13 +483,23 @@ struct OpenContext<'a> {
     cache: &'a KeyCache,
     received_at: &'a str,
     include_resource: bool,
-    items: &'a [Box<RawValue>],
     batch_span: &'a tracing::Span,
 }
 
+/// An opened item's event, or why it was rejected.
+type Opened = Result<Record, (&'static str, String)>;
+
+/// What an opened item turns into; a rejection keeps the item as received.
+fn outcome(raw: &RawValue, opened: Opened, received_at: &str) -> Outcome {
+    match opened {
+        Ok(record) => Outcome::Event(record),
+        Err((reason, detail)) => reject(raw, reason, detail, received_at),
+    }
+}
+
 impl OpenContext<'_> {
-    /// Decrypts and normalizes each item (by its index in the batch), or rejects it.
-    fn open_all(&self, work: Vec<(usize, Authenticated)>) -> Vec<(usize, Outcome)> {
+    /// Decrypts and normalizes each item (by its index in the batch).
+    fn open_all(&self, work: Vec<(usize, Authenticated<'_>)>) -> Vec<(usize, Opened)> {
         work.into_iter()
             .map(|(index, a)| {
                 let n = a.item();
@@ -499,25 +508,24 @@ impl OpenContext<'_> {
                 let _item = tracing::debug_span!(
                     parent: self.batch_span,
                     "item",
-                    subscription_id = n.subscription_id.as_str(),
-                    tenant_id = n.tenant_id.as_str(),
+                    subscription_id = &*n.subscription_id,
+                    tenant_id = &*n.tenant_id,
                     resource = n.resource.as_deref().unwrap_or_default(),
                 )
                 .entered();
                 let at = self.received_at;
-                match open(self.keyring, self.cache, &a, at, self.include_resource) {
-                    Ok(record) => (index, Outcome::Event(record)),
-                    Err((reason, detail)) => {
-                        tracing::debug!(reason, "item rejected");
-                        (index, reject(&self.items[index], reason, detail, at))
-                    }
-                }
+                (
+                    index,
+                    open(self.keyring, self.cache, &a, at, self.include_resource),
+                )
             })
             .collect()
     }
 }
 
-fn parse_items(items: &[Box<RawValue>]) -> Vec<Result<ChangeNotification, serde_json::Error>> {
+fn parse_items<'a>(
+    items: &[&'a RawValue],
+) -> Vec<Result<ChangeNotification<'a>, serde_json::Error>> {
     items
         .iter()
         .map(|raw| ChangeNotification::parse(raw))
@@ -528,10 +536,10 @@ fn parse_items(items: &[Box<RawValue>]) -> Vec<Result<ChangeNotification, serde_
 fn open(
     keyring: &Keyring,
     cache: &KeyCache,
-    a: &Authenticated,
+    a: &Authenticated<'_>,
     received_at: &str,
     include_resource: bool,
-) -> Result<Record, (&'static str, String)> {
+) -> Opened {
     let n = a.item();
     // Check the resource before any RSA work: an unsupported one is rejected for free.
     let (raw_resource, resource) = message_resource(n).map_err(|e| (e.reason(), e.to_string()))?;
@@ -553,10 +561,10 @@ fn open(
     Ok(Record::message(event))
 }
 
-fn raw_record(n: &ChangeNotification, raw: &RawValue, received_at: &str) -> Record {
+fn raw_record(n: &ChangeNotification<'_>, raw: &RawValue, received_at: &str) -> Record {
     let key = message_resource(n)
         .map(|(_, r)| r.conversation.key().to_string())
-        .unwrap_or_else(|_| n.subscription_id.clone());
+        .unwrap_or_else(|_| n.subscription_id.to_string());
     let id = hex::encode(aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,
         raw.get().as_bytes(),

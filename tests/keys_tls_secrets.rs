@@ -173,8 +173,10 @@ fn secrets_and_content_stay_out_of_debug_output() {
     );
 
     let item = json("synthetic/chat_notification.json")["value"][0].clone();
-    let n: graphbridge::graph::envelope::ChangeNotification =
-        serde_json::from_value(item.clone()).unwrap();
+    let n = <graphbridge::graph::envelope::ChangeNotification as serde::Deserialize>::deserialize(
+        &item,
+    )
+    .unwrap();
     let printed = format!("{n:?}");
     assert!(!printed.contains(SYNTH_CLIENT_STATE), "{printed}");
     assert!(

@@ -8,8 +8,11 @@ use graphbridge::crypto::decrypt::{decrypt, open_data, unwrap_key, DecryptError}
 use graphbridge::crypto::keyring::{Keyring, PrivateKey};
 use graphbridge::graph::envelope::{ChangeNotification, EncryptedContent, Envelope};
 
-fn content(path: &str) -> EncryptedContent {
-    serde_json::from_slice(&read(path)).unwrap()
+fn content(path: &str) -> EncryptedContent<'static> {
+    let bytes = read(path);
+    serde_json::from_slice::<EncryptedContent>(&bytes)
+        .unwrap()
+        .into_owned()
 }
 
 fn pem_key(id: &str, folder: &str) -> PrivateKey {
@@ -169,7 +172,7 @@ fn verification_happens_before_decryption() {
 fn unknown_certificate_and_thumbprint_mismatch() {
     let ring = Keyring::new([pem_key(SYNTH_ID, "synthetic")]);
     let mut c = content("synthetic/chat_encryptedContent.json");
-    c.encryption_certificate_thumbprint = Some("00".repeat(20));
+    c.encryption_certificate_thumbprint = Some("00".repeat(20).into());
     assert!(matches!(
         decrypt(&ring, &c),
         Err(DecryptError::ThumbprintMismatch(_))
@@ -187,9 +190,10 @@ fn envelopes_parse_with_lenient_fields() {
         "sdk-core-channel-reply/constructed_notification_envelope.json",
         "synthetic/chat_notification.json",
     ] {
-        let env = Envelope::parse(&read(path)).unwrap();
+        let body = read(path);
+        let env = Envelope::parse(&body).unwrap();
         assert_eq!(env.value.len(), 1);
-        let n = ChangeNotification::parse(&env.value[0]).unwrap();
+        let n = ChangeNotification::parse(env.value[0]).unwrap();
         assert!(n.encrypted_content.is_some() && n.resource.is_some());
     }
 }

@@ -33,13 +33,20 @@ impl AuthError {
 
 /// A notification item that passed authentication. Constructed only by [`Authenticator`].
 #[derive(Debug)]
-pub struct Authenticated {
-    item: ChangeNotification,
+pub struct Authenticated<'a> {
+    item: ChangeNotification<'a>,
 }
 
-impl Authenticated {
-    pub fn item(&self) -> &ChangeNotification {
+impl<'a> Authenticated<'a> {
+    pub fn item(&self) -> &ChangeNotification<'a> {
         &self.item
+    }
+
+    /// The same item, no longer borrowing the request body (for work on other threads).
+    pub fn into_owned(self) -> Authenticated<'static> {
+        Authenticated {
+            item: self.item.into_owned(),
+        }
     }
 }
 
@@ -60,7 +67,10 @@ impl Authenticator {
         }
     }
 
-    pub fn authenticate(&self, item: ChangeNotification) -> Result<Authenticated, AuthError> {
+    pub fn authenticate<'a>(
+        &self,
+        item: ChangeNotification<'a>,
+    ) -> Result<Authenticated<'a>, AuthError> {
         let got = item
             .client_state
             .as_ref()
@@ -79,7 +89,7 @@ impl Authenticator {
         }
         if !self.tenants.is_empty() && !self.tenants.contains(&item.tenant_id.to_ascii_lowercase())
         {
-            return Err(AuthError::TenantNotAllowed(item.tenant_id.clone()));
+            return Err(AuthError::TenantNotAllowed(item.tenant_id.into_owned()));
         }
         Ok(Authenticated { item })
     }
@@ -88,12 +98,14 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
-    fn item(cs: Option<&str>, tenant: &str) -> ChangeNotification {
-        serde_json::from_value(serde_json::json!({
+    fn item(cs: Option<&str>, tenant: &str) -> ChangeNotification<'static> {
+        ChangeNotification::deserialize(&serde_json::json!({
             "subscriptionId": "s", "tenantId": tenant, "clientState": cs
         }))
         .unwrap()
+        .into_owned()
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub fn select_key<'k>(
     let key = keyring
         .get(&content.encryption_certificate_id)
         .ok_or_else(|| {
-            DecryptError::UnknownCertificate(content.encryption_certificate_id.clone())
+            DecryptError::UnknownCertificate(content.encryption_certificate_id.to_string())
         })?;
     if let (Some(expected), Some(got)) = (
         key.thumbprint(),
@@ -73,7 +73,7 @@ pub fn select_key<'k>(
     ) {
         if !expected.eq_ignore_ascii_case(got.trim()) {
             return Err(DecryptError::ThumbprintMismatch(
-                content.encryption_certificate_id.clone(),
+                content.encryption_certificate_id.to_string(),
             ));
         }
     }

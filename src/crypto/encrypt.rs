@@ -37,14 +37,18 @@ impl Recipient {
     }
 
     /// Encrypts `plaintext` with a fresh random symmetric key, exactly as Graph does.
-    pub fn encrypt(&self, plaintext: &[u8]) -> EncryptedContent {
+    pub fn encrypt(&self, plaintext: &[u8]) -> EncryptedContent<'static> {
         let mut symmetric = zeroize::Zeroizing::new([0u8; 32]);
         rand::fill(symmetric.as_mut()).expect("system RNG");
         self.encrypt_with_key(&symmetric, plaintext)
     }
 
     /// Deterministic form for tests: the caller picks the symmetric key.
-    pub fn encrypt_with_key(&self, symmetric: &[u8; 32], plaintext: &[u8]) -> EncryptedContent {
+    pub fn encrypt_with_key(
+        &self,
+        symmetric: &[u8; 32],
+        plaintext: &[u8],
+    ) -> EncryptedContent<'static> {
         self.encrypt_with_wrapped_key(symmetric, &self.wrap_key(symmetric), plaintext)
     }
 
@@ -65,7 +69,7 @@ impl Recipient {
         symmetric: &[u8; 32],
         data_key: &str,
         plaintext: &[u8],
-    ) -> EncryptedContent {
+    ) -> EncryptedContent<'static> {
         let iv: [u8; 16] = symmetric[..16].try_into().expect("16 of 32 bytes");
         let key = UnboundCipherKey::new(&AES_256, symmetric).expect("32-byte AES key");
         let encrypting = PaddedBlockEncryptingKey::cbc_pkcs7(key).expect("CBC key");
@@ -78,11 +82,11 @@ impl Recipient {
             .expect("AES-CBC encryption");
         let signature = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, symmetric), &data);
         EncryptedContent {
-            data: B64.encode(&data),
-            data_key: data_key.to_string(),
-            data_signature: B64.encode(signature.as_ref()),
-            encryption_certificate_id: self.id.clone(),
-            encryption_certificate_thumbprint: Some(self.thumbprint.clone()),
+            data: B64.encode(&data).into(),
+            data_key: data_key.to_string().into(),
+            data_signature: B64.encode(signature.as_ref()).into(),
+            encryption_certificate_id: self.id.clone().into(),
+            encryption_certificate_thumbprint: Some(self.thumbprint.clone().into()),
         }
     }
 }

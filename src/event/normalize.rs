@@ -50,7 +50,9 @@ pub fn event_id(tenant: &str, resource: &str, change_type: &str, version: &str) 
 }
 
 /// The resource string and the parsed resource of a message notification.
-pub fn message_resource(n: &ChangeNotification) -> Result<(&str, MessageResource), NormalizeError> {
+pub fn message_resource<'n>(
+    n: &'n ChangeNotification<'_>,
+) -> Result<(&'n str, MessageResource), NormalizeError> {
     let raw = n
         .resource
         .as_deref()
@@ -131,7 +133,9 @@ pub fn plain_text(content_type: &str, content: &str) -> String {
             rest = "";
             break;
         };
-        let tag = rest[start + 1..start + len].trim_start_matches('/').as_bytes();
+        let tag = rest[start + 1..start + len]
+            .trim_start_matches('/')
+            .as_bytes();
         let opens_block = |name: &str| {
             tag.get(..name.len())
                 .is_some_and(|t| t.eq_ignore_ascii_case(name.as_bytes()))
@@ -215,7 +219,7 @@ fn message_data(m: ChatMessage) -> (Option<Body>, Vec<Mention>, Vec<Attachment>,
 /// (a deleted message may carry no content: the event then holds what the resource says).
 /// `raw_resource` and `r` come from [`message_resource`], checked before any decryption.
 pub fn normalize(
-    n: &ChangeNotification,
+    n: &ChangeNotification<'_>,
     raw_resource: &str,
     r: MessageResource,
     plaintext: Option<&[u8]>,
@@ -285,7 +289,7 @@ pub fn normalize(
         dataschema: MESSAGE_SCHEMA.into(),
         data: MessageData {
             schema_version: 1,
-            tenant_id: n.tenant_id.clone(),
+            tenant_id: n.tenant_id.to_string(),
             change_type: change_type.as_str().into(),
             conversation: r.conversation,
             message_id: r.message_id,
@@ -304,7 +308,7 @@ pub fn normalize(
             mentions,
             attachments,
             reactions,
-            subscription_id: n.subscription_id.clone(),
+            subscription_id: n.subscription_id.to_string(),
             received_at: received_at.to_string(),
             resource: if include_resource {
                 plaintext.and_then(|p| crate::graph::from_json_bytes(p).ok())
@@ -317,9 +321,12 @@ pub fn normalize(
 
 /// A lifecycle notification as an event. Its id covers the subscription, the event and the
 /// expiration Graph reported, so a redelivery dedupes while a later occurrence does not.
-pub fn lifecycle(n: &ChangeNotification, received_at: &str) -> LifecycleEvent {
-    let event = n.lifecycle_event.clone().unwrap_or_default();
-    let expires = n.subscription_expiration_date_time.clone();
+pub fn lifecycle(n: &ChangeNotification<'_>, received_at: &str) -> LifecycleEvent {
+    let event = n.lifecycle_event.as_deref().unwrap_or_default().to_string();
+    let expires = n
+        .subscription_expiration_date_time
+        .as_deref()
+        .map(str::to_string);
     let id = event_id(
         &n.tenant_id,
         &format!("subscriptions('{}')", n.subscription_id),
@@ -340,8 +347,8 @@ pub fn lifecycle(n: &ChangeNotification, received_at: &str) -> LifecycleEvent {
         dataschema: LIFECYCLE_SCHEMA.into(),
         data: LifecycleData {
             schema_version: 1,
-            tenant_id: n.tenant_id.clone(),
-            subscription_id: n.subscription_id.clone(),
+            tenant_id: n.tenant_id.to_string(),
+            subscription_id: n.subscription_id.to_string(),
             lifecycle_event: event,
             subscription_expires_at: expires,
             received_at: received_at.to_string(),
@@ -365,7 +372,10 @@ mod tests {
         );
         assert_eq!(plain_text("text", "<b>x</b>"), "<b>x</b>");
         // Without entities the trimmed text is returned as is; tag names in any case.
-        assert_eq!(plain_text("html", "  <P>one</P><BR/>two <b>x</b>  "), "one\ntwo x");
+        assert_eq!(
+            plain_text("html", "  <P>one</P><BR/>two <b>x</b>  "),
+            "one\ntwo x"
+        );
         assert_eq!(plain_text("html", " <p> </p> "), "");
     }
 

@@ -3,16 +3,22 @@
 //! The batch is parsed in two steps: the envelope keeps each item as raw JSON, then each item
 //! is parsed on its own, so one malformed item is rejected alone instead of failing its batch,
 //! and the raw bytes stay available for the dead-letter stream and the raw archive.
+//!
+//! Both steps borrow from the request body: the items are slices of it and their strings
+//! (the kilobytes of base64 above all) are not copied unless JSON escapes force it.
 
-use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use crate::config::Secret;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Envelope {
-    pub value: Vec<Box<RawValue>>,
+pub struct Envelope<'a> {
+    #[serde(borrow)]
+    pub value: Vec<&'a RawValue>,
     /// One JWT per (app, tenant) pair; `null` entries mean a misconfigured service principal.
     #[serde(default)]
     pub validation_tokens: Option<Vec<Option<String>>>,
@@ -36,51 +42,114 @@ impl ChangeType {
     }
 }
 
+/// Strings are `Cow`: borrowed from the body, owned when JSON escapes forced a copy (or when
+/// built here). serde borrows a `Cow<str>` field only when it is spelled so, and never inside
+/// an `Option`, hence this helper for the optional ones.
+fn borrowed_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed>::deserialize(d)?.map(|b| b.0))
+}
+
 /// One `changeNotification`. Lifecycle notifications share the type and carry `lifecycleEvent`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ChangeNotification {
-    pub subscription_id: String,
-    #[serde(default)]
-    pub subscription_expiration_date_time: Option<String>,
+pub struct ChangeNotification<'a> {
+    #[serde(borrow)]
+    pub subscription_id: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "borrowed_opt")]
+    pub subscription_expiration_date_time: Option<Cow<'a, str>>,
     #[serde(default)]
     pub change_type: Option<ChangeType>,
     /// Echo of the subscription's secret; compared in constant time, never logged.
     #[serde(default)]
     pub client_state: Option<Secret>,
-    pub tenant_id: String,
-    #[serde(default)]
-    pub resource: Option<String>,
-    #[serde(default)]
-    pub resource_data: Option<ResourceData>,
-    #[serde(default)]
-    pub encrypted_content: Option<EncryptedContent>,
-    #[serde(default)]
-    pub lifecycle_event: Option<String>,
+    #[serde(borrow)]
+    pub tenant_id: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "borrowed_opt")]
+    pub resource: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub resource_data: Option<ResourceData<'a>>,
+    #[serde(default, borrow)]
+    pub encrypted_content: Option<EncryptedContent<'a>>,
+    #[serde(default, borrow, deserialize_with = "borrowed_opt")]
+    pub lifecycle_event: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct ResourceData {
-    #[serde(default)]
-    pub id: Option<String>,
-    #[serde(rename = "@odata.type", default)]
-    pub odata_type: Option<String>,
-    #[serde(rename = "@odata.id", default)]
-    pub odata_id: Option<String>,
+pub struct ResourceData<'a> {
+    #[serde(default, borrow, deserialize_with = "borrowed_opt")]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(
+        rename = "@odata.type",
+        default,
+        borrow,
+        deserialize_with = "borrowed_opt"
+    )]
+    pub odata_type: Option<Cow<'a, str>>,
+    #[serde(
+        rename = "@odata.id",
+        default,
+        borrow,
+        deserialize_with = "borrowed_opt"
+    )]
+    pub odata_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct EncryptedContent {
-    pub data: String,
-    pub data_key: String,
-    pub data_signature: String,
-    pub encryption_certificate_id: String,
-    #[serde(default)]
-    pub encryption_certificate_thumbprint: Option<String>,
+pub struct EncryptedContent<'a> {
+    #[serde(borrow)]
+    pub data: Cow<'a, str>,
+    #[serde(borrow)]
+    pub data_key: Cow<'a, str>,
+    #[serde(borrow)]
+    pub data_signature: Cow<'a, str>,
+    #[serde(borrow)]
+    pub encryption_certificate_id: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "borrowed_opt")]
+    pub encryption_certificate_thumbprint: Option<Cow<'a, str>>,
 }
 
-impl std::fmt::Debug for EncryptedContent {
+fn owned(t: Cow<'_, str>) -> Cow<'static, str> {
+    Cow::Owned(t.into_owned())
+}
+
+impl ChangeNotification<'_> {
+    /// A copy that no longer borrows the request body (for work on other threads).
+    pub fn into_owned(self) -> ChangeNotification<'static> {
+        ChangeNotification {
+            subscription_id: owned(self.subscription_id),
+            subscription_expiration_date_time: self.subscription_expiration_date_time.map(owned),
+            change_type: self.change_type,
+            client_state: self.client_state,
+            tenant_id: owned(self.tenant_id),
+            resource: self.resource.map(owned),
+            resource_data: self.resource_data.map(|r| ResourceData {
+                id: r.id.map(owned),
+                odata_type: r.odata_type.map(owned),
+                odata_id: r.odata_id.map(owned),
+            }),
+            encrypted_content: self.encrypted_content.map(EncryptedContent::into_owned),
+            lifecycle_event: self.lifecycle_event.map(owned),
+        }
+    }
+}
+
+impl EncryptedContent<'_> {
+    /// A copy that no longer borrows the request body.
+    pub fn into_owned(self) -> EncryptedContent<'static> {
+        EncryptedContent {
+            data: owned(self.data),
+            data_key: owned(self.data_key),
+            data_signature: owned(self.data_signature),
+            encryption_certificate_id: owned(self.encryption_certificate_id),
+            encryption_certificate_thumbprint: self.encryption_certificate_thumbprint.map(owned),
+        }
+    }
+}
+
+impl std::fmt::Debug for EncryptedContent<'_> {
     // The ciphertext is noise in logs; the certificate id is what an operator needs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EncryptedContent")
@@ -148,14 +217,14 @@ pub fn nesting_exceeds(body: &[u8], max: usize) -> bool {
     false
 }
 
-impl Envelope {
-    pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
+impl<'a> Envelope<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<Self, EnvelopeError> {
         Ok(super::from_json_bytes(body)?)
     }
 
     /// Parses with the request limits: nesting depth first, then the number of items.
     pub fn parse_limited(
-        body: &[u8],
+        body: &'a [u8],
         max_depth: usize,
         max_items: usize,
     ) -> Result<Self, EnvelopeError> {
@@ -170,8 +239,8 @@ impl Envelope {
     }
 }
 
-impl ChangeNotification {
-    pub fn parse(raw: &RawValue) -> Result<Self, serde_json::Error> {
+impl<'a> ChangeNotification<'a> {
+    pub fn parse(raw: &'a RawValue) -> Result<Self, serde_json::Error> {
         serde_json::from_str(raw.get())
     }
 
@@ -183,6 +252,28 @@ impl ChangeNotification {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn items_borrow_the_body_unless_escapes_force_a_copy() {
+        let body = br#"{"value":[{"subscriptionId":"s1","tenantId":"t","resource":"chats('a')",
+            "encryptedContent":{"data":"ab\/cd","dataKey":"k+/=","dataSignature":"sig",
+            "encryptionCertificateId":"c","encryptionCertificateThumbprint":"ff"}}]}"#;
+        let env = Envelope::parse(body).unwrap();
+        let n = ChangeNotification::parse(env.value[0]).unwrap();
+        assert!(matches!(n.subscription_id, Cow::Borrowed("s1")));
+        assert!(matches!(n.resource, Some(Cow::Borrowed("chats('a')"))));
+        let c = n.encrypted_content.clone().unwrap();
+        assert!(matches!(c.data_key, Cow::Borrowed("k+/=")));
+        assert!(matches!(
+            c.encryption_certificate_thumbprint,
+            Some(Cow::Borrowed("ff"))
+        ));
+        // JSON may escape `/` in base64: the value is unescaped into an owned string.
+        assert!(matches!(c.data, Cow::Owned(ref d) if d == "ab/cd"));
+        let owned = n.into_owned();
+        assert_eq!(owned.encrypted_content.unwrap().data, "ab/cd");
+        assert_eq!(owned.tenant_id, "t");
+    }
 
     #[test]
     fn nesting_is_measured_outside_strings() {

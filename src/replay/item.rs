@@ -2,6 +2,7 @@
 //! letter or a raw archive item. Replayed records keep their bytes (key, headers, payload,
 //! timestamp); the classification only routes (NATS subject) and filters them.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::event::deadletter::DeadLetter;
@@ -127,12 +128,12 @@ pub fn classify(payload: &[u8]) -> Facts {
         }
     } else if v.get("subscriptionId").is_some() {
         // A raw archive item: routing facts from its resource string, content still encrypted.
-        if let Ok(n) = serde_json::from_value::<ChangeNotification>(v) {
+        if let Ok(n) = ChangeNotification::deserialize(&v) {
             return Facts {
                 id: None,
                 stream: Some(Stream::Raw),
                 subject_vars: vec![],
-                tenant: Some(n.tenant_id.clone()),
+                tenant: Some(n.tenant_id.to_string()),
                 conversation: message_resource(&n).ok().map(|(_, r)| r.conversation),
                 change_type: n.change_type.map(|c| c.as_str().to_string()),
             };
