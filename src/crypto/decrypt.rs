@@ -7,7 +7,6 @@
 use aws_lc_rs::cipher::{PaddedBlockDecryptingKey, UnboundCipherKey, AES_256};
 use aws_lc_rs::hmac;
 use aws_lc_rs::rsa::OAEP_SHA1_MGF1SHA1;
-use base64::Engine;
 use zeroize::Zeroizing;
 
 use super::key_cache::{fingerprint, KeyCache};
@@ -52,8 +51,8 @@ impl DecryptError {
 pub type SymmetricKey = Zeroizing<[u8; 32]>;
 
 fn b64(field: &'static str, s: &str) -> Result<Vec<u8>, DecryptError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
+    base64_simd::STANDARD
+        .decode_to_vec(s.trim())
         .map_err(|_| DecryptError::BadBase64(field))
 }
 
@@ -141,4 +140,44 @@ pub fn decrypt_cached(
     let plaintext = open_data(&symmetric, &content.data, &content.data_signature)?;
     cache.insert(fp, &symmetric);
     Ok(plaintext)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    /// The SIMD decoder accepts exactly what the `base64` crate's strict standard engine
+    /// accepts (padding required, canonical trailing bits, no URL-safe alphabet or inner
+    /// whitespace), and decodes to the same bytes.
+    #[test]
+    fn base64_is_as_strict_as_the_standard_engine() {
+        let inputs = [
+            "",
+            "QQ==",
+            "QR==",
+            "QQ=",
+            "QQ",
+            "QUI=",
+            "QUJD",
+            "QUJ",
+            "Q===",
+            "QUJD\nRA==",
+            "QUJD RA==",
+            "a-_b",
+            "a+/b",
+            " QUJD ",
+            "QUJD====",
+            "=QUJ",
+            "QU=J",
+            "AAEC/w==",
+            "AAEC_w==",
+        ];
+        for input in inputs {
+            let reference = base64::engine::general_purpose::STANDARD
+                .decode(input.trim())
+                .ok();
+            assert_eq!(b64("data", input).ok(), reference, "{input:?}");
+        }
+    }
 }
