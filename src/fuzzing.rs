@@ -63,9 +63,9 @@ pub fn decrypt_content(data: &[u8]) {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD.encode(data);
         EncryptedContent {
-            data: b64.clone(),
-            data_key: b64.clone(),
-            data_signature: b64,
+            data: b64.clone().into(),
+            data_key: b64.clone().into(),
+            data_signature: b64.into(),
             encryption_certificate_id: "synthetic-cert-2025".into(),
             encryption_certificate_thumbprint: None,
         }
