@@ -3,7 +3,8 @@
 # missing: C toolchain and headers for librdkafka (built from source by rdkafka's cmake-build),
 # Java + Maven for Kafka (its jars come from Maven Central, see kafka.sh), nats-server,
 # and ShellCheck for the chart check. Go (>= 1.24, for helm/kubeconform in chart-check.sh) and
-# python3 come with the machine.
+# python3 come with the machine. Arguments name further commands a caller needs (a Debian
+# package of the same name is installed when the command is missing), e.g. `setup.sh valgrind`.
 set -euo pipefail
 
 need_pkgs=()
@@ -20,6 +21,9 @@ have_cmd java || need_pkgs+=(default-jdk-headless)
 have_cmd mvn || need_pkgs+=(maven)
 have_cmd nats-server || need_pkgs+=(nats-server)
 have_cmd shellcheck || need_pkgs+=(shellcheck)
+for extra in "$@"; do
+  have_cmd "$extra" || need_pkgs+=("$extra")
+done
 
 if ((${#need_pkgs[@]})); then
   echo "setup.sh: installing ${need_pkgs[*]}" >&2

@@ -14,8 +14,8 @@ use tokio::sync::Semaphore;
 
 use crate::auth::tokens::{TokenError, TokenVerifier};
 use crate::auth::{Authenticated, Authenticator};
-use crate::crypto::decrypt::decrypt_cached;
-use crate::crypto::key_cache::{fingerprint, KeyCache};
+use crate::crypto::decrypt::decrypt_cached_with;
+use crate::crypto::key_cache::{fingerprint, Digest, KeyCache};
 use crate::crypto::keyring::Keyring;
 use crate::event::deadletter::DeadLetter;
 use crate::event::normalize::{self, message_resource};
@@ -342,7 +342,7 @@ impl Pipeline {
                 raw_records.push(raw_record(n, raw, received_at));
             }
             slots.push(None);
-            to_open.push((i, authenticated));
+            to_open.push(ToOpen::new(i, authenticated));
         }
 
         // CPU stage. When a key must be unwrapped (RSA, ~1 ms) the work runs off the reactor,
@@ -351,7 +351,7 @@ impl Pipeline {
         // costs tens of microseconds, less than handing it to other threads: a batch of up to
         // INLINE_MAX_ITEMS runs here (a few milliseconds at most).
         let batch_span = tracing::Span::current();
-        if to_open.len() <= INLINE_MAX_ITEMS && to_open.iter().all(|(_, a)| !self.needs_rsa(a)) {
+        if to_open.len() <= INLINE_MAX_ITEMS && to_open.iter().all(|t| !self.needs_rsa(t)) {
             let keyring = self.keyring.load();
             let ctx = OpenContext {
                 keyring: &keyring,
@@ -372,7 +372,7 @@ impl Pipeline {
             // RSA operation each item needs costs far more than the copy).
             let work: Vec<_> = std::mem::replace(&mut to_open, rest)
                 .into_iter()
-                .map(|(index, a)| (index, a.into_owned()))
+                .map(ToOpen::into_owned)
                 .collect();
             let permit = self
                 .cpu
@@ -468,12 +468,42 @@ impl Pipeline {
 
     /// Whether opening the item needs an RSA private-key operation: it carries content whose
     /// wrapped key is not in the cache.
-    fn needs_rsa(&self, a: &Authenticated<'_>) -> bool {
-        a.item().encrypted_content.as_ref().is_some_and(|c| {
-            !self
-                .key_cache
-                .contains(&fingerprint(&c.encryption_certificate_id, &c.data_key))
-        })
+    fn needs_rsa(&self, t: &ToOpen<'_>) -> bool {
+        t.key_id.is_some_and(|fp| !self.key_cache.contains(&fp))
+    }
+}
+
+/// An authenticated message item waiting to be opened, with the cache key of its wrapped key
+/// computed once: for the cache check that chooses the thread, and for the decryption.
+struct ToOpen<'a> {
+    /// Position in the batch.
+    index: usize,
+    item: Authenticated<'a>,
+    /// [`fingerprint`] of the item's `dataKey`; `None` when Graph sent no content.
+    key_id: Option<Digest>,
+}
+
+impl<'a> ToOpen<'a> {
+    fn new(index: usize, item: Authenticated<'a>) -> Self {
+        let key_id = item
+            .item()
+            .encrypted_content
+            .as_ref()
+            .map(|c| fingerprint(&c.encryption_certificate_id, &c.data_key));
+        ToOpen {
+            index,
+            item,
+            key_id,
+        }
+    }
+
+    /// The same, no longer borrowing the request body (for work on other threads).
+    fn into_owned(self) -> ToOpen<'static> {
+        ToOpen {
+            index: self.index,
+            item: self.item.into_owned(),
+            key_id: self.key_id,
+        }
     }
 }
 
@@ -499,10 +529,10 @@ fn outcome(raw: &RawValue, opened: Opened, received_at: &str) -> Outcome {
 
 impl OpenContext<'_> {
     /// Decrypts and normalizes each item (by its index in the batch).
-    fn open_all(&self, work: Vec<(usize, Authenticated<'_>)>) -> Vec<(usize, Opened)> {
+    fn open_all(&self, work: Vec<ToOpen<'_>>) -> Vec<(usize, Opened)> {
         work.into_iter()
-            .map(|(index, a)| {
-                let n = a.item();
+            .map(|t| {
+                let n = t.item.item();
                 // Ids only, never content or secrets. DEBUG: logs at INFO do not pay for a
                 // span per item; trace export takes it (telemetry.rs).
                 let _item = tracing::debug_span!(
@@ -515,8 +545,8 @@ impl OpenContext<'_> {
                 .entered();
                 let at = self.received_at;
                 (
-                    index,
-                    open(self.keyring, self.cache, &a, at, self.include_resource),
+                    t.index,
+                    open(self.keyring, self.cache, &t, at, self.include_resource),
                 )
             })
             .collect()
@@ -536,19 +566,19 @@ fn parse_items<'a>(
 fn open(
     keyring: &Keyring,
     cache: &KeyCache,
-    a: &Authenticated<'_>,
+    t: &ToOpen<'_>,
     received_at: &str,
     include_resource: bool,
 ) -> Opened {
-    let n = a.item();
+    let n = t.item.item();
     // Check the resource before any RSA work: an unsupported one is rejected for free.
     let (raw_resource, resource) = message_resource(n).map_err(|e| (e.reason(), e.to_string()))?;
-    let plaintext = n
-        .encrypted_content
-        .as_ref()
-        .map(|c| decrypt_cached(keyring, cache, c))
-        .transpose()
-        .map_err(|e| (e.reason(), e.to_string()))?;
+    let plaintext = match (&n.encrypted_content, &t.key_id) {
+        (Some(c), Some(fp)) => Some(decrypt_cached_with(keyring, cache, c, fp)),
+        _ => None, // ToOpen::new sets key_id exactly when there is content
+    }
+    .transpose()
+    .map_err(|e| (e.reason(), e.to_string()))?;
     let event = normalize::normalize(
         n,
         raw_resource,

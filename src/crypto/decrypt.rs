@@ -9,7 +9,7 @@ use aws_lc_rs::hmac;
 use aws_lc_rs::rsa::OAEP_SHA1_MGF1SHA1;
 use zeroize::Zeroizing;
 
-use super::key_cache::{fingerprint, KeyCache};
+use super::key_cache::{fingerprint, Digest, KeyCache};
 use super::keyring::{Keyring, PrivateKey};
 use crate::graph::envelope::EncryptedContent;
 
@@ -131,14 +131,25 @@ pub fn decrypt_cached(
     cache: &KeyCache,
     content: &EncryptedContent,
 ) -> Result<Vec<u8>, DecryptError> {
-    let key = select_key(keyring, content)?;
     let fp = fingerprint(&content.encryption_certificate_id, &content.data_key);
-    if let Some(symmetric) = cache.get(&fp) {
+    decrypt_cached_with(keyring, cache, content, &fp)
+}
+
+/// [`decrypt_cached`] for a caller that already has the content's [`fingerprint`] (the
+/// pipeline looks the key up first, to choose the thread that opens the item).
+pub fn decrypt_cached_with(
+    keyring: &Keyring,
+    cache: &KeyCache,
+    content: &EncryptedContent,
+    fp: &Digest,
+) -> Result<Vec<u8>, DecryptError> {
+    let key = select_key(keyring, content)?;
+    if let Some(symmetric) = cache.get(fp) {
         return open_data(&symmetric, &content.data, &content.data_signature);
     }
     let symmetric = unwrap_key(key, &content.data_key)?;
     let plaintext = open_data(&symmetric, &content.data, &content.data_signature)?;
-    cache.insert(fp, &symmetric);
+    cache.insert(*fp, &symmetric);
     Ok(plaintext)
 }
 

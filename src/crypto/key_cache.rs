@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use aws_lc_rs::digest;
 use zeroize::Zeroizing;
 
-type Digest = [u8; 32];
+/// What the cache is keyed by: [`fingerprint`] of a wrapped key.
+pub type Digest = [u8; 32];
 
 pub struct KeyCache {
     capacity: usize,
