@@ -117,6 +117,10 @@ broker.session.timeout.ms=4000
 broker.heartbeat.interval.ms=1000
 # Default 128 MiB cleaner buffer is a quarter of our heap; tests never need it.
 log.cleaner.dedupe.buffer.size=16777216
+# Load benchmarks write gigabytes over a machine's life and the data survives restarts; cap
+# each partition so the disk the builds need is not eaten (one bench run stays well below).
+log.retention.bytes=268435456
+log.segment.bytes=67108864
 EOF
   # Broker logs INFO to stdout (redirected to $LOG); CLI tools only WARN, on stderr.
   log_config broker INFO OUT out
