@@ -7,6 +7,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
+# A full disk shows up as a linker bus error deep in the build: say it plainly up front.
+free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if ((free_kib < 6 * 1024 * 1024)); then
+  echo "test.sh: warning: $((free_kib / 1024 / 1024)) GiB free here; a test build needs about 5 GiB" >&2
+fi
+
 scripts/setup.sh
 scripts/brokers.sh up
 trap 'scripts/brokers.sh down' EXIT
