@@ -49,7 +49,7 @@ fn batch(n: usize, payload: &[u8]) -> Vec<Record> {
             subject_vars: vec![],
             headers: HEADERS
                 .iter()
-                .map(|h| (*h, format!("{h}-value-{n}-{i}")))
+                .map(|h| (*h, format!("{h}-value-{n}-{i}").into()))
                 .collect(),
             payload: payload.to_vec(),
         })

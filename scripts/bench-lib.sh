@@ -8,6 +8,31 @@ ADMIN_PORT=${BENCH_ADMIN_PORT:-29090}
 BITS=${BITS:-2048}
 BIN=$ROOT/target/release/graphbridge
 APP_ID=5a9e7c1d-0b3f-4e2a-9c6d-7f8e9a0b1c2d
+BROKER_RUN=${GRAPHBRIDGE_RUN:-/tmp/graphbridge-brokers}
+
+# PIN=1 (the default with 2 or more cores): the bridge gets core 0 to itself; the simulator and
+# the brokers share the others. "Per core" then means one core of the bridge's own, as in a
+# deployment, instead of a core whose caches and time slices the load generator and Kafka also
+# use (which cost the bridge 10-25 % more CPU per item on this 2-core machine). PIN=0 shares.
+CORES=$(nproc)
+# ON_BRIDGE_CPUS / ON_OTHER_CPUS prefix a command (taskset execs it: $! stays the bridge's pid).
+if [ "${PIN:-1}" = 1 ] && ((CORES >= 2)); then
+  BRIDGE_CPUS=0
+  OTHER_CPUS=1-$((CORES - 1))
+  ON_BRIDGE_CPUS=(taskset -c "$BRIDGE_CPUS")
+  ON_OTHER_CPUS=(taskset -c "$OTHER_CPUS")
+else
+  BRIDGE_CPUS="" OTHER_CPUS="" ON_BRIDGE_CPUS=() ON_OTHER_CPUS=()
+fi
+
+# pin_brokers CPUS: moves every thread of the running Kafka and NATS onto CPUS.
+pin_brokers() {
+  local pidfile pid
+  for pidfile in "$BROKER_RUN/kafka/kafka.pid" "$BROKER_RUN/nats/nats.pid"; do
+    pid=$(cat "$pidfile" 2>/dev/null) || continue
+    taskset -a -p -c "$1" "$pid" >/dev/null 2>&1 || true
+  done
+}
 
 # bench_start: release build, brokers, a work dir ($WORK) with a key of $BITS bits.
 bench_start() {
@@ -17,7 +42,12 @@ bench_start() {
   eval "$(scripts/brokers.sh env)"
   WORK=$(mktemp -d /tmp/graphbridge-bench.XXXXXX)
   SERVE_PID=""
-  trap 'stop_serve; wait 2>/dev/null || true' EXIT
+  # The brokers outlive the bench (tests reuse them): give them every core back at the end.
+  trap 'stop_serve; wait 2>/dev/null || true; [ -z "$OTHER_CPUS" ] || pin_brokers "0-$((CORES - 1))"' EXIT
+  if [ -n "$OTHER_CPUS" ]; then
+    pin_brokers "$OTHER_CPUS"
+    echo "bridge on core $BRIDGE_CPUS; simulator and brokers on cores $OTHER_CPUS (PIN=0 to share)"
+  fi
   "$BIN" keys generate --id bench --bits "$BITS" --out "$WORK/keys" >/dev/null
   PREFIX="bench-$(date +%s)"
 }
@@ -53,7 +83,7 @@ TOML
 # start_serve CONFIG: runs serve in the background (SERVE_PID) and waits for /healthz (not
 # /readyz: readiness waits for the token keys, which the simulator serves).
 start_serve() {
-  "$BIN" --config "$1" serve 2>>"$WORK/serve.log" &
+  "${ON_BRIDGE_CPUS[@]}" "$BIN" --config "$1" serve 2>>"$WORK/serve.log" &
   SERVE_PID=$!
   for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null 2>&1 && return 0
@@ -81,7 +111,7 @@ metric() {
 sim() {
   local cfg=$1
   shift
-  "$BIN" --config "$cfg" simulate --target "http://127.0.0.1:$PORT" \
+  "${ON_OTHER_CPUS[@]}" "$BIN" --config "$cfg" simulate --target "http://127.0.0.1:$PORT" \
     --cert "$WORK/keys/bench.crt" --cert-id bench --client-state bench-client-state \
     --issuer-listen "127.0.0.1:$ISSUER_PORT" --issuer-key "$WORK/issuer.der" \
     --pid "$SERVE_PID" --json "$@"

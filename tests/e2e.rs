@@ -21,7 +21,7 @@ async fn simulate_and_verify(
     target: Target,
     seed: u64,
 ) -> Report {
-    simulate_workload_and_verify(srv, issuer, target, sim_workload(seed, 0.06)).await
+    simulate_workload_and_verify(srv, issuer, target, sim_workload(seed, 0.06), false).await
 }
 
 async fn simulate_workload_and_verify(
@@ -29,10 +29,12 @@ async fn simulate_workload_and_verify(
     issuer: Arc<Issuer>,
     target: Target,
     workload: Workload,
+    pregenerate: bool,
 ) -> Report {
     let outcomes = run(
         RunOptions {
             issuer: Some(issuer),
+            pregenerate,
             ..sim_options(&srv.base, ITEMS)
         },
         workload,
@@ -88,7 +90,8 @@ async fn simulator_to_serve_to_kafka_exactly_once() {
 async fn reused_wrapped_key_is_served_from_the_cache_and_still_verified() {
     // One wrapped key for every item: after the first, the key cache answers and batches are
     // opened without RSA. Tampered items (same key, altered data) must still be caught by the
-    // HMAC, and every good item must reach Kafka exactly once.
+    // HMAC, and every good item must reach Kafka exactly once. The batches are built before
+    // sending, as in the pass-through benchmark (`--pregenerate`).
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::kafka::kafka_config(dir.path(), &unique("e2e-cached"));
     let issuer = with_tokens(&mut cfg).await;
@@ -99,6 +102,7 @@ async fn reused_wrapped_key_is_served_from_the_cache_and_still_verified() {
         issuer,
         Target::Kafka(cfg.sink.kafka.clone()),
         workload,
+        true,
     )
     .await;
     assert_good(&report);

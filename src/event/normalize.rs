@@ -282,7 +282,7 @@ pub fn normalize(
         specversion: SPEC_VERSION.into(),
         id,
         source,
-        ty: format!("graph.teams.message.{}", change_type.as_str()),
+        ty: change_type.event_type().into(),
         subject: format!("messages/{}", r.message_id),
         time,
         datacontenttype: "application/json".into(),
@@ -340,7 +340,7 @@ pub fn lifecycle(n: &ChangeNotification<'_>, received_at: &str) -> LifecycleEven
             "/tenants/{}/subscriptions/{}",
             n.tenant_id, n.subscription_id
         ),
-        ty: format!("graph.subscription.{event}"),
+        ty: format!("graph.subscription.{event}").into(),
         subject: format!("subscriptions/{}", n.subscription_id),
         time: received_at.to_string(),
         datacontenttype: "application/json".into(),

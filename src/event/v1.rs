@@ -2,6 +2,8 @@
 //! `schema/teams-message.v1.json` and `schema/lifecycle.v1.json`. Within v1 changes are
 //! additive only. Consumers deserialize with these same types.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::graph::resource::Conversation;
@@ -10,18 +12,19 @@ pub const SPEC_VERSION: &str = "1.0";
 pub const MESSAGE_SCHEMA: &str = "https://graphbridge.dev/schema/teams-message.v1.json";
 pub const LIFECYCLE_SCHEMA: &str = "https://graphbridge.dev/schema/lifecycle.v1.json";
 
-/// A CloudEvent envelope around `data`.
+/// A CloudEvent envelope around `data`. The attributes that are constants (or one of a few)
+/// are `Cow`, so building an event does not allocate a copy of each.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CloudEvent<T> {
-    pub specversion: String,
+    pub specversion: Cow<'static, str>,
     pub id: String,
     pub source: String,
     #[serde(rename = "type")]
-    pub ty: String,
+    pub ty: Cow<'static, str>,
     pub subject: String,
     pub time: String,
-    pub datacontenttype: String,
-    pub dataschema: String,
+    pub datacontenttype: Cow<'static, str>,
+    pub dataschema: Cow<'static, str>,
     pub data: T,
 }
 

@@ -40,6 +40,15 @@ impl ChangeType {
             ChangeType::Deleted => "deleted",
         }
     }
+
+    /// The CloudEvents `type` of a message event with this change.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            ChangeType::Created => "graph.teams.message.created",
+            ChangeType::Updated => "graph.teams.message.updated",
+            ChangeType::Deleted => "graph.teams.message.deleted",
+        }
+    }
 }
 
 /// Strings are `Cow`: borrowed from the body, owned when JSON escapes forced a copy (or when

@@ -154,7 +154,7 @@ impl Reprocessor {
                         .headers
                         .iter()
                         .find(|(k, _)| *k == "graph_reject_reason")
-                        .map_or("unknown", |(_, v)| v.as_str());
+                        .map_or("unknown", |(_, v)| v.as_ref());
                     *result.rejected.entry(reason.to_string()).or_default() += 1;
                 }
                 _ => result.events.push(Item::from_record(r, ts)),

@@ -64,6 +64,10 @@ pub struct Args {
     /// Reuse one wrapped key for all items (measures the bridge without RSA work).
     #[arg(long)]
     pub reuse_key: bool,
+    /// Build every batch before sending any (needs --count): while the load runs the
+    /// simulator then only sends, leaving the cores to the bridge. For capacity measurements.
+    #[arg(long, requires = "count")]
+    pub pregenerate: bool,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// First retry backoff in milliseconds (doubles per attempt; Graph-like).
@@ -116,6 +120,7 @@ impl Args {
             },
             issuer,
             stop: None,
+            pregenerate: self.pregenerate,
         }
     }
 

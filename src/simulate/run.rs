@@ -2,7 +2,7 @@
 //! notifications at a rate, with Graph-like retries (exponential backoff, `Retry-After`), and
 //! every item's final outcome recorded.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +44,10 @@ pub struct RunOptions {
     /// Stops sending new batches once set (batches in flight still finish), for callers that
     /// end the load on an event rather than a count or a clock.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Build every batch (encryption, signatures, tokens) before the clock starts, so that
+    /// while the load runs the simulator only sends: its own work then does not compete with
+    /// the bridge for the cores. Needs a count.
+    pub pregenerate: bool,
 }
 
 /// Everything the run observed.
@@ -102,6 +106,41 @@ struct Shared {
     produced: u64,
     next_slot: Instant,
     outcomes: Outcomes,
+    /// Batches built before the start (`pregenerate`), in sending order.
+    ready: VecDeque<Batch>,
+}
+
+/// A batch as sent: the request body, and its items' expectations.
+struct Batch {
+    items: Vec<Item>,
+    body: Vec<u8>,
+}
+
+impl Batch {
+    fn new(mut items: Vec<Item>, issuer: Option<&Issuer>) -> Self {
+        let body = serde_json::to_vec(&json!({
+            "value": items.iter().map(|i| &i.json).collect::<Vec<_>>(),
+            "validationTokens": tokens(issuer, &items),
+        }))
+        .expect("json");
+        // From here on only the expectations are needed; a pregenerated run holds many batches.
+        for i in &mut items {
+            i.json = Value::Null;
+        }
+        Batch { items, body }
+    }
+}
+
+/// The size of the next batch, given the items produced so far.
+fn next_batch_size(opts: &RunOptions, produced: u64) -> usize {
+    let left = opts.count.map_or(u64::MAX, |c| c.saturating_sub(produced));
+    left.min(opts.batch_size as u64) as usize
+}
+
+/// Unfinished batch: built already, or items still to be put into a body.
+enum Next {
+    Ready(Batch),
+    Items(Vec<Item>),
 }
 
 enum Attempt {
@@ -201,34 +240,36 @@ async fn worker(
 ) {
     let url = format!("{}/notifications", opts.target);
     loop {
-        let (items, slot) = {
+        let (next, slot) = {
             let mut s = shared.lock().expect("lock");
-            let left = opts
-                .count
-                .map_or(u64::MAX, |c| c.saturating_sub(s.produced));
+            let n = next_batch_size(&opts, s.produced);
             let stopped = opts
                 .stop
                 .as_ref()
                 .is_some_and(|s| s.load(Ordering::Relaxed));
-            if left == 0 || stopped || deadline.is_some_and(|d| Instant::now() >= d) {
+            if n == 0 || stopped || deadline.is_some_and(|d| Instant::now() >= d) {
                 return;
             }
-            let n = left.min(opts.batch_size as u64) as usize;
             s.produced += n as u64;
             let slot = s.next_slot;
             if opts.rate > 0.0 {
                 s.next_slot =
                     slot.max(Instant::now()) + Duration::from_secs_f64(n as f64 / opts.rate);
             }
-            let items: Vec<Item> = (0..n).map(|_| s.workload.next_item()).collect();
-            (items, slot)
+            let next = match s.ready.pop_front() {
+                Some(batch) => {
+                    debug_assert_eq!(batch.items.len(), n, "pregenerated in the same sizes");
+                    Next::Ready(batch)
+                }
+                None => Next::Items((0..n).map(|_| s.workload.next_item()).collect()),
+            };
+            (next, slot)
         };
         tokio::time::sleep_until(slot.into()).await;
-        let body = serde_json::to_vec(&json!({
-            "value": items.iter().map(|i| &i.json).collect::<Vec<_>>(),
-            "validationTokens": tokens(opts.issuer.as_deref(), &items),
-        }))
-        .expect("json");
+        let Batch { items, body } = match next {
+            Next::Ready(batch) => batch,
+            Next::Items(items) => Batch::new(items, opts.issuer.as_deref()),
+        };
 
         let first = Instant::now();
         let mut backoff = opts.retry.base;
@@ -262,8 +303,26 @@ async fn worker(
     }
 }
 
+/// Every batch of a counted run, in the sizes the workers will take them.
+fn pregenerate(opts: &RunOptions, workload: &mut Workload) -> anyhow::Result<VecDeque<Batch>> {
+    if opts.count.is_none() {
+        bail!("--pregenerate needs a --count");
+    }
+    let mut ready = VecDeque::new();
+    let mut produced = 0;
+    loop {
+        let n = next_batch_size(opts, produced);
+        if n == 0 {
+            return Ok(ready);
+        }
+        produced += n as u64;
+        let items = (0..n).map(|_| workload.next_item()).collect();
+        ready.push_back(Batch::new(items, opts.issuer.as_deref()));
+    }
+}
+
 /// Runs the load: handshake, then batches until the count or duration is reached.
-pub async fn run(opts: RunOptions, workload: Workload) -> anyhow::Result<Outcomes> {
+pub async fn run(opts: RunOptions, mut workload: Workload) -> anyhow::Result<Outcomes> {
     if opts.count.is_none() && opts.duration.is_none() {
         bail!("give a --count or a --duration");
     }
@@ -271,6 +330,11 @@ pub async fn run(opts: RunOptions, workload: Workload) -> anyhow::Result<Outcome
         .pool_max_idle_per_host(opts.concurrency)
         .build()?;
     handshake(&client, &opts.target).await?;
+    let ready = if opts.pregenerate {
+        pregenerate(&opts, &mut workload)?
+    } else {
+        VecDeque::new()
+    };
     let started = Instant::now();
     let deadline = opts.duration.map(|d| started + d);
     let shared = Arc::new(Mutex::new(Shared {
@@ -278,6 +342,7 @@ pub async fn run(opts: RunOptions, workload: Workload) -> anyhow::Result<Outcome
         produced: 0,
         next_slot: started,
         outcomes: Outcomes::default(),
+        ready,
     }));
     let opts = Arc::new(opts);
     let workers: Vec<_> = (0..opts.concurrency.max(1))

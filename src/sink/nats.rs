@@ -165,7 +165,7 @@ impl Sink for NatsSink {
             };
             let mut headers = HeaderMap::new();
             for (k, v) in &r.headers {
-                headers.insert(*k, v.as_str());
+                headers.insert(*k, v.as_ref());
             }
             let publish = Publish::build()
                 .payload(r.payload.clone().into())

@@ -1,5 +1,7 @@
 //! A record is an event ready for any sink: its stream, key, id, routing values and JSON.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::event::deadletter::DeadLetter;
@@ -40,8 +42,8 @@ pub struct Record {
     pub key: String,
     /// Values for NATS subject placeholders (`{team}`, `{channel}`, `{chat}`, `{event}`).
     pub subject_vars: Vec<(&'static str, String)>,
-    /// CloudEvents Kafka binding headers plus the tenant id.
-    pub headers: Vec<(&'static str, String)>,
+    /// CloudEvents Kafka binding headers plus the tenant id (constants are not copied).
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     /// One JSON document, no trailing newline.
     pub payload: Vec<u8>,
 }
@@ -55,20 +57,20 @@ fn json(v: &impl Serialize) -> Vec<u8> {
 
 /// The CloudEvents binding headers plus the tenant id, moved out of an event already
 /// serialized.
-fn ce_headers<T>(e: CloudEvent<T>, tenant: String) -> Vec<(&'static str, String)> {
+fn ce_headers<T>(e: CloudEvent<T>, tenant: String) -> Vec<(&'static str, Cow<'static, str>)> {
     vec![
         ("ce_specversion", e.specversion),
-        ("ce_id", e.id),
+        ("ce_id", e.id.into()),
         ("ce_type", e.ty),
-        ("ce_source", e.source),
-        ("ce_subject", e.subject),
-        ("ce_time", e.time),
+        ("ce_source", e.source.into()),
+        ("ce_subject", e.subject.into()),
+        ("ce_time", e.time.into()),
         ("ce_dataschema", e.dataschema),
         (
             "content-type",
             "application/cloudevents+json; charset=utf-8".into(),
         ),
-        ("graph_tenant_id", tenant),
+        ("graph_tenant_id", tenant.into()),
     ]
 }
 
@@ -124,8 +126,11 @@ impl Record {
             key: d.subscription_id.clone().unwrap_or_default(),
             subject_vars: vec![],
             headers: vec![
-                ("graph_reject_reason", d.reason.clone()),
-                ("graph_tenant_id", d.tenant_id.clone().unwrap_or_default()),
+                ("graph_reject_reason", d.reason.clone().into()),
+                (
+                    "graph_tenant_id",
+                    d.tenant_id.clone().unwrap_or_default().into(),
+                ),
                 ("content-type", "application/json".into()),
             ],
             payload: json(d),
@@ -142,8 +147,8 @@ impl Record {
             key,
             subject_vars: vec![],
             headers: vec![
-                ("graph_tenant_id", tenant.to_string()),
-                (RAW_RECEIVED_AT, received_at.to_string()),
+                ("graph_tenant_id", tenant.to_string().into()),
+                (RAW_RECEIVED_AT, received_at.to_string().into()),
                 ("content-type", "application/json".into()),
             ],
             payload: item.to_vec(),

@@ -759,7 +759,7 @@ fn resync_event(
             &format!("{}|{}", gap.cause, from),
         ),
         source: format!("/tenants/{}/subscriptions/{}", d.tenant_id, gap.old_id),
-        ty: format!("graph.subscription.{RESYNC_REQUIRED}"),
+        ty: format!("graph.subscription.{RESYNC_REQUIRED}").into(),
         subject: format!("subscriptions/{}", gap.old_id),
         time: now.clone(),
         datacontenttype: "application/json".into(),

@@ -210,6 +210,7 @@ pub fn sim_options(target: &str, count: u64) -> graphbridge::simulate::run::RunO
         },
         issuer: None,
         stop: None,
+        pregenerate: false,
     }
 }
 
