@@ -21,9 +21,12 @@ if [ "${PIN:-1}" = 1 ] && ((CORES >= 2)); then
   OTHER_CPUS=1-$((CORES - 1))
   ON_BRIDGE_CPUS=(taskset -c "$BRIDGE_CPUS")
   ON_OTHER_CPUS=(taskset -c "$OTHER_CPUS")
+  BRIDGE_CORES=1
 else
   BRIDGE_CPUS="" OTHER_CPUS="" ON_BRIDGE_CPUS=() ON_OTHER_CPUS=()
+  BRIDGE_CORES=$CORES
 fi
+export BRIDGE_CORES
 
 # pin_brokers CPUS: moves every thread of the running Kafka and NATS onto CPUS.
 pin_brokers() {
