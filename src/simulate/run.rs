@@ -330,10 +330,15 @@ pub async fn run(opts: RunOptions, mut workload: Workload) -> anyhow::Result<Out
         .pool_max_idle_per_host(opts.concurrency)
         .build()?;
     handshake(&client, &opts.target).await?;
-    let ready = if opts.pregenerate {
-        pregenerate(&opts, &mut workload)?
+    // Seconds of encryption and signing: off the reactor, which also serves the token issuer.
+    let (workload, ready) = if opts.pregenerate {
+        let o = opts.clone();
+        tokio::task::spawn_blocking(move || {
+            pregenerate(&o, &mut workload).map(|ready| (workload, ready))
+        })
+        .await??
     } else {
-        VecDeque::new()
+        (workload, VecDeque::new())
     };
     let started = Instant::now();
     let deadline = opts.duration.map(|d| started + d);
