@@ -20,7 +20,7 @@ COPY . .
 # out of the cache mount so the next stage can take it.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin graphbridge \
+    cargo build --release --locked --no-default-features --features production --bin graphbridge \
  && install -D -m 0755 target/release/graphbridge /out/graphbridge
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime

@@ -8,18 +8,18 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use graphbridge::auth::Authenticator;
-use graphbridge::config::Secret;
-use graphbridge::crypto::decrypt::{decrypt, decrypt_cached};
-use graphbridge::crypto::encrypt::Recipient;
-use graphbridge::crypto::key_cache::KeyCache;
-use graphbridge::crypto::keyring::{certificate_der, Keyring, PrivateKey};
-use graphbridge::event::normalize::{message_resource, normalize};
-use graphbridge::graph::envelope::{ChangeNotification, Envelope};
-use graphbridge::pipeline::{Pipeline, PipelineOptions};
-use graphbridge::simulate::workload::{Workload, WorkloadConfig};
-use graphbridge::sink::{Record, Sink, SinkError};
-use graphbridge::telemetry::Metrics;
+use graphbridge_core::auth::Authenticator;
+use graphbridge_core::config::Secret;
+use graphbridge_core::crypto::decrypt::{decrypt, decrypt_cached};
+use graphbridge_core::crypto::encrypt::Recipient;
+use graphbridge_core::crypto::key_cache::KeyCache;
+use graphbridge_core::crypto::keyring::{certificate_der, Keyring, PrivateKey};
+use graphbridge_core::event::normalize::{message_resource, normalize};
+use graphbridge_core::graph::envelope::{ChangeNotification, Envelope};
+use graphbridge_core::pipeline::{Pipeline, PipelineOptions};
+use graphbridge_core::sink::{Record, Sink, SinkError};
+use graphbridge_core::telemetry::Metrics;
+use graphbridge_sim::workload::{Workload, WorkloadConfig};
 
 fn fixture(path: &str) -> Vec<u8> {
     std::fs::read(

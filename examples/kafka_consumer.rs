@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use clap::Parser;
-use graphbridge::event::dedupe::DedupeWindow;
-use graphbridge::event::v1::{LifecycleEvent, MessageEvent};
+use graphbridge_event::dedupe::DedupeWindow;
+use graphbridge_event::v1::{LifecycleEvent, MessageEvent};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;

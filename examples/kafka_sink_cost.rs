@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use graphbridge::config::Config;
-use graphbridge::simulate::report::ProcessUsage;
-use graphbridge::sink::kafka::KafkaSink;
-use graphbridge::sink::{Record, Sink, Stream};
+use graphbridge_core::config::Config;
+use graphbridge_core::sink::kafka::KafkaSink;
+use graphbridge_core::sink::{Record, Sink, Stream};
+use graphbridge_sim::report::ProcessUsage;
 
 const BATCH: usize = 50;
 const HEADERS: [&str; 9] = [

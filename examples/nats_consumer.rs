@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use clap::Parser;
 use futures::StreamExt;
-use graphbridge::event::dedupe::DedupeWindow;
-use graphbridge::event::v1::{LifecycleEvent, MessageEvent};
+use graphbridge_event::dedupe::DedupeWindow;
+use graphbridge_event::v1::{LifecycleEvent, MessageEvent};
 
 #[derive(Parser)]
 struct Args {

@@ -31,7 +31,7 @@ for p in cmake libssl-dev libcurl4-openssl-dev zlib1g-dev pkg-config; do
   grep -qx "$p" <<<"$builder_pkgs" || bad "builder stage does not install $p (setup.sh does)"
 done
 bin_name=$(awk '/^\[\[bin\]\]/{f=1} f && /^name *=/{gsub(/"/,"",$3); print $3; exit}' Cargo.toml)
-grep -q "cargo build --release --locked --bin $bin_name" <<<"$builder" || bad "builder must run cargo build --release --locked --bin $bin_name"
+grep -q "cargo build --release --locked --no-default-features --features production --bin $bin_name" <<<"$builder" || bad "builder must build the production feature set: cargo build --release --locked --no-default-features --features production --bin $bin_name"
 
 # Shared libraries the binary needs, and the Debian packages providing them on this machine.
 if [ -x "$BINARY" ] && command -v ldd >/dev/null && command -v dpkg >/dev/null; then

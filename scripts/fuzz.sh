@@ -2,7 +2,7 @@
 # Runs every cargo-fuzz target for a bounded time (FUZZ_SECONDS each, default 60) on stable
 # Rust (`-s none`: coverage-guided libFuzzer without a sanitizer, which would need nightly).
 # New corpus entries land in fuzz/corpus/<target>; a crash is written to fuzz/artifacts/<target>
-# and the script fails. Commit interesting corpus entries and every crash: tests/fuzz_corpus.rs
+# and the script fails. Commit interesting corpus entries and every crash: tests/it/fuzz_corpus.rs
 # replays them on every test run.
 #
 #   scripts/fuzz.sh                      # all targets, 60 s each

@@ -19,6 +19,6 @@ trap 'scripts/brokers.sh down' EXIT
 eval "$(scripts/brokers.sh env)"
 
 cargo fmt --check
-cargo clippy --all-targets --all-features --locked -- -D warnings
-cargo test --all-targets --all-features --locked
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+cargo test --workspace --all-targets --all-features --locked
 scripts/chart-check.sh

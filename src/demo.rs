@@ -10,14 +10,14 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, OneOrMany, Secret, SinkKind};
-use crate::crypto::{certgen, encrypt::Recipient};
-use crate::graph::envelope::ChangeType;
-use crate::graph::resource::Conversation;
-use crate::server::{self, AppState};
-use crate::simulate::generate::{lifecycle_item, tamper, MessageSpec};
-use crate::simulate::issuer::Issuer;
-use crate::simulate::run::handshake;
+use graphbridge_core::config::{Config, OneOrMany, Secret, SinkKind};
+use graphbridge_core::crypto::{certgen, encrypt::Recipient};
+use graphbridge_core::graph::envelope::ChangeType;
+use graphbridge_core::graph::resource::Conversation;
+use graphbridge_core::server::{self, AppState};
+use graphbridge_sim::generate::{lifecycle_item, tamper, MessageSpec};
+use graphbridge_sim::issuer::Issuer;
+use graphbridge_sim::run::handshake;
 
 const CLIENT_STATE: &str = "demo-client-state";
 const TENANT: &str = "8afd02d6-ebdd-4270-a515-c749898ea5c5";
@@ -83,7 +83,7 @@ pub fn demo_messages(now_ms: i64) -> Vec<MessageSpec> {
 
 /// Default configuration with the file sink in `dir` and a key for `CERT_ID` there.
 /// Our app id as the demo's validation tokens name it.
-const APP_ID: &str = crate::simulate::cli::DEFAULT_APP_ID;
+const APP_ID: &str = graphbridge_sim::cli::DEFAULT_APP_ID;
 
 fn demo_config(dir: &Path, openid_config_url: String) -> anyhow::Result<Config> {
     let keys = dir.join("keys");
@@ -168,7 +168,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     println!("  readiness       {ready} (keys loaded, token signing keys fetched, sink usable)");
 
     // What Graph knows: the certificate we would give it in the subscription.
-    let cert = crate::crypto::keyring::certificate_der(&std::fs::read(
+    let cert = graphbridge_core::crypto::keyring::certificate_der(&std::fs::read(
         cfg.graph.keys_dir.join(format!("{CERT_ID}.crt")),
     )?)
     .map_err(anyhow::Error::msg)?;

@@ -1,22 +1,10 @@
-//! graphbridge: Microsoft Graph change notifications for Teams messages → Kafka and NATS.
-//!
-//! A notification flows down this list: `server` → `graph` → `auth` → `crypto` → `event` →
-//! `pipeline` → `sink`.
+//! graphbridge's verbs beyond the ingress core: the composition root (`app`), the subscription
+//! controller (`subscriptions`), replay (`replay`) and the newcomer's demo (`demo`). The
+//! ingress itself is `graphbridge-core`; the event schema `graphbridge-event`; Graph's REST
+//! API `graphbridge-graph-api`; the simulator `graphbridge-sim`.
 
-pub mod auth;
-pub mod config;
-pub mod crypto;
+#[cfg(feature = "sim")]
 pub mod demo;
-pub mod event;
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod graph;
-pub mod pipeline;
+#[cfg(feature = "kafka")]
 pub mod replay;
-pub mod server;
-pub mod simulate;
-pub mod sink;
-pub mod spool;
 pub mod subscriptions;
-pub mod telemetry;

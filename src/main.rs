@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use graphbridge::config::Config;
+use graphbridge_core::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -33,7 +33,7 @@ enum Command {
     },
     /// Act as Microsoft Graph toward a running bridge: handshake, encrypted notifications,
     /// retries; a load generator and end-to-end checker (--verify).
-    Simulate(Box<graphbridge::simulate::cli::Args>),
+    Simulate(Box<graphbridge_sim::cli::Args>),
     /// Re-publish a range of a Kafka topic (by offsets or times) to a topic, NATS or a file;
     /// rebuild events from the raw archive (--reprocess); reset a consumer group's offsets.
     Replay(Box<graphbridge::replay::cli::Args>),
@@ -78,7 +78,7 @@ fn keys_generate(id: &str, out: &std::path::Path, bits: usize) -> anyhow::Result
     if id.is_empty() || id.len() > 128 || id.contains(['/', '\\']) || id.starts_with('.') {
         anyhow::bail!("--id must be 1 to 128 characters, without path separators or a leading dot");
     }
-    let key = graphbridge::crypto::certgen::generate(id, bits).map_err(anyhow::Error::msg)?;
+    let key = graphbridge_core::crypto::certgen::generate(id, bits).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let key_path = out.join(format!("{id}.pem"));
     if key_path.exists() {
@@ -111,21 +111,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             let cfg = Config::load(cli.config.as_deref())?;
-            let _traces = graphbridge::telemetry::init_tracing(&cfg.telemetry)?;
-            graphbridge::server::serve(&cfg).await?;
+            let _traces = graphbridge_core::telemetry::init_tracing(&cfg.telemetry)?;
+            graphbridge_core::server::serve(&cfg).await?;
         }
         Command::Demo { dir } => {
-            graphbridge::telemetry::init_logging(&Config::defaults().telemetry);
+            graphbridge_core::telemetry::init_logging(&Config::defaults().telemetry);
             graphbridge::demo::run(dir).await?;
         }
         Command::Simulate(args) => {
-            graphbridge::telemetry::init_logging(&Config::defaults().telemetry);
-            if !graphbridge::simulate::cli::main(*args, cli.config.as_deref()).await? {
+            graphbridge_core::telemetry::init_logging(&Config::defaults().telemetry);
+            if !graphbridge_sim::cli::main(*args, cli.config.as_deref()).await? {
                 anyhow::bail!("simulation found problems (see the report)");
             }
         }
         Command::Replay(args) => {
-            graphbridge::telemetry::init_logging(&Config::defaults().telemetry);
+            graphbridge_core::telemetry::init_logging(&Config::defaults().telemetry);
             if !graphbridge::replay::cli::main(*args, cli.config.as_deref()).await? {
                 anyhow::bail!("replay stopped on an error (the summary says where to resume)");
             }
@@ -135,7 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => keys_generate(&id, &out, bits)?,
         Command::Subscriptions { command } => {
             let cfg = Config::load(cli.config.as_deref())?;
-            graphbridge::telemetry::init_logging(&cfg.telemetry);
+            graphbridge_core::telemetry::init_logging(&cfg.telemetry);
             graphbridge::subscriptions::cli::main(command, &cfg).await?;
         }
         Command::Config {

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    graphbridge::fuzzing::resource(data);
+    graphbridge_core::fuzzing::resource(data);
 });

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    graphbridge::fuzzing::token(data);
+    graphbridge_core::fuzzing::token(data);
 });

@@ -11,7 +11,7 @@ use super::progress::Ending;
 use super::range::{parse_time, Bound, OffsetSpec};
 use super::run::{run, Options, TargetSpec};
 use super::stop::Stop;
-use crate::config::Config;
+use graphbridge_core::config::Config;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ChangeTypeArg {

@@ -3,7 +3,7 @@
 //! lifecycle event has no team) does not match that filter.
 
 use super::item::Facts;
-use crate::graph::resource::Conversation;
+use graphbridge_core::graph::resource::Conversation;
 
 #[derive(Debug, Clone, Default)]
 pub struct Filter {

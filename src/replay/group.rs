@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::range::{self, Bound, Position};
 use super::source::consumer_config;
 use super::ReplayError;
-use crate::config::KafkaConfig;
+use graphbridge_core::config::KafkaConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 

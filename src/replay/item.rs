@@ -5,12 +5,12 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::event::deadletter::DeadLetter;
-use crate::event::normalize::message_resource;
-use crate::event::v1::{LifecycleEvent, MessageEvent};
-use crate::graph::envelope::ChangeNotification;
-use crate::graph::resource::Conversation;
-use crate::sink::{Record, Stream};
+use graphbridge_core::event::deadletter::DeadLetter;
+use graphbridge_core::event::normalize::message_resource;
+use graphbridge_core::event::v1::{LifecycleEvent, MessageEvent};
+use graphbridge_core::graph::envelope::ChangeNotification;
+use graphbridge_core::graph::resource::Conversation;
+use graphbridge_core::sink::{Record, Stream};
 
 /// One record, as read or as rebuilt by `--reprocess`.
 #[derive(Debug, Clone)]

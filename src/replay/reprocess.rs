@@ -16,14 +16,14 @@ use serde_json::value::RawValue;
 
 use super::item::Item;
 use super::ReplayError;
-use crate::auth::Authenticator;
-use crate::config::Config;
-use crate::crypto::keyring::Keyring;
-use crate::pipeline::{Pipeline, PipelineOptions};
-use crate::sink::record::RAW_RECEIVED_AT;
-use crate::sink::{Record, Sink, SinkError, Stream};
-use crate::spool::SpooledBatch;
-use crate::telemetry::Metrics;
+use graphbridge_core::auth::Authenticator;
+use graphbridge_core::config::Config;
+use graphbridge_core::crypto::keyring::Keyring;
+use graphbridge_core::pipeline::{Pipeline, PipelineOptions};
+use graphbridge_core::sink::record::RAW_RECEIVED_AT;
+use graphbridge_core::sink::{Record, Sink, SinkError, Stream};
+use graphbridge_core::spool::SpooledBatch;
+use graphbridge_core::telemetry::Metrics;
 
 /// Keeps what the pipeline publishes instead of sending it anywhere.
 #[derive(Default)]

@@ -15,7 +15,7 @@ use super::source::{self, Source};
 use super::stop::{resume_args, Stop};
 use super::target::Target;
 use super::ReplayError;
-use crate::config::Config;
+use graphbridge_core::config::Config;
 
 /// Records read and published per step.
 const BATCH: usize = 500;

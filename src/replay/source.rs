@@ -14,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::item::Item;
 use super::range::{self, Bound, PartitionRange};
 use super::ReplayError;
-use crate::config::KafkaConfig;
+use graphbridge_core::config::KafkaConfig;
 
 /// Producer-only settings from `sink.kafka.properties` are left out of the consumer: librdkafka
 /// would warn about each.

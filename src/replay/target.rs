@@ -15,9 +15,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::item::Item;
 use super::ReplayError;
-use crate::config::Config;
-use crate::sink::kafka::KafkaSink;
-use crate::sink::nats::NatsSink;
+use graphbridge_core::config::Config;
+use graphbridge_core::sink::kafka::KafkaSink;
+use graphbridge_core::sink::nats::NatsSink;
 
 pub enum Target {
     Kafka {

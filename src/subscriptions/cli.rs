@@ -5,10 +5,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::Utc;
 
-use super::clock::SystemClock;
 use super::controller::Action;
-use crate::config::Config;
-use crate::telemetry::Metrics;
+use graphbridge_core::config::Config;
+use graphbridge_core::telemetry::Metrics;
+use graphbridge_graph_api::clock::SystemClock;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -44,7 +44,7 @@ pub async fn main(cmd: Command, cfg: &Config) -> anyhow::Result<()> {
             let listeners = super::Listeners::bind(cfg).await?;
             let (tx, rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
-                crate::server::shutdown_signal().await;
+                graphbridge_core::server::shutdown_signal().await;
                 let _ = tx.send(true);
             });
             tracing::info!(
@@ -61,9 +61,9 @@ pub async fn main(cmd: Command, cfg: &Config) -> anyhow::Result<()> {
             client_secret,
             clock_speed,
         } => {
-            use crate::simulate::graph_api::{GraphStandIn, StandInOptions};
-            let clock: Arc<dyn super::clock::Clock> = if clock_speed > 1 {
-                Arc::new(super::clock::FastClock::new(clock_speed))
+            use graphbridge_sim::graph_api::{GraphStandIn, StandInOptions};
+            let clock: Arc<dyn graphbridge_graph_api::clock::Clock> = if clock_speed > 1 {
+                Arc::new(graphbridge_graph_api::clock::FastClock::new(clock_speed))
             } else {
                 Arc::new(SystemClock)
             };
@@ -78,7 +78,7 @@ pub async fn main(cmd: Command, cfg: &Config) -> anyhow::Result<()> {
                 .with_context(|| format!("binding {listen}"))?;
             let base = standin.serve(listener);
             println!("graph.auth.authority = \"{base}\"\ngraph.api_base = \"{base}/v1.0\"\ngraph.auth.client_id = \"{client_id}\"");
-            crate::server::shutdown_signal().await;
+            graphbridge_core::server::shutdown_signal().await;
         }
         Command::Reconcile { .. } => reconcile(cfg).await?,
     }
@@ -124,7 +124,7 @@ async fn list(cfg: &Config) -> anyhow::Result<()> {
 }
 
 async fn reconcile(cfg: &Config) -> anyhow::Result<()> {
-    let sink = crate::sink::build(&cfg.sink).await?;
+    let sink = graphbridge_core::sink::build(&cfg.sink).await?;
     let mut controller = super::build(
         cfg,
         Arc::new(SystemClock),

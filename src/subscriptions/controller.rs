@@ -16,16 +16,16 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
-use super::clock::{until, Clock};
 use super::desired::Desired;
-use super::graph_api::{GraphClient, GraphError, Subscription};
-use crate::event::normalize::event_id;
-use crate::event::v1::{
+use graphbridge_core::event::v1::{
     CloudEvent, LifecycleData, LifecycleEvent, ResyncGap, LIFECYCLE_SCHEMA, RESYNC_REQUIRED,
     SPEC_VERSION,
 };
-use crate::sink::{Record, Sink};
-use crate::telemetry::Metrics;
+use graphbridge_core::sink::{Record, Sink};
+use graphbridge_core::telemetry::Metrics;
+use graphbridge_event::event_id;
+use graphbridge_graph_api::clock::{until, Clock};
+use graphbridge_graph_api::subscriptions::{GraphClient, GraphError, Subscription};
 
 /// Graph: never send reauthorize and PATCH for one subscription within 10 minutes.
 pub const MIN_REAUTHORIZE_INTERVAL: Duration = Duration::from_secs(600);
@@ -174,7 +174,7 @@ impl Controller {
             clock,
             metrics,
             opts,
-            http: super::graph_api::http_client(),
+            http: graphbridge_graph_api::subscriptions::http_client(),
             resync_sink,
             tracked: HashMap::new(),
             gaps: HashMap::new(),
@@ -459,10 +459,9 @@ impl Controller {
                     }
                     return Ok(());
                 }
-                match listed
-                    .iter()
-                    .find(|s| super::desired::same_resource(&s.resource, &d.resource))
-                {
+                match listed.iter().find(|s| {
+                    graphbridge_graph_api::subscriptions::same_resource(&s.resource, &d.resource)
+                }) {
                     Some(other) => Err(ControllerError::Conflict {
                         name: d.name.clone(),
                         resource: d.resource.clone(),

@@ -7,9 +7,9 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 
-use super::config::{Model, SubscriptionsConfig};
-use super::graph_api::Subscription;
-use crate::config::Config;
+use graphbridge_core::config::subscriptions::{Model, SubscriptionsConfig};
+use graphbridge_core::config::Config;
+use graphbridge_graph_api::subscriptions::{same_resource, Subscription};
 
 /// Graph's limits for chatMessage subscriptions (graph-protocol.md §1).
 pub const MAX_WITH_LIFECYCLE: Duration = Duration::from_secs(4320 * 60);
@@ -52,19 +52,6 @@ fn normalize_resource(r: &str) -> String {
     } else {
         format!("/{r}")
     }
-}
-
-/// Resource paths compare without the leading slash, the query (`?model=`) and case (Graph
-/// echoes them in its own spelling); Graph allows one subscription per path and app anyway.
-pub fn same_resource(a: &str, b: &str) -> bool {
-    let path = |r: &str| {
-        r.split('?')
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_ascii_lowercase()
-    };
-    path(a) == path(b)
 }
 
 fn change_set(s: &str) -> Vec<String> {
@@ -133,7 +120,7 @@ fn read_certificate(keys_dir: &Path, id: &str) -> Result<String, String> {
             path.display()
         )
     })?;
-    let der = crate::crypto::keyring::certificate_der(&bytes)
+    let der = graphbridge_core::crypto::keyring::certificate_der(&bytes)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     x509_parser::parse_x509_certificate(&der)
         .map_err(|e| format!("{}: not an X.509 certificate: {e}", path.display()))?;
@@ -259,15 +246,15 @@ pub fn from_config(cfg: &Config) -> Result<Vec<Desired>, DesiredError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{OneOrMany, Secret};
-    use crate::subscriptions::config::{HumanDuration, SubscriptionItem};
+    use graphbridge_core::config::subscriptions::{HumanDuration, SubscriptionItem};
+    use graphbridge_core::config::{OneOrMany, Secret};
 
     fn cfg(dir: &Path) -> Config {
         let mut cfg = Config::defaults();
         cfg.graph.client_state = OneOrMany::Many(vec![Secret::new("first"), Secret::new("second")]);
         cfg.graph.keys_dir = dir.to_path_buf();
         cfg.graph.auth.tenant_id = Some("t1".into());
-        let key = crate::crypto::certgen::generate("k1", 2048).unwrap();
+        let key = graphbridge_core::crypto::certgen::generate("k1", 2048).unwrap();
         std::fs::write(dir.join("k1.crt"), &key.certificate_pem).unwrap();
         cfg
     }

@@ -1,7 +1,7 @@
 //! Where the controller hears lifecycle events: the ingress publishes them to the lifecycle
 //! stream (Kafka topic `graph.lifecycle.v1`, NATS `graph.v1.lifecycle.>`), and this reads them
 //! back; with the file or stdout sink there is no broker, so `serve` in the same process hands
-//! them over directly ([`crate::pipeline::Pipeline::tap_lifecycle`]).
+//! them over directly ([`graphbridge_core::pipeline::Pipeline::tap_lifecycle`]).
 
 use std::time::Duration;
 
@@ -12,8 +12,8 @@ use rdkafka::ClientConfig;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{KafkaConfig, NatsConfig, SinkConfig, SinkKind};
-use crate::event::v1::LifecycleEvent;
+use graphbridge_core::config::{KafkaConfig, NatsConfig, SinkConfig, SinkKind};
+use graphbridge_core::event::v1::LifecycleEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -113,7 +113,7 @@ async fn nats(
 ) -> Result<JoinHandle<()>, LifecycleError> {
     use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
     let err = |what: &str, e: &dyn std::fmt::Display| LifecycleError::Nats(format!("{what}: {e}"));
-    let client = crate::sink::nats::connect(cfg, "graphbridge-subscriptions")
+    let client = graphbridge_core::sink::nats::connect(cfg, "graphbridge-subscriptions")
         .await
         .map_err(|e| LifecycleError::Nats(e.to_string()))?;
     let js = async_nats::jetstream::new(client);

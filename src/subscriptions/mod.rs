@@ -1,16 +1,12 @@
 //! The subscription controller: keeps the Graph subscriptions declared in `[subscriptions]`
 //! alive (create, renew, reauthorize, recreate, delete), driven by a periodic reconcile and by
-//! lifecycle events. `graph_api` speaks Graph's REST API, `oauth` gets its tokens, `desired`
+//! lifecycle events. Graph's REST API and its tokens come from `graphbridge-graph-api`; `desired`
 //! turns config into desired state, `controller` reconciles, `lifecycle` feeds it events.
 
 pub mod cli;
-pub mod clock;
-pub mod config;
 pub mod controller;
 pub mod desired;
-pub mod graph_api;
 pub mod lifecycle;
-pub mod oauth;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,14 +17,14 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, SinkKind};
-use crate::server::{AppState, StartError};
-use crate::sink::{Sink, SinkError};
-use crate::telemetry::Metrics;
-use clock::Clock;
 use controller::{Controller, Options};
-use graph_api::GraphClient;
-use oauth::{OAuthError, TokenSource};
+use graphbridge_core::config::{Config, SinkKind};
+use graphbridge_core::server::{AppState, StartError};
+use graphbridge_core::sink::{Sink, SinkError};
+use graphbridge_core::telemetry::Metrics;
+use graphbridge_graph_api::clock::Clock;
+use graphbridge_graph_api::oauth::{OAuthError, TokenSource};
+use graphbridge_graph_api::subscriptions::GraphClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -64,7 +60,7 @@ pub fn clients(
     cfg: &Config,
     desired: &[desired::Desired],
 ) -> Result<HashMap<String, GraphClient>, SetupError> {
-    let http = graph_api::http_client();
+    let http = graphbridge_graph_api::subscriptions::http_client();
     let mut clients = HashMap::new();
     for d in desired {
         if !clients.contains_key(&d.tenant_id) {
@@ -169,7 +165,7 @@ pub async fn run(
                 Some(state.pipeline.sink().clone()),
             )?;
             let mut stop = shutdown.clone();
-            let server = tokio::spawn(crate::server::run(
+            let server = tokio::spawn(graphbridge_core::server::run(
                 state,
                 public,
                 listeners.admin,
@@ -184,7 +180,7 @@ pub async fn run(
         }
         None => {
             let metrics = Metrics::new();
-            let sink = crate::sink::build(&cfg.sink).await?;
+            let sink = graphbridge_core::sink::build(&cfg.sink).await?;
             let controller = build(cfg, clock, metrics.clone(), Some(sink.clone()))?;
             let source = lifecycle::spawn_broker_source(
                 &cfg.sink,

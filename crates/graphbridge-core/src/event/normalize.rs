@@ -1,0 +1,366 @@
+//! Turning an authenticated notification and its decrypted chatMessage into a v1 event.
+//! Pure: no I/O, no clocks (the receive time is passed in).
+
+use std::borrow::Cow;
+
+use super::v1::*;
+use crate::graph::envelope::ChangeNotification;
+use crate::graph::message::{self, ChatMessage};
+use crate::graph::resource::{self, Conversation, MessageResource, ResourceError};
+use graphbridge_event::event_id;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("notification has no resource")]
+    MissingResource,
+    #[error("notification has no changeType")]
+    MissingChangeType,
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+    #[error("decrypted content is not a chatMessage: {0}")]
+    NotChatMessage(String),
+    #[error("decrypted message does not match the notification's resource: {0}")]
+    ResourceMismatch(&'static str),
+}
+
+impl NormalizeError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NormalizeError::MissingResource | NormalizeError::MissingChangeType => "malformed_item",
+            NormalizeError::Resource(_) => "unsupported_resource",
+            NormalizeError::NotChatMessage(_) => "not_chat_message",
+            NormalizeError::ResourceMismatch(_) => "resource_mismatch",
+        }
+    }
+}
+
+/// The resource string and the parsed resource of a message notification.
+pub fn message_resource<'n>(
+    n: &'n ChangeNotification<'_>,
+) -> Result<(&'n str, MessageResource), NormalizeError> {
+    let raw = n
+        .resource
+        .as_deref()
+        .ok_or(NormalizeError::MissingResource)?;
+    Ok((raw, resource::parse(raw)?))
+}
+
+/// Only the body is covered by the HMAC, so the ids Graph put outside it must agree with it.
+fn cross_check(r: &MessageResource, m: &ChatMessage) -> Result<(), NormalizeError> {
+    if m.id != r.message_id {
+        return Err(NormalizeError::ResourceMismatch("message id"));
+    }
+    if let Some(parent) = m.reply_to_id.as_deref() {
+        if r.reply_to_id.as_deref() != Some(parent) {
+            return Err(NormalizeError::ResourceMismatch("replyToId"));
+        }
+    }
+    match &r.conversation {
+        Conversation::Channel {
+            team_id,
+            channel_id,
+        } => {
+            if m.chat_id.is_some() {
+                return Err(NormalizeError::ResourceMismatch(
+                    "chat message on a channel resource",
+                ));
+            }
+            if let Some(ci) = &m.channel_identity {
+                if ci.team_id.as_deref().is_some_and(|t| t != team_id)
+                    || ci.channel_id.as_deref().is_some_and(|c| c != channel_id)
+                {
+                    return Err(NormalizeError::ResourceMismatch("channelIdentity"));
+                }
+            }
+        }
+        Conversation::Chat { chat_id } => {
+            if m.chat_id.as_deref().is_some_and(|c| c != chat_id) {
+                return Err(NormalizeError::ResourceMismatch("chatId"));
+            }
+            if m.channel_identity
+                .as_ref()
+                .is_some_and(|ci| ci.team_id.is_some())
+            {
+                return Err(NormalizeError::ResourceMismatch(
+                    "channel message on a chat resource",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sender(from: &message::From) -> Option<Sender> {
+    let (kind, who) = if let Some(u) = &from.user {
+        (SenderKind::User, u)
+    } else if let Some(a) = &from.application {
+        (SenderKind::Application, a)
+    } else {
+        (SenderKind::Device, from.device.as_ref()?)
+    };
+    Some(Sender {
+        kind,
+        id: who.id.clone(),
+        display_name: who.display_name.clone(),
+    })
+}
+
+/// Text of an HTML body: tags dropped (block ends become line breaks), entities decoded.
+pub fn plain_text(content_type: &str, content: &str) -> String {
+    if !content_type.eq_ignore_ascii_case("html") {
+        return content.to_string();
+    }
+    let mut out = String::with_capacity(content.len());
+    let mut rest = content;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('>') else {
+            rest = "";
+            break;
+        };
+        let tag = rest[start + 1..start + len]
+            .trim_start_matches('/')
+            .as_bytes();
+        let opens_block = |name: &str| {
+            tag.get(..name.len())
+                .is_some_and(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+        };
+        if ["br", "p", "div", "li"].into_iter().any(opens_block)
+            && !out.ends_with('\n')
+            && !out.is_empty()
+        {
+            out.push('\n');
+        }
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    if let Cow::Owned(decoded) = html_escape::decode_html_entities(out.trim()) {
+        return decoded;
+    }
+    // No entities: the trimmed text itself, without another copy.
+    out.truncate(out.trim_end().len());
+    out.drain(..out.len() - out.trim_start().len());
+    out
+}
+
+/// The message's parts of the event, moved out of the parsed message (no copies).
+fn message_data(m: ChatMessage) -> (Option<Body>, Vec<Mention>, Vec<Attachment>, Vec<Reaction>) {
+    let body = m.body.map(|b| {
+        let mut content_type = b.content_type.unwrap_or_else(|| "text".into());
+        content_type.make_ascii_lowercase();
+        let content = b.content.unwrap_or_default();
+        Body {
+            plain_text: plain_text(&content_type, &content),
+            content_type,
+            content,
+        }
+    });
+    let mentions = m
+        .mentions
+        .into_iter()
+        .map(|x| {
+            let who = x.mentioned.unwrap_or_default();
+            let (kind, ident) = [
+                ("user", who.user),
+                ("application", who.application),
+                ("conversation", who.conversation),
+                ("tag", who.tag),
+            ]
+            .into_iter()
+            .find_map(|(k, i)| i.map(|i| (Some(k.to_string()), i)))
+            .unwrap_or_default();
+            Mention {
+                id: x.id,
+                text: x.mention_text,
+                kind,
+                mentioned_id: ident.id,
+                display_name: ident.display_name,
+            }
+        })
+        .collect();
+    let attachments = m
+        .attachments
+        .into_iter()
+        .map(|a| Attachment {
+            id: a.id,
+            content_type: a.content_type,
+            name: a.name,
+            content_url: a.content_url,
+        })
+        .collect();
+    let reactions = m
+        .reactions
+        .into_iter()
+        .map(|r| Reaction {
+            reaction_type: r.reaction_type,
+            created_at: r.created_date_time,
+            user_id: r.user.and_then(|u| u.user).and_then(|u| u.id),
+        })
+        .collect();
+    (body, mentions, attachments, reactions)
+}
+
+/// Builds the event. `plaintext` is the decrypted resource, absent when Graph sent none
+/// (a deleted message may carry no content: the event then holds what the resource says).
+/// `raw_resource` and `r` come from [`message_resource`], checked before any decryption.
+pub fn normalize(
+    n: &ChangeNotification<'_>,
+    raw_resource: &str,
+    r: MessageResource,
+    plaintext: Option<&[u8]>,
+    received_at: &str,
+    include_resource: bool,
+) -> Result<MessageEvent, NormalizeError> {
+    let change_type = n.change_type.ok_or(NormalizeError::MissingChangeType)?;
+    let message = plaintext
+        .map(|p| {
+            ChatMessage::parse(p)
+                .map_err(|e| NormalizeError::NotChatMessage(crate::graph::json_error(&e)))
+        })
+        .transpose()?;
+    if let Some(m) = &message {
+        cross_check(&r, m)?;
+    }
+    // Everything below moves fields out of the message instead of copying them; without
+    // content (a deletion may carry none) the event holds what the resource says.
+    let mut m = message.unwrap_or_default();
+    let version = m
+        .etag
+        .as_deref()
+        .or(m.last_modified_date_time.as_deref())
+        .or(m.deleted_date_time.as_deref())
+        .unwrap_or("");
+    let id = event_id(&n.tenant_id, raw_resource, change_type.as_str(), version);
+    let source = match &r.conversation {
+        Conversation::Channel {
+            team_id,
+            channel_id,
+        } => {
+            format!(
+                "/tenants/{}/teams/{team_id}/channels/{channel_id}",
+                n.tenant_id
+            )
+        }
+        Conversation::Chat { chat_id } => format!("/tenants/{}/chats/{chat_id}", n.tenant_id),
+    };
+    let time = m
+        .last_modified_date_time
+        .clone()
+        .or_else(|| m.created_date_time.clone())
+        .unwrap_or_else(|| received_at.to_string());
+    let from = m.from.take().as_ref().and_then(sender);
+    let (etag, created_at, last_modified_at, deleted_at) = (
+        m.etag.take(),
+        m.created_date_time.take(),
+        m.last_modified_date_time.take(),
+        m.deleted_date_time.take(),
+    );
+    let (subject, importance, locale, web_url, message_type) = (
+        m.subject.take(),
+        m.importance.take(),
+        m.locale.take(),
+        m.web_url.take(),
+        m.message_type.take(),
+    );
+    let (body, mentions, attachments, reactions) = message_data(m);
+    Ok(CloudEvent {
+        specversion: SPEC_VERSION.into(),
+        id,
+        source,
+        ty: change_type.event_type().into(),
+        subject: format!("messages/{}", r.message_id),
+        time,
+        datacontenttype: "application/json".into(),
+        dataschema: MESSAGE_SCHEMA.into(),
+        data: MessageData {
+            schema_version: 1,
+            tenant_id: n.tenant_id.to_string(),
+            change_type: change_type.as_str().into(),
+            conversation: r.conversation,
+            message_id: r.message_id,
+            reply_to_id: r.reply_to_id,
+            etag,
+            created_at,
+            last_modified_at,
+            deleted_at,
+            from,
+            body,
+            subject,
+            importance,
+            locale,
+            web_url,
+            message_type,
+            mentions,
+            attachments,
+            reactions,
+            subscription_id: n.subscription_id.to_string(),
+            received_at: received_at.to_string(),
+            resource: if include_resource {
+                plaintext.and_then(|p| crate::graph::from_json_bytes(p).ok())
+            } else {
+                None
+            },
+        },
+    })
+}
+
+/// A lifecycle notification as an event. Its id covers the subscription, the event and the
+/// expiration Graph reported, so a redelivery dedupes while a later occurrence does not.
+pub fn lifecycle(n: &ChangeNotification<'_>, received_at: &str) -> LifecycleEvent {
+    let event = n.lifecycle_event.as_deref().unwrap_or_default().to_string();
+    let expires = n
+        .subscription_expiration_date_time
+        .as_deref()
+        .map(str::to_string);
+    let id = event_id(
+        &n.tenant_id,
+        &format!("subscriptions('{}')", n.subscription_id),
+        &event,
+        expires.as_deref().unwrap_or(""),
+    );
+    CloudEvent {
+        specversion: SPEC_VERSION.into(),
+        id,
+        source: format!(
+            "/tenants/{}/subscriptions/{}",
+            n.tenant_id, n.subscription_id
+        ),
+        ty: format!("graph.subscription.{event}").into(),
+        subject: format!("subscriptions/{}", n.subscription_id),
+        time: received_at.to_string(),
+        datacontenttype: "application/json".into(),
+        dataschema: LIFECYCLE_SCHEMA.into(),
+        data: LifecycleData {
+            schema_version: 1,
+            tenant_id: n.tenant_id.to_string(),
+            subscription_id: n.subscription_id.to_string(),
+            lifecycle_event: event,
+            subscription_expires_at: expires,
+            received_at: received_at.to_string(),
+            resync: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_strips_tags_and_entities() {
+        assert_eq!(
+            plain_text(
+                "html",
+                "<p>Hi <at id=\"0\">Ann</at> &amp; co</p><p>line2</p>"
+            ),
+            "Hi Ann & co\nline2"
+        );
+        assert_eq!(plain_text("text", "<b>x</b>"), "<b>x</b>");
+        // Without entities the trimmed text is returned as is; tag names in any case.
+        assert_eq!(
+            plain_text("html", "  <P>one</P><BR/>two <b>x</b>  "),
+            "one\ntwo x"
+        );
+        assert_eq!(plain_text("html", " <p> </p> "), "");
+    }
+}

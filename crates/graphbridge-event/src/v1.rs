@@ -1,0 +1,160 @@
+//! Event schema v1: CloudEvents 1.0 structured JSON (design.md §3), JSON Schema in
+//! `schema/teams-message.v1.json` and `schema/lifecycle.v1.json`. Within v1 changes are
+//! additive only. Consumers deserialize with these same types.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+pub const SPEC_VERSION: &str = "1.0";
+pub const MESSAGE_SCHEMA: &str = "https://graphbridge.dev/schema/teams-message.v1.json";
+pub const LIFECYCLE_SCHEMA: &str = "https://graphbridge.dev/schema/lifecycle.v1.json";
+
+/// A CloudEvent envelope around `data`. The attributes that are constants (or one of a few)
+/// are `Cow`, so building an event does not allocate a copy of each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudEvent<T> {
+    pub specversion: Cow<'static, str>,
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub ty: Cow<'static, str>,
+    pub subject: String,
+    pub time: String,
+    pub datacontenttype: Cow<'static, str>,
+    pub dataschema: Cow<'static, str>,
+    pub data: T,
+}
+
+pub type MessageEvent = CloudEvent<MessageData>;
+pub type LifecycleEvent = CloudEvent<LifecycleData>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageData {
+    pub schema_version: u32,
+    pub tenant_id: String,
+    pub change_type: String,
+    pub conversation: Conversation,
+    pub message_id: String,
+    pub reply_to_id: Option<String>,
+    pub etag: Option<String>,
+    pub created_at: Option<String>,
+    pub last_modified_at: Option<String>,
+    pub deleted_at: Option<String>,
+    pub from: Option<Sender>,
+    pub body: Option<Body>,
+    pub subject: Option<String>,
+    pub importance: Option<String>,
+    pub locale: Option<String>,
+    pub web_url: Option<String>,
+    pub message_type: Option<String>,
+    pub mentions: Vec<Mention>,
+    pub attachments: Vec<Attachment>,
+    pub reactions: Vec<Reaction>,
+    pub subscription_id: String,
+    pub received_at: String,
+    /// The decrypted chatMessage as Graph sent it, when `graph.include_resource` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderKind {
+    User,
+    Application,
+    Device,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sender {
+    pub kind: SenderKind,
+    pub id: Option<String>,
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Body {
+    pub content_type: String,
+    pub content: String,
+    /// `content` with HTML tags removed and entities decoded, for search and previews.
+    pub plain_text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mention {
+    pub id: Option<i64>,
+    pub text: Option<String>,
+    /// `user`, `application`, `conversation` or `tag`.
+    pub kind: Option<String>,
+    pub mentioned_id: Option<String>,
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub id: Option<String>,
+    pub content_type: Option<String>,
+    pub name: Option<String>,
+    pub content_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub reaction_type: Option<String>,
+    pub created_at: Option<String>,
+    pub user_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LifecycleData {
+    pub schema_version: u32,
+    pub tenant_id: String,
+    pub subscription_id: String,
+    /// Graph's name: `reauthorizationRequired`, `subscriptionRemoved`, `missed`, or another
+    /// Graph adds later (kept verbatim).
+    pub lifecycle_event: String,
+    pub subscription_expires_at: Option<String>,
+    pub received_at: String,
+    /// On `resync_required` events only (published by the subscription controller, not Graph):
+    /// the window in which notifications may have been lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync: Option<ResyncGap>,
+}
+
+/// `lifecycle_event` of the controller's own event: notifications between `from` and `to` may
+/// be missing; consumers re-read that window from Graph (e.g. the messages' delta queries).
+pub const RESYNC_REQUIRED: &str = "resync_required";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResyncGap {
+    /// Earliest time of the possible gap: when the subscription was last confirmed alive.
+    pub from: String,
+    /// End of the gap: when a new subscription was in place (or the event was received).
+    pub to: String,
+    /// The Graph lifecycle event that revealed the gap (`subscriptionRemoved`, `missed`).
+    pub cause: String,
+    /// The configured subscription's name and resource.
+    pub subscription_name: String,
+    pub resource: String,
+    /// The replacement subscription, when one was created.
+    pub new_subscription_id: Option<String>,
+}
+
+/// Where a message lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Conversation {
+    Channel { team_id: String, channel_id: String },
+    Chat { chat_id: String },
+}
+
+impl Conversation {
+    /// The partition key: team id for channel messages, chat id for chats.
+    pub fn key(&self) -> &str {
+        match self {
+            Conversation::Channel { team_id, .. } => team_id,
+            Conversation::Chat { chat_id } => chat_id,
+        }
+    }
+}

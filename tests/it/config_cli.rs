@@ -1,0 +1,169 @@
+//! Configuration layers, every shipped config file, and the CLI verbs that need no server.
+
+use std::process::Command;
+
+use graphbridge_core::config::{Config, SinkKind};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_graphbridge"))
+}
+
+#[test]
+fn every_config_file_in_the_repo_parses() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Config::load(Some(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(
+        n >= 3,
+        "expected the default and example configs, found {n}"
+    );
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
+fn environment_overrides_files_and_unknown_keys_are_named() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file(
+            "gb.toml",
+            "[sink]\nkind = \"nats\"\n[graph]\nclient_state = \"a\"\n",
+        )?;
+        jail.set_env("GRAPHBRIDGE_SINK__KIND", "kafka");
+        jail.set_env("GRAPHBRIDGE_SERVER__LISTEN", "127.0.0.1:18080");
+        jail.set_env("GRAPHBRIDGE_TEST_KAFKA", "ignored:1");
+        // The simulator's own option, read by clap, is not a configuration key.
+        jail.set_env("GRAPHBRIDGE_SIM_CLIENT_STATE", "ignored");
+        let cfg = Config::load(Some(std::path::Path::new("gb.toml"))).expect("loads");
+        assert_eq!(cfg.sink.kind, SinkKind::Kafka);
+        assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:18080");
+        assert_eq!(cfg.client_states().unwrap()[0].expose(), "a");
+
+        jail.set_env("GRAPHBRIDGE_SINK__KAFKA__BROKERZ", "x");
+        let err = Config::load(Some(std::path::Path::new("gb.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("brokerz"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn config_check_prints_redacted_config_and_fails_on_unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[graph]\nclient_state = [\"very-secret-state\"]\napp_ids = [\"5a9e7c1d-0b3f-4e2a-9c6d-7f8e9a0b1c2d\"]\nkeys_dir = {:?}\n[sink.kafka.properties]\n\"sasl.password\" = \"hunter2\"\n",
+            dir.path().join("keys")
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["config", "check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("<redacted>")
+            && !stdout.contains("very-secret-state")
+            && !stdout.contains("hunter2")
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nlisten = \"0.0.0.0:1\"\nlistne = 3\n").unwrap();
+    let out = bin()
+        .args(["config", "check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listne"));
+
+    let out = bin()
+        .args(["serve", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn keys_generate_writes_a_usable_key_and_certificate() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["keys", "generate", "--id", "k-2026", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("{name} in {stdout}"))
+            .to_string()
+    };
+    let cert = base64::engine::general_purpose::STANDARD
+        .decode(field("encryptionCertificate"))
+        .unwrap();
+    let ring = graphbridge_core::crypto::keyring::Keyring::load_dir(dir.path(), None).unwrap();
+    let key = ring.get("k-2026").unwrap();
+    assert_eq!(key.bits(), 2048);
+    assert_eq!(
+        key.thumbprint().unwrap(),
+        field("encryptionCertificateThumbprint")
+    );
+    // Graph encrypts with the printed certificate; the key in the directory opens it.
+    let content = graphbridge_core::crypto::encrypt::Recipient::from_certificate("k-2026", &cert)
+        .unwrap()
+        .encrypt(b"{}");
+    assert_eq!(
+        graphbridge_core::crypto::decrypt::decrypt(&ring, &content).unwrap(),
+        b"{}"
+    );
+    // Never overwrites an existing key.
+    let again = bin()
+        .args(["keys", "generate", "--id", "k-2026", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+}
+
+#[test]
+fn demo_runs_and_reports_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["demo", "--dir"])
+        .arg(dir.path().join("demo"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("demo ok"), "{stdout}");
+    assert!(stdout.contains("signature_mismatch"), "{stdout}");
+}

@@ -1,0 +1,218 @@
+//! The Kafka sink against a real Apache Kafka (KRaft), started by scripts/brokers.sh.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::kafka::*;
+use common::*;
+use graphbridge_core::graph::envelope::ChangeType;
+use graphbridge_core::graph::resource::Conversation;
+use graphbridge_core::sink::{kafka::KafkaSink, Record, Sink, SinkError};
+use graphbridge_sim::generate::MessageSpec;
+use serde_json::json;
+
+const BOUND: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn mixed_batch_lands_on_the_right_topics_with_keys_and_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("mixed");
+    let mut cfg = kafka_config(dir.path(), &prefix);
+    cfg.sink.kafka.raw_topic = Some(format!("{prefix}.raw"));
+    let srv = Running::start(&cfg).await;
+    let batch = mixed_batch(1_700_000_000_000);
+    let resp = srv.post_json("/notifications", &batch.body).await;
+    assert_eq!(resp.status(), 202);
+
+    let t = &cfg.sink.kafka.topics;
+    let events = consume(
+        &[&t.channel_messages, &t.chat_messages, &t.lifecycle],
+        4,
+        BOUND,
+    )
+    .await;
+    let mut got: Vec<(String, String)> = events
+        .iter()
+        .map(|m| (m.topic.clone(), m.key.clone()))
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = batch
+        .events
+        .iter()
+        .map(|(stream, key)| {
+            let topic = match *stream {
+                "channel" => &t.channel_messages,
+                "chat" => &t.chat_messages,
+                _ => &t.lifecycle,
+            };
+            (topic.clone(), key.clone())
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    for m in &events {
+        let e = m.json();
+        assert_valid_event(&e);
+        assert_eq!(m.headers["ce_id"], e["id"].as_str().unwrap());
+        assert_eq!(m.headers["ce_type"], e["type"].as_str().unwrap());
+        assert_eq!(m.headers["ce_source"], e["source"].as_str().unwrap());
+        assert_eq!(m.headers["ce_specversion"], "1.0");
+        assert_eq!(m.headers["ce_time"], e["time"].as_str().unwrap());
+        assert!(m.headers["content-type"].starts_with("application/cloudevents+json"));
+        assert_eq!(
+            m.headers["graph_tenant_id"],
+            e["data"]["tenant_id"].as_str().unwrap()
+        );
+    }
+
+    let dead = consume(&[&t.deadletter], 3, BOUND).await;
+    let mut reasons: Vec<&str> = dead
+        .iter()
+        .map(|m| m.headers["graph_reject_reason"].as_str())
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        vec!["client_state", "signature_mismatch", "unknown_certificate"]
+    );
+
+    // Raw archive: every authenticated message item (5 of the 7: not the wrong clientState,
+    // not the lifecycle event), still encrypted, keyed like its event.
+    let raw = consume(&[&format!("{prefix}.raw")], 5, BOUND).await;
+    for m in &raw {
+        assert!(m.json()["encryptedContent"]["data"].is_string());
+    }
+    let mut raw_keys: Vec<&str> = raw.iter().map(|m| m.key.as_str()).collect();
+    raw_keys.sort();
+    let mut want_raw = vec![
+        SYNTH_CHAT,
+        SYNTH_CHAT,
+        "team.with.dots",
+        "team.with.dots",
+        REAL_TEAM,
+    ];
+    want_raw.sort();
+    assert_eq!(raw_keys, want_raw);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn redelivery_yields_the_same_event_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = kafka_config(dir.path(), &unique("redeliver"));
+    let srv = Running::start(&cfg).await;
+    let batch = mixed_batch(1_700_000_100_000);
+    assert_eq!(
+        srv.post_json("/notifications", &batch.body).await.status(),
+        202
+    );
+    assert_eq!(
+        srv.post_json("/notifications", &batch.body).await.status(),
+        202
+    );
+    let t = &cfg.sink.kafka.topics;
+    let events = consume(
+        &[&t.channel_messages, &t.chat_messages, &t.lifecycle],
+        8,
+        BOUND,
+    )
+    .await;
+    let mut ids: Vec<String> = events.iter().map(|m| m.headers["ce_id"].clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "two copies of each of 4 events, same ids");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn messages_of_one_chat_keep_their_order_in_one_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = kafka_config(dir.path(), &unique("order"));
+    let srv = Running::start(&cfg).await;
+    let r = synthetic_recipient();
+    let base = 1_700_000_200_000i64;
+    let mut sent = Vec::new();
+    for i in 0..30i64 {
+        let chat = if i % 3 == 0 {
+            "19:other@unq.gbl.spaces"
+        } else {
+            "19:ordered@unq.gbl.spaces"
+        };
+        let spec = MessageSpec::new(
+            "t",
+            Conversation::Chat {
+                chat_id: chat.into(),
+            },
+            base + i,
+            ChangeType::Created,
+            &format!("<p>{i}</p>"),
+        );
+        // Posted one after another, as Graph delivers them; pairs share a request.
+        let item = spec.notification("s", SYNTH_CLIENT_STATE, &r);
+        if chat.contains("ordered") {
+            sent.push(spec.message_id.clone());
+        }
+        assert_eq!(
+            srv.post_json("/notifications", &json!({"value": [item]}))
+                .await
+                .status(),
+            202
+        );
+    }
+    let got = consume(&[&cfg.sink.kafka.topics.chat_messages], 30, BOUND).await;
+    let ordered: Vec<&common::kafka::Consumed> = got
+        .iter()
+        .filter(|m| m.key == "19:ordered@unq.gbl.spaces")
+        .collect();
+    let partitions: std::collections::HashSet<i32> = ordered.iter().map(|m| m.partition).collect();
+    assert_eq!(partitions.len(), 1, "one key, one partition");
+    let mut by_offset = ordered.clone();
+    by_offset.sort_by_key(|m| m.offset);
+    let ids: Vec<String> = by_offset
+        .iter()
+        .map(|m| m.json()["data"]["message_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, sent);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn permanent_producer_errors_fail_fast_and_are_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = kafka_config(dir.path(), &unique("perm")).sink.kafka;
+    cfg.properties
+        .insert("message.max.bytes".into(), "1000".into());
+    let sink = KafkaSink::new(&cfg).unwrap();
+    let mut rec = Record::raw(
+        "id".into(),
+        "k".into(),
+        "t",
+        "2026-01-01T00:00:00.000Z",
+        &[b'x'; 5000],
+    );
+    rec.stream = graphbridge_core::sink::Stream::DeadLetter;
+    let started = std::time::Instant::now();
+    let err = sink.publish(&[rec]).await.unwrap_err();
+    assert!(matches!(err, SinkError::Permanent(_)), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "fails fast, not at the message timeout"
+    );
+
+    let mut bad = kafka_config(dir.path(), "x").sink.kafka;
+    bad.properties.insert("no.such.property".into(), "1".into());
+    let err = KafkaSink::new(&bad)
+        .err()
+        .expect("unknown property is rejected")
+        .to_string();
+    assert!(err.contains("no.such.property"), "{err}");
+}
+
+#[tokio::test]
+async fn readiness_is_green_with_a_reachable_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Running::start(&kafka_config(dir.path(), &unique("ready"))).await;
+    assert_eq!(srv.admin_status("/readyz").await, 200);
+    srv.shutdown().await;
+}

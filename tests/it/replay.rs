@@ -1,0 +1,553 @@
+//! `graphbridge replay` against the real Kafka and NATS: ranges by offsets and by times to a
+//! topic and to NATS (exact counts, keys, headers, ids, timestamps), reprocessing the raw
+//! archive, stopping (max messages, SIGINT) and resuming without gaps or duplicates, and
+//! resetting a consumer group (with its dry run and its refusal while the group is active).
+
+use crate::common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::kafka::*;
+use common::*;
+use graphbridge::replay::progress::{Ending, Summary};
+use graphbridge::replay::range::Bound;
+use graphbridge::replay::stop::Stop;
+use graphbridge::replay::{cli, group, ReplayError};
+use graphbridge_core::config::Config;
+use graphbridge_core::graph::envelope::ChangeType;
+use graphbridge_core::graph::resource::Conversation;
+use graphbridge_sim::generate::MessageSpec;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+fn chat(n: usize) -> String {
+    format!("19:replay-{n}@unq.gbl.spaces")
+}
+
+/// `n` chat messages over six chats; every fourth is an edit.
+fn specs(base: i64, n: usize) -> Vec<MessageSpec> {
+    (0..n)
+        .map(|i| {
+            let change = if i % 4 == 3 {
+                ChangeType::Updated
+            } else {
+                ChangeType::Created
+            };
+            MessageSpec::new(
+                "tenant-replay",
+                Conversation::Chat {
+                    chat_id: chat(i % 6),
+                },
+                base + i as i64,
+                change,
+                &format!("<p>message {i}</p>"),
+            )
+        })
+        .collect()
+}
+
+async fn post(srv: &Running, specs: &[MessageSpec]) {
+    let r = synthetic_recipient();
+    let items: Vec<Value> = specs
+        .iter()
+        .map(|s| s.notification("sub-replay", SYNTH_CLIENT_STATE, &r))
+        .collect();
+    for chunk in items.chunks(25) {
+        let resp = srv
+            .post_json("/notifications", &json!({ "value": chunk }))
+            .await;
+        assert_eq!(resp.status(), 202);
+    }
+}
+
+/// Runs `replay ARGS` in-process with `cfg` (as `--config` would give it).
+async fn replay(cfg: &Config, args: &[&str]) -> Summary {
+    let args = cli::parse(std::iter::once("replay").chain(args.iter().copied())).unwrap();
+    let opts = args.options(cfg).unwrap();
+    graphbridge::replay::run(cfg, &opts, &Stop::default())
+        .await
+        .unwrap()
+}
+
+/// What a consumer dedupes and routes by, for comparing a replay with its source.
+type Fingerprint = (i32, String, BTreeMap<String, String>, Value, Option<i64>);
+
+fn fingerprints<'a>(
+    records: impl IntoIterator<Item = &'a Consumed>,
+) -> HashMap<String, Fingerprint> {
+    let mut out = HashMap::new();
+    for m in records {
+        let id = m.headers["ce_id"].clone();
+        let headers = m.headers.clone().into_iter().collect();
+        let fp = (m.partition, m.key.clone(), headers, m.json(), m.timestamp);
+        assert!(out.insert(id.clone(), fp).is_none(), "duplicate {id}");
+    }
+    out
+}
+
+fn ids<'a>(records: impl IntoIterator<Item = &'a Consumed>) -> HashSet<String> {
+    records
+        .into_iter()
+        .map(|m| m.headers["ce_id"].clone())
+        .collect()
+}
+
+/// A time after every record produced so far and before every record produced after it
+/// returns (record timestamps have millisecond resolution).
+async fn time_barrier() -> chrono::DateTime<chrono::Utc> {
+    let t = chrono::Utc::now() + chrono::Duration::milliseconds(2);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while chrono::Utc::now() <= t + chrono::Duration::milliseconds(1) {
+        assert!(Instant::now() < deadline, "clock does not advance");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    t
+}
+
+#[tokio::test]
+async fn offsets_range_to_a_topic_keeps_keys_headers_ids_and_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("rp-off");
+    let cfg = kafka_config(dir.path(), &prefix);
+    let srv = Running::start(&cfg).await;
+    post(&srv, &specs(1_800_000_000_000, 24)).await;
+    let src = cfg.sink.kafka.topics.chat_messages.clone();
+    let all = consume(&[&src], 24, BOUND).await;
+
+    // [1, 5) in every partition.
+    let want: Vec<&Consumed> = all.iter().filter(|m| (1..5).contains(&m.offset)).collect();
+    let out = format!("{prefix}.out");
+    let s = replay(
+        &cfg,
+        &[
+            "--topic",
+            &src,
+            "--from-offset",
+            "1",
+            "--to-offset",
+            "5",
+            "--to-topic",
+            &out,
+        ],
+    )
+    .await;
+    assert_eq!(s.ending, Ending::Complete);
+    assert_eq!(
+        (s.read, s.published, s.filtered),
+        (want.len() as u64, want.len() as u64, 0)
+    );
+    assert!(s.resume.is_none());
+    let got = consume(&[&out], want.len(), BOUND).await;
+    // Same key (hence partition), headers, payload and timestamp for every event id.
+    assert_eq!(fingerprints(got.iter()), fingerprints(want.iter().copied()));
+
+    // One partition only, filtered by chat and change type: a dry run counts exactly.
+    let target_chat = all.iter().find(|m| m.partition == 0).unwrap().key.clone();
+    let expect = all
+        .iter()
+        .filter(|m| m.partition == 0 && m.offset >= 2)
+        .filter(|m| m.key == target_chat && m.json()["data"]["change_type"] == "created")
+        .count();
+    let in_range = all
+        .iter()
+        .filter(|m| m.partition == 0 && m.offset >= 2)
+        .count();
+    let s = replay(
+        &cfg,
+        &[
+            "--topic",
+            &src,
+            "--from-offset",
+            "0:2",
+            "--chat",
+            &target_chat,
+            "--change-type",
+            "created",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_eq!(s.ending, Ending::Complete);
+    assert_eq!(s.partitions.len(), 1);
+    assert_eq!(s.read, in_range as u64);
+    assert_eq!(s.published, expect as u64);
+    assert_eq!(s.filtered, (in_range - expect) as u64);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn time_range_to_nats_and_to_a_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("rp-time");
+    let mut cfg = kafka_config(dir.path(), &prefix);
+    cfg.sink.nats = common::nats::nats_config(dir.path(), &prefix).sink.nats;
+    let srv = Running::start(&cfg).await;
+    let src = cfg.sink.kafka.topics.chat_messages.clone();
+    post(&srv, &specs(1_800_000_100_000, 10)).await;
+    let before = ids(consume(&[&src], 10, BOUND).await.iter());
+    let t = time_barrier().await;
+    post(&srv, &specs(1_800_000_200_000, 8)).await;
+    let all = consume(&[&src], 18, BOUND).await;
+    let after: Vec<&Consumed> = all
+        .iter()
+        .filter(|m| !before.contains(&m.headers["ce_id"]))
+        .collect();
+    assert_eq!(after.len(), 8);
+    let t_arg = t.to_rfc3339();
+
+    // From the time on, to NATS: exactly the later events, on the sink's subjects, with
+    // Nats-Msg-Id = event id and the Kafka headers.
+    let s = replay(&cfg, &["--topic", &src, "--from-time", &t_arg, "--to-nats"]).await;
+    assert_eq!((s.ending, s.read, s.published), (Ending::Complete, 8, 8));
+    let stored = common::nats::read_stream(&cfg.sink.nats.stream).await;
+    assert_eq!(stored.len(), 8);
+    let by_id: HashMap<&str, &Consumed> = after
+        .iter()
+        .map(|m| (m.headers["ce_id"].as_str(), *m))
+        .collect();
+    for m in &stored {
+        let k = by_id.get(m.msg_id.as_str()).expect("a later event");
+        assert_eq!(m.payload, k.json());
+        let subject = graphbridge_core::sink::nats::render_subject(
+            &cfg.sink.nats.subjects.chat_messages,
+            &[("chat", k.key.clone())],
+        );
+        assert_eq!(m.subject, subject);
+        for (name, value) in &k.headers {
+            assert!(
+                m.headers.iter().any(|(n, v)| n == name && v == value),
+                "header {name} kept"
+            );
+        }
+    }
+    let stored_ids: HashSet<&str> = stored.iter().map(|m| m.msg_id.as_str()).collect();
+    assert_eq!(stored_ids.len(), 8);
+
+    // Up to the time, to a topic: exactly the earlier events.
+    let out = format!("{prefix}.out");
+    let s = replay(
+        &cfg,
+        &["--topic", &src, "--to-time", &t_arg, "--to-topic", &out],
+    )
+    .await;
+    assert_eq!((s.ending, s.read), (Ending::Complete, 10));
+    assert_eq!(ids(consume(&[&out], 10, BOUND).await.iter()), before);
+
+    // An empty window is complete at once.
+    let s = replay(
+        &cfg,
+        &[
+            "--topic",
+            &src,
+            "--from-time",
+            &t_arg,
+            "--to-time",
+            &t_arg,
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_eq!((s.ending, s.read), (Ending::Complete, 0));
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn reprocess_from_the_raw_archive_gives_the_published_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("rp-raw");
+    let mut cfg = kafka_config(dir.path(), &prefix);
+    cfg.sink.kafka.raw_topic = Some(format!("{prefix}.raw"));
+    let srv = Running::start(&cfg).await;
+    // Three message events and two items the pipeline rejects after archiving them.
+    let batch = mixed_batch(1_800_000_300_000);
+    assert_eq!(
+        srv.post_json("/notifications", &batch.body).await.status(),
+        202
+    );
+    post(&srv, &specs(1_800_000_400_000, 6)).await;
+    let t = &cfg.sink.kafka.topics;
+    let original = consume(&[&t.channel_messages, &t.chat_messages], 9, BOUND).await;
+    consume(&[&format!("{prefix}.raw")], 11, BOUND).await;
+    srv.shutdown().await;
+
+    let out = format!("{prefix}.out");
+    let s = replay(&cfg, &["--reprocess", "--to-topic", &out]).await;
+    assert_eq!(s.ending, Ending::Complete);
+    assert_eq!((s.read, s.published), (11, 9));
+    assert_eq!(
+        s.rejected,
+        BTreeMap::from([
+            ("signature_mismatch".to_string(), 1),
+            ("unknown_certificate".to_string(), 1)
+        ])
+    );
+    let rebuilt = consume(&[&out], 9, BOUND).await;
+    // Same ids, same event JSON (received_at included), same keys and headers.
+    let strip = |m: HashMap<String, Fingerprint>| -> HashMap<String, (String, BTreeMap<String, String>, Value)> {
+        m.into_iter().map(|(id, (_, k, h, v, _))| (id, (k, h, v))).collect()
+    };
+    let rebuilt_fp = strip(fingerprints(rebuilt.iter()));
+    assert_eq!(rebuilt_fp, strip(fingerprints(original.iter())));
+    for m in &rebuilt {
+        assert_valid_event(&m.json());
+    }
+}
+
+#[tokio::test]
+async fn a_replay_stopped_by_max_messages_resumes_without_gaps_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("rp-max");
+    let cfg = kafka_config(dir.path(), &prefix);
+    let srv = Running::start(&cfg).await;
+    post(&srv, &specs(1_800_000_500_000, 30)).await;
+    let src = cfg.sink.kafka.topics.chat_messages.clone();
+    let all = consume(&[&src], 30, BOUND).await;
+    srv.shutdown().await;
+
+    let out = format!("{prefix}.out");
+    let s = replay(
+        &cfg,
+        &["--topic", &src, "--to-topic", &out, "--max-messages", "7"],
+    )
+    .await;
+    assert_eq!((s.ending, s.read, s.published), (Ending::MaxMessages, 7, 7));
+    let resume = s.resume.expect("a resume point");
+    let next: i64 = s.partitions.iter().map(|p| p.next - p.from).sum();
+    assert_eq!(next, 7, "positions advanced by exactly what was published");
+
+    let mut args = vec!["--topic", src.as_str(), "--to-topic", out.as_str()];
+    args.extend(resume.split_whitespace());
+    let s = replay(&cfg, &args).await;
+    assert_eq!((s.ending, s.read), (Ending::Complete, 23));
+    let got = consume(&[&out], 30, BOUND).await;
+    assert_eq!(fingerprints(got.iter()), fingerprints(all.iter()));
+}
+
+#[tokio::test]
+async fn sigint_stops_cleanly_and_the_printed_position_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("rp-int");
+    let cfg = kafka_config(dir.path(), &prefix);
+    let srv = Running::start(&cfg).await;
+    post(&srv, &specs(1_800_000_600_000, 30)).await;
+    let src = cfg.sink.kafka.topics.chat_messages.clone();
+    let all = consume(&[&src], 30, BOUND).await;
+    srv.shutdown().await;
+
+    let config = common::process::write_config(&cfg, dir.path());
+    let out = format!("{prefix}.out");
+    // 10 records a second: SIGINT lands mid-range.
+    let child = Command::new(env!("CARGO_BIN_EXE_graphbridge"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "replay",
+            "--topic",
+            &src,
+            "--to-topic",
+            &out,
+            "--rate",
+            "10",
+            "--json",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_records(&out, 3).await;
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let output = tokio::time::timeout(
+        BOUND,
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("replay exits after SIGINT")
+    .unwrap()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["ending"], "interrupted");
+    let read = summary["read"].as_u64().unwrap();
+    assert!((3..30).contains(&read), "stopped mid-range after {read}");
+    let resume = summary["resume"].as_str().unwrap().to_string();
+
+    let mut args = vec!["--topic", src.as_str(), "--to-topic", out.as_str()];
+    args.extend(resume.split_whitespace());
+    let s = replay(&cfg, &args).await;
+    assert_eq!((s.ending, s.read), (Ending::Complete, 30 - read));
+    let got = consume(&[&out], 30, BOUND).await;
+    assert_eq!(fingerprints(got.iter()), fingerprints(all.iter()));
+}
+
+/// Waits until `topic` holds at least `n` records (it may not exist yet).
+async fn wait_records(topic: &str, n: i64) {
+    let probe = group_consumer(&unique("probe"));
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let total: i64 = (0..3)
+            .filter_map(|p| {
+                probe
+                    .fetch_watermarks(topic, p, Duration::from_secs(5))
+                    .ok()
+            })
+            .map(|(low, high)| high - low)
+            .sum();
+        if total >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic} holds {total} records, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn group_consumer(group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap()
+}
+
+fn committed(group: &str, topic: &str, partitions: &[i32]) -> BTreeMap<i32, Option<i64>> {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let got = group_consumer(group)
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    got.elements()
+        .iter()
+        .map(|e| {
+            let o = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            (e.partition(), o)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reset_group_to_a_time_with_a_dry_run_that_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("rp-grp");
+    let cfg = kafka_config(dir.path(), &prefix);
+    let srv = Running::start(&cfg).await;
+    let src = cfg.sink.kafka.topics.chat_messages.clone();
+    post(&srv, &specs(1_800_000_700_000, 9)).await;
+    let early = consume(&[&src], 9, BOUND).await;
+    let t = time_barrier().await;
+    post(&srv, &specs(1_800_000_800_000, 9)).await;
+    let all = consume(&[&src], 18, BOUND).await;
+    srv.shutdown().await;
+
+    // The group has read everything: committed offsets at each partition's end.
+    let partitions = [0, 1, 2];
+    let mut ends = BTreeMap::new();
+    for m in &all {
+        let e = ends.entry(m.partition).or_insert(0i64);
+        *e = (*e).max(m.offset + 1);
+    }
+    let group_name = unique("grp");
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(&src, p, Offset::Offset(*ends.get(&p).unwrap_or(&0)))
+            .unwrap();
+    }
+    group_consumer(&group_name)
+        .commit(&tpl, CommitMode::Sync)
+        .unwrap();
+    let before = committed(&group_name, &src, &partitions);
+    // After the reset each partition restarts at its first record from after the time.
+    let want: BTreeMap<i32, i64> = partitions
+        .iter()
+        .map(|p| {
+            (
+                *p,
+                early.iter().filter(|m| m.partition == *p).count() as i64,
+            )
+        })
+        .collect();
+
+    // Dry run, through the binary: current and new offsets printed, nothing committed.
+    let config = common::process::write_config(&cfg, dir.path());
+    let output = Command::new(env!("CARGO_BIN_EXE_graphbridge"))
+        .arg("--config")
+        .arg(&config)
+        .args(["replay", "--topic", &src, "--reset-group", &group_name])
+        .args(["--to-time", &t.to_rfc3339(), "--dry-run", "--json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(plan["dry_run"], true);
+    for c in plan["changes"].as_array().unwrap() {
+        let p = c["partition"].as_i64().unwrap() as i32;
+        assert_eq!(c["current"].as_i64(), before[&p]);
+        assert_eq!(c["new"].as_i64().unwrap(), want[&p]);
+    }
+    assert_eq!(committed(&group_name, &src, &partitions), before);
+
+    // While a member is in the group the reset is refused.
+    let member: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", &group_name)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    member.subscribe(&[&src]).unwrap();
+    let deadline = Instant::now() + BOUND;
+    while member.assignment().unwrap().count() == 0 {
+        assert!(Instant::now() < deadline, "member never joined");
+        let _ = tokio::time::timeout(Duration::from_millis(100), member.recv()).await;
+    }
+    let refused = group::reset(&cfg.sink.kafka, &src, &group_name, Bound::Time(t), false).await;
+    assert!(
+        matches!(refused, Err(ReplayError::GroupActive(_, 1))),
+        "{refused:?}"
+    );
+    assert_eq!(committed(&group_name, &src, &partitions), before);
+    member.unsubscribe();
+    drop(member);
+    let probe = group_consumer(&unique("probe"));
+    let deadline = Instant::now() + BOUND;
+    while group::active_members(&probe, &group_name).unwrap() > 0 {
+        assert!(Instant::now() < deadline, "member never left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let reset = group::reset(&cfg.sink.kafka, &src, &group_name, Bound::Time(t), false)
+        .await
+        .unwrap();
+    assert!(!reset.dry_run);
+    let now: BTreeMap<i32, i64> = committed(&group_name, &src, &partitions)
+        .into_iter()
+        .map(|(p, o)| (p, o.expect("committed")))
+        .collect();
+    assert_eq!(now, want);
+}

@@ -1,0 +1,825 @@
+//! The subscription controller against the local Graph stand-in, with a real `serve` as the
+//! notification endpoint: create after the handshake, renewal under a fast clock, 404 and
+//! vanished subscriptions recreated, 409 adopted, ownership, throttling, lifecycle events
+//! through Kafka and in-process (file sink), credentials.
+
+use crate::common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::*;
+use graphbridge::subscriptions::controller::{Action, Controller, ControllerError};
+use graphbridge::subscriptions::{self, Listeners};
+use graphbridge_core::config::subscriptions::{HumanDuration, Model, SubscriptionItem};
+use graphbridge_core::config::{Config, Secret};
+use graphbridge_core::telemetry::Metrics;
+use graphbridge_event::v1::LifecycleEvent;
+use graphbridge_graph_api::clock::{Clock, FastClock, SystemClock};
+use graphbridge_sim::graph_api::{Fault, GraphStandIn, StandInOptions};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+const TENANT: &str = "8afd02d6-ebdd-4270-a515-c749898ea5c5";
+
+async fn standin(opts: StandInOptions) -> (GraphStandIn, String) {
+    let g = GraphStandIn::new(opts);
+    let base = g.serve(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    (g, base)
+}
+
+fn item(name: &str, resource: &str, bridge: &str, lifecycle: bool) -> SubscriptionItem {
+    SubscriptionItem {
+        name: name.into(),
+        resource: resource.into(),
+        model: None,
+        change_types: vec!["created".into(), "updated".into(), "deleted".into()],
+        tenant_id: None,
+        notification_url: format!("{bridge}/notifications"),
+        lifecycle_url: lifecycle.then(|| format!("{bridge}/lifecycle")),
+        certificate_id: SYNTH_ID.into(),
+        lifetime: None,
+        include_resource_data: true,
+    }
+}
+
+/// Points the controller part of `cfg` at the stand-in, with the given items.
+fn controller_config(cfg: &mut Config, graph: &str, items: Vec<SubscriptionItem>) {
+    cfg.graph.api_base = format!("{graph}/v1.0");
+    cfg.graph.auth.authority = graph.to_string();
+    cfg.graph.auth.tenant_id = Some(TENANT.into());
+    cfg.graph.auth.client_id = Some(StandInOptions::default().client_id);
+    cfg.graph.auth.client_secret = Some(Secret::new(StandInOptions::default().client_secret));
+    cfg.subscriptions.items = items;
+}
+
+fn controller(cfg: &Config, clock: Arc<dyn Clock>) -> (Controller, Arc<Metrics>) {
+    let metrics = Metrics::new();
+    let c = subscriptions::build(cfg, clock, metrics.clone(), None).expect("controller builds");
+    (c, metrics)
+}
+
+fn created(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Created { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Polls `cond` every 20 ms until it holds, at most `bound`.
+async fn until(bound: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
+    while !cond() {
+        assert!(Instant::now() < deadline, "not within {bound:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn lifecycle_event(sub_id: &str, kind: &str) -> LifecycleEvent {
+    let now = chrono::Utc::now().to_rfc3339();
+    serde_json::from_value(json!({
+        "specversion": "1.0", "id": "0".repeat(64),
+        "source": format!("/tenants/{TENANT}/subscriptions/{sub_id}"),
+        "type": format!("graph.subscription.{kind}"), "subject": format!("subscriptions/{sub_id}"),
+        "time": now, "datacontenttype": "application/json",
+        "dataschema": "https://graphbridge.dev/schema/lifecycle.v1.json",
+        "data": {"schema_version": 1, "tenant_id": TENANT, "subscription_id": sub_id,
+                 "lifecycle_event": kind, "subscription_expires_at": null, "received_at": now}
+    }))
+    .unwrap()
+}
+
+fn label_value(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn fresh_start_creates_every_desired_subscription_after_the_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let serve = Running::start(&cfg).await;
+    let (graph, base) = standin(StandInOptions::default()).await;
+    let mut channel = item("channels", "/teams/getAllMessages", &serve.base, true);
+    channel.model = Some(Model::A);
+    let mut chats = item("chats", "chats/getAllMessages", &serve.base, false);
+    chats.model = Some(Model::B);
+    chats.lifetime = Some(HumanDuration::parse("3d").unwrap());
+    controller_config(&mut cfg, &base, vec![channel, chats]);
+    let (mut c, metrics) = controller(&cfg, Arc::new(SystemClock));
+
+    let report = c.reconcile().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(created(&report.actions).len(), 2, "{:?}", report.actions);
+    // Graph's handshake on both URLs of the first, the notification URL of the second.
+    assert_eq!(graph.handshakes(), 3);
+    let subs = graph.subscriptions();
+    let now = chrono::Utc::now();
+    let cert = base64::engine::general_purpose::STANDARD.encode(
+        graphbridge_core::crypto::keyring::certificate_der(&read("synthetic/certificate.pem"))
+            .unwrap(),
+    );
+    let chat = subs
+        .iter()
+        .find(|s| s.resource == "/chats/getAllMessages?model=B")
+        .unwrap();
+    let chan = subs
+        .iter()
+        .find(|s| s.resource == "/teams/getAllMessages?model=A")
+        .unwrap();
+    for s in [chat, chan] {
+        assert_eq!(s.change_type, "created,updated,deleted");
+        assert_eq!(s.client_state.as_deref(), Some(REAL_CLIENT_STATE));
+        assert_eq!(s.encryption_certificate.as_deref(), Some(cert.as_str()));
+        assert_eq!(s.encryption_certificate_id.as_deref(), Some(SYNTH_ID));
+        assert_eq!(s.notification_url, format!("{}/notifications", serve.base));
+    }
+    // Without a lifecycle URL Graph allows an hour; with one, three days.
+    let hours = |s: &graphbridge_graph_api::subscriptions::Subscription| {
+        (s.expiration_date_time - now).num_minutes() as f64 / 60.0
+    };
+    assert!((0.9..=1.0).contains(&hours(chat)), "{}", hours(chat));
+    assert!((71.0..=72.0).contains(&hours(chan)), "{}", hours(chan));
+    assert_eq!(chat.lifecycle_notification_url, None);
+
+    let text = metrics.render();
+    assert_eq!(
+        metric_value(&text, "graphbridge_subscriptions_unhealthy"),
+        Some(0.0)
+    );
+    let left = label_value(
+        &text,
+        "graphbridge_subscription_expiry_seconds{subscription=\"channels\"}",
+    )
+    .unwrap();
+    assert!(left > 70.0 * 3600.0, "{left}");
+
+    // A second round changes nothing: every action is idempotent.
+    let again = c.reconcile().await;
+    assert!(
+        again.actions.is_empty() && again.errors.is_empty(),
+        "{again:?}"
+    );
+    assert_eq!(graph.subscriptions().len(), 2);
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_that_fails_the_handshake_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let (graph, base) = standin(StandInOptions::default()).await;
+    // Nothing listens there.
+    let dead = one_item_at_a_dead_endpoint(&mut cfg, &base);
+    let (mut c, metrics) = controller(&cfg, Arc::new(SystemClock));
+    let report = c.reconcile().await;
+    let (_, e) = &report.errors[0];
+    assert!(matches!(e, ControllerError::Handshake { .. }), "{e}");
+    assert!(
+        e.to_string().contains(&format!("{dead}/notifications")),
+        "{e}"
+    );
+    assert_eq!(graph.count("POST", "/v1.0/subscriptions", 201), 0);
+
+    // Without our own check Graph's 400 is reported with both URLs.
+    cfg.subscriptions.preflight_handshake = false;
+    let (mut c, _) = controller(&cfg, Arc::new(SystemClock));
+    let report = c.reconcile().await;
+    let (_, e) = &report.errors[0];
+    assert!(matches!(e, ControllerError::Validation { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("{dead}/notifications")) && msg.contains("validation request failed"),
+        "{msg}"
+    );
+    assert_eq!(graph.count("POST", "/v1.0/subscriptions", 400), 1);
+    assert!(metrics.render().contains(
+        "graphbridge_subscription_failures_total{subscription=\"x\",reason=\"handshake\"} 1"
+    ));
+    assert!(graph.subscriptions().is_empty());
+}
+
+#[tokio::test]
+async fn renews_before_expiry_under_a_fast_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let serve = Running::start(&cfg).await;
+    // 3000x: the 2 h lifetime lasts 2.4 s, Graph's 10 minutes 0.2 s.
+    let clock: Arc<dyn Clock> = Arc::new(FastClock::new(3000));
+    let (graph, base) = standin(StandInOptions {
+        clock: clock.clone(),
+        ..Default::default()
+    })
+    .await;
+    let mut it = item("fast", "/teams/getAllMessages", &serve.base, true);
+    it.lifetime = Some(HumanDuration::parse("2h").unwrap());
+    controller_config(&mut cfg, &base, vec![it]);
+    cfg.subscriptions.renew_margin = HumanDuration::parse("30m").unwrap();
+    cfg.subscriptions.jitter = HumanDuration::parse("5m").unwrap();
+    cfg.subscriptions.poll_interval = HumanDuration::parse("20m").unwrap();
+    let (c, metrics) = controller(&cfg, clock.clone());
+    let (_tx, rx) = subscriptions::lifecycle::channel();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(c.run(rx, stopped));
+
+    until(Duration::from_secs(20), "three renewals", || {
+        graph.count("PATCH", "/v1.0/subscriptions/", 200) >= 3
+    })
+    .await;
+    let _ = stop.send(true);
+    task.await.unwrap();
+    assert!(
+        graph.expired().is_empty(),
+        "a subscription expired: {:?}",
+        graph.expired()
+    );
+    assert_eq!(
+        graph.count("POST", "/v1.0/subscriptions", 201),
+        1,
+        "renewed, never recreated"
+    );
+    let subs = graph.subscriptions();
+    assert_eq!(subs.len(), 1);
+    // Each renewal came well after the previous one (margin 30 m of a 2 h lifetime).
+    let patches: Vec<Instant> = graph
+        .log()
+        .iter()
+        .filter(|l| l.method == "PATCH")
+        .map(|l| l.at)
+        .collect();
+    for w in patches.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(200),
+            "{:?}",
+            w[1] - w[0]
+        );
+    }
+    let text = metrics.render();
+    let renewals = label_value(
+        &text,
+        "graphbridge_subscription_renewals_total{subscription=\"fast\"}",
+    )
+    .unwrap();
+    assert!(renewals >= 3.0, "{text}");
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn vanished_and_404_subscriptions_are_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let serve = Running::start(&cfg).await;
+    let (graph, base) = standin(StandInOptions::default()).await;
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("a", "/chats/getAllMessages", &serve.base, true)],
+    );
+    let (mut c, metrics) = controller(&cfg, Arc::new(SystemClock));
+    let first = created(&c.reconcile().await.actions);
+    assert_eq!(first.len(), 1);
+
+    // Gone without a word (expired elsewhere, deleted by an admin): the next round recreates.
+    graph.drop_silently(&first[0]).unwrap();
+    let report = c.reconcile().await;
+    let second = created(&report.actions);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second[0], first[0]);
+    assert!(report
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::ResyncPublished { .. })));
+
+    // A renewal answered 404 recreates at once.
+    graph.drop_silently(&second[0]).unwrap();
+    let report = c
+        .on_lifecycle(&lifecycle_event(&second[0], "reauthorizationRequired"))
+        .await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(graph.count("PATCH", "/v1.0/subscriptions/", 404), 1);
+    let third = created(&report.actions);
+    assert_eq!(third.len(), 1);
+    assert_eq!(graph.subscriptions()[0].id, third[0]);
+    assert_eq!(c.subscription_id("a"), Some(third[0].as_str()));
+    assert!(metrics.render().contains(
+        "graphbridge_subscription_failures_total{subscription=\"a\",reason=\"not_found\"} 1"
+    ));
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_409_adopts_what_another_replica_created_and_unwanted_ones_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let serve = Running::start(&cfg).await;
+    let (graph, base) = standin(StandInOptions::default()).await;
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("a", "/teams/getAllMessages", &serve.base, true)],
+    );
+    let (mut one, _) = controller(&cfg, Arc::new(SystemClock));
+    let id = created(&one.reconcile().await.actions).remove(0);
+
+    // The second replica listed before the first created it: its create gets 409.
+    graph.stale_lists(1);
+    let (mut two, _) = controller(&cfg, Arc::new(SystemClock));
+    let report = two.reconcile().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(
+        report.actions,
+        vec![Action::Adopted {
+            name: "a".into(),
+            id: id.clone()
+        }]
+    );
+    assert_eq!(graph.count("POST", "/v1.0/subscriptions", 409), 1);
+    assert_eq!(graph.subscriptions().len(), 1);
+    assert_eq!(two.subscription_id("a"), Some(id.as_str()));
+
+    // Someone else's subscription (another notification URL) is never touched; ours that the
+    // config no longer wants is deleted.
+    let mut foreign = graph.get(&id).unwrap();
+    foreign.resource = "/chats/getAllMessages".into();
+    foreign.notification_url = "https://other.example/notifications".into();
+    let foreign_id = graph.insert(TENANT, foreign);
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item(
+            "b",
+            "/teams/t1/channels/c1/messages",
+            &serve.base,
+            true,
+        )],
+    );
+    let (mut three, _) = controller(&cfg, Arc::new(SystemClock));
+    let report = three.reconcile().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Deleted { id: d, .. } if *d == id)));
+    let left: Vec<String> = graph
+        .subscriptions()
+        .into_iter()
+        .map(|s| s.resource)
+        .collect();
+    assert_eq!(
+        left,
+        vec!["/chats/getAllMessages", "/teams/t1/channels/c1/messages"]
+    );
+    assert!(graph.get(&foreign_id).is_some());
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn throttling_waits_for_retry_after_and_quota_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let serve = Running::start(&cfg).await;
+    let (graph, base) = standin(StandInOptions::default()).await;
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![
+            item("a", "/teams/getAllMessages", &serve.base, true),
+            item("b", "/chats/getAllMessages", &serve.base, true),
+        ],
+    );
+    cfg.subscriptions.poll_interval = HumanDuration::parse("1h").unwrap();
+    graph.inject(Fault {
+        method: Some(reqwest::Method::POST),
+        status: 429,
+        retry_after_s: Some(1),
+    });
+    let (c, metrics) = controller(&cfg, Arc::new(SystemClock));
+    let (_tx, rx) = subscriptions::lifecycle::channel();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(c.run(rx, stopped));
+    until(Duration::from_secs(15), "both created", || {
+        graph.subscriptions().len() == 2
+    })
+    .await;
+    let _ = stop.send(true);
+    task.await.unwrap();
+
+    let log = graph.log();
+    let throttled = log
+        .iter()
+        .find(|l| l.status == 429)
+        .expect("the 429 was served");
+    let after: Vec<_> = log.iter().filter(|l| l.at > throttled.at).collect();
+    assert!(!after.is_empty());
+    // Nothing at all was sent to Graph until Retry-After had passed.
+    for l in &after {
+        assert!(
+            l.at - throttled.at >= Duration::from_secs(1),
+            "{l:?} {:?}",
+            l.at - throttled.at
+        );
+    }
+    assert!(metrics.render().contains("reason=\"throttled\"} 1"));
+
+    // 403 (quota or missing permission) is its own reason, with a hint in the error.
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("c", "/teams/t/channels/c/messages", &serve.base, true)],
+    );
+    graph.inject(Fault {
+        method: Some(reqwest::Method::POST),
+        status: 403,
+        retry_after_s: None,
+    });
+    let (mut c, metrics) = controller(&cfg, Arc::new(SystemClock));
+    let report = c.reconcile().await;
+    let msg = report.errors[0].1.to_string();
+    assert!(
+        msg.contains("quota") && msg.contains("permissions"),
+        "{msg}"
+    );
+    assert!(metrics.render().contains("reason=\"forbidden\"} 1"));
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn reauthorization_required_through_kafka_renews() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("subs");
+    let mut cfg = kafka::kafka_config(dir.path(), &prefix);
+    let serve = Running::start(&cfg).await;
+    let (graph, base) = standin(StandInOptions::default()).await;
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("k", "/teams/getAllMessages", &serve.base, true)],
+    );
+    cfg.subscriptions.poll_interval = HumanDuration::parse("1h").unwrap();
+    cfg.subscriptions.consumer_group = unique("subs-group");
+    // Make sure the lifecycle topic exists before the controller subscribes to it: a lifecycle
+    // event for a subscription the controller does not manage (it must ignore it).
+    let stray = graphbridge_sim::generate::lifecycle_item(
+        "not-ours",
+        TENANT,
+        REAL_CLIENT_STATE,
+        "reauthorizationRequired",
+        "2030-01-01T00:00:00Z",
+    );
+    assert_eq!(
+        serve
+            .post_json("/lifecycle", &json!({"value": [stray]}))
+            .await
+            .status(),
+        202
+    );
+
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_url = format!("http://{}", admin.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run_cfg = cfg.clone();
+    let task = tokio::spawn(async move {
+        subscriptions::run(
+            &run_cfg,
+            Arc::new(SystemClock),
+            Listeners {
+                public: None,
+                admin,
+            },
+            stopped,
+        )
+        .await
+    });
+    until(Duration::from_secs(15), "created", || {
+        graph.subscriptions().len() == 1
+    })
+    .await;
+    let id = graph.subscriptions()[0].id.clone();
+    assert_eq!(graph.count("PATCH", "/v1.0/subscriptions/", 200), 0);
+
+    // Graph → serve /lifecycle → Kafka graph.lifecycle topic → controller → PATCH.
+    assert_eq!(
+        graph
+            .send_lifecycle(&id, "reauthorizationRequired")
+            .await
+            .unwrap(),
+        202
+    );
+    until(
+        Duration::from_secs(40),
+        "renewal after reauthorizationRequired",
+        || graph.count("PATCH", &format!("/v1.0/subscriptions/{id}"), 200) == 1,
+    )
+    .await;
+    let metrics = reqwest::get(format!("{admin_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        label_value(
+            &metrics,
+            "graphbridge_subscription_renewals_total{subscription=\"k\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        reqwest::get(format!("{admin_url}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        graph.subscriptions().len(),
+        1,
+        "the stray event changed nothing"
+    );
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn file_sink_in_process_removed_recreates_and_resync_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let (graph, base) = standin(StandInOptions::default()).await;
+    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = format!("http://{}", public.local_addr().unwrap());
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("f", "/chats/getAllMessages", &bridge, true)],
+    );
+    cfg.subscriptions.poll_interval = HumanDuration::parse("1h").unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run_cfg = cfg.clone();
+    let task = tokio::spawn(async move {
+        let l = Listeners {
+            public: Some(public),
+            admin,
+        };
+        subscriptions::run(&run_cfg, Arc::new(SystemClock), l, stopped).await
+    });
+    until(Duration::from_secs(15), "created", || {
+        graph.subscriptions().len() == 1
+    })
+    .await;
+    let old = graph.subscriptions()[0].id.clone();
+    let events_path = cfg.sink.file.path.clone();
+    let resyncs = || -> Vec<Value> {
+        jsonl(&events_path)
+            .into_iter()
+            .filter(|e| e["type"] == "graph.subscription.resync_required")
+            .collect()
+    };
+
+    // subscriptionRemoved: recreated, and the gap published.
+    assert_eq!(graph.remove(&old).await.unwrap(), 202);
+    until(Duration::from_secs(15), "resync_required", || {
+        resyncs().len() == 1
+    })
+    .await;
+    let new = graph.subscriptions()[0].id.clone();
+    assert_ne!(new, old);
+    let ev = &resyncs()[0];
+    assert_valid_event(ev);
+    let d = &ev["data"];
+    assert_eq!(d["subscription_id"], Value::from(old.as_str()));
+    assert_eq!(d["tenant_id"], TENANT);
+    assert_eq!(d["resync"]["cause"], "subscriptionRemoved");
+    assert_eq!(
+        d["resync"]["new_subscription_id"],
+        Value::from(new.as_str())
+    );
+    assert_eq!(d["resync"]["resource"], "/chats/getAllMessages");
+    assert_eq!(d["resync"]["subscription_name"], "f");
+    assert!(d["resync"]["from"].as_str().unwrap() <= d["resync"]["to"].as_str().unwrap());
+    // Graph's own event was published too.
+    assert!(jsonl(&events_path)
+        .iter()
+        .any(|e| e["type"] == "graph.subscription.subscriptionRemoved"));
+
+    // Two reauthorizationRequired in a row: one PATCH, the second waits out Graph's 10 minutes.
+    for _ in 0..2 {
+        assert_eq!(
+            graph
+                .send_lifecycle(&new, "reauthorizationRequired")
+                .await
+                .unwrap(),
+            202
+        );
+    }
+    // missed → resync_required; handled after the two above, so they are done by then.
+    assert_eq!(graph.send_lifecycle(&new, "missed").await.unwrap(), 202);
+    until(Duration::from_secs(15), "second resync_required", || {
+        resyncs().len() == 2
+    })
+    .await;
+    let ev = &resyncs()[1];
+    assert_valid_event(ev);
+    assert_eq!(ev["data"]["resync"]["cause"], "missed");
+    assert_eq!(ev["data"]["subscription_id"], Value::from(new.as_str()));
+    assert_eq!(graph.count("PATCH", "/v1.0/subscriptions/", 200), 1);
+
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+}
+
+async fn cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_graphbridge"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_wrong_client_secret_is_a_clear_error_and_the_cli_verbs_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let serve = Running::start(&cfg).await;
+    let (graph, base) = standin(StandInOptions::default()).await;
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("s", "/teams/getAllMessages", &serve.base, true)],
+    );
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, "not-the-secret\n").unwrap();
+    cfg.graph.auth.client_secret = None;
+    cfg.graph.auth.client_secret_file = Some(secret.clone());
+    let path = common::process::write_config(&cfg, dir.path());
+    let (ok, _, err) = cli(&path, &["subscriptions", "reconcile", "--once"]).await;
+    assert!(!ok);
+    for needle in [
+        "invalid_client",
+        "AADSTS7000215",
+        &format!("{base}/{TENANT}/oauth2/v2.0/token"),
+        &StandInOptions::default().client_id,
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing in: {err}");
+    }
+    assert!(!err.contains("not-the-secret"), "{err}");
+    assert!(graph.subscriptions().is_empty());
+
+    // With the right secret (from the file, trailing newline ignored) one round creates it
+    // and `list` shows it as the item.
+    std::fs::write(
+        &secret,
+        format!("{}\n", StandInOptions::default().client_secret),
+    )
+    .unwrap();
+    let (ok, out, err) = cli(&path, &["subscriptions", "reconcile", "--once"]).await;
+    assert!(ok, "{out}{err}");
+    let id = graph.subscriptions()[0].id.clone();
+    assert!(out.contains(&format!("created  s: {id}")), "{out}");
+    let (ok, out, err) = cli(&path, &["subscriptions", "list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(&id) && out.contains("item=s"), "{out}");
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn reauthorization_required_through_nats_renews() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("subs").replace('-', "");
+    let mut cfg = nats::nats_config(dir.path(), &prefix);
+    // serve creates the stream the controller's durable consumer reads.
+    let serve = Running::start(&cfg).await;
+    let (graph, base) = standin(StandInOptions::default()).await;
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("n", "/chats/getAllMessages", &serve.base, true)],
+    );
+    cfg.subscriptions.poll_interval = HumanDuration::parse("1h").unwrap();
+    cfg.subscriptions.consumer_group = unique("subs-durable");
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run_cfg = cfg.clone();
+    let task = tokio::spawn(async move {
+        let l = Listeners {
+            public: None,
+            admin,
+        };
+        subscriptions::run(&run_cfg, Arc::new(SystemClock), l, stopped).await
+    });
+    until(Duration::from_secs(15), "created", || {
+        graph.subscriptions().len() == 1
+    })
+    .await;
+    let id = graph.subscriptions()[0].id.clone();
+    assert_eq!(
+        graph
+            .send_lifecycle(&id, "reauthorizationRequired")
+            .await
+            .unwrap(),
+        202
+    );
+    until(Duration::from_secs(20), "renewal through NATS", || {
+        graph.count("PATCH", &format!("/v1.0/subscriptions/{id}"), 200) == 1
+    })
+    .await;
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn certificate_credentials_sign_a_client_assertion() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let serve = Running::start(&cfg).await;
+    let cert_der =
+        graphbridge_core::crypto::keyring::certificate_der(&read("synthetic/certificate.pem"))
+            .unwrap();
+    let (graph, base) = standin(StandInOptions {
+        certificate_der: Some(cert_der),
+        ..Default::default()
+    })
+    .await;
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("c", "/teams/getAllMessages", &serve.base, true)],
+    );
+    cfg.graph.auth.client_secret = None;
+    cfg.graph.auth.certificate_file = Some(fixture("synthetic/certificate.pem"));
+    cfg.graph.auth.private_key_file = Some(fixture("synthetic/private_key.pem"));
+    let (mut c, _) = controller(&cfg, Arc::new(SystemClock));
+    let report = c.reconcile().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(graph.subscriptions().len(), 1);
+    // The token is cached: a second round asks for none.
+    c.reconcile().await;
+    assert_eq!(graph.token_requests(), 1);
+
+    // Another key than the registered certificate's is refused.
+    cfg.graph.auth.private_key_file = Some(fixture("sdk-core-channel-reply/private_key.pem"));
+    let (mut c, _) = controller(&cfg, Arc::new(SystemClock));
+    let msg = c.reconcile().await.errors[0].1.to_string();
+    assert!(msg.contains("invalid_client"), "{msg}");
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_item_is_retried_after_a_backoff_not_in_a_busy_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let (graph, base) = standin(StandInOptions::default()).await;
+    one_item_at_a_dead_endpoint(&mut cfg, &base);
+    cfg.subscriptions.poll_interval = HumanDuration::parse("1h").unwrap();
+    let (c, metrics) = controller(&cfg, Arc::new(SystemClock));
+    let (_tx, rx) = subscriptions::lifecycle::channel();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(c.run(rx, stopped));
+    until(Duration::from_secs(10), "first failure", || {
+        metrics.render().contains("reason=\"handshake\"} 1")
+    })
+    .await;
+    // An observation window, not synchronization: a busy loop would list hundreds of times.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = stop.send(true);
+    task.await.unwrap();
+    assert_eq!(graph.count("GET", "/v1.0/subscriptions", 200), 1);
+    assert!(metrics.render().contains("reason=\"handshake\"} 1"));
+    assert_eq!(
+        metric_value(&metrics.render(), "graphbridge_subscriptions_unhealthy"),
+        Some(1.0)
+    );
+}
+
+/// A loopback URL nothing listens on (the port is released before use).
+/// The controller configured with one subscription whose notification URL nobody answers;
+/// returns that URL.
+fn one_item_at_a_dead_endpoint(cfg: &mut Config, graph: &str) -> String {
+    let dead = dead_url();
+    controller_config(
+        cfg,
+        graph,
+        vec![item("x", "/teams/getAllMessages", &dead, true)],
+    );
+    dead
+}
+
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
