@@ -19,6 +19,8 @@ trap 'scripts/brokers.sh down' EXIT
 eval "$(scripts/brokers.sh env)"
 
 cargo fmt --check
+python3 scripts/config-reference.py --check
+scripts/check-features.sh
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 cargo test --workspace --all-targets --all-features --locked
 scripts/chart-check.sh

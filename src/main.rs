@@ -25,15 +25,18 @@ struct Cli {
 enum Command {
     /// Run the ingress: Graph's notification and lifecycle URLs plus the admin port.
     Serve,
+    #[cfg(feature = "sim")]
     /// Run serve in-process with a fresh key and the file sink, drive it like Graph, print the result.
     Demo {
         /// Directory for keys and output (default: a new temp directory).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    #[cfg(feature = "sim")]
     /// Act as Microsoft Graph toward a running bridge: handshake, encrypted notifications,
     /// retries; a load generator and end-to-end checker (--verify).
     Simulate(Box<graphbridge_sim::cli::Args>),
+    #[cfg(feature = "kafka")]
     /// Re-publish a range of a Kafka topic (by offsets or times) to a topic, NATS or a file;
     /// rebuild events from the raw archive (--reprocess); reset a consumer group's offsets.
     Replay(Box<graphbridge::replay::cli::Args>),
@@ -114,16 +117,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _traces = graphbridge_core::telemetry::init_tracing(&cfg.telemetry)?;
             graphbridge_core::server::serve(&cfg).await?;
         }
+        #[cfg(feature = "sim")]
         Command::Demo { dir } => {
             graphbridge_core::telemetry::init_logging(&Config::defaults().telemetry);
             graphbridge::demo::run(dir).await?;
         }
+        #[cfg(feature = "sim")]
         Command::Simulate(args) => {
             graphbridge_core::telemetry::init_logging(&Config::defaults().telemetry);
             if !graphbridge_sim::cli::main(*args, cli.config.as_deref()).await? {
                 anyhow::bail!("simulation found problems (see the report)");
             }
         }
+        #[cfg(feature = "kafka")]
         Command::Replay(args) => {
             graphbridge_core::telemetry::init_logging(&Config::defaults().telemetry);
             if !graphbridge::replay::cli::main(*args, cli.config.as_deref()).await? {

@@ -3,12 +3,13 @@
 //! and `Nats-Msg-Id` = event id; a file the event JSON, one per line. `publish` returns only
 //! when the whole batch is durably accepted, so the source may advance past it.
 
+#[cfg(feature = "nats")]
 use std::future::IntoFuture;
 use std::io::Write;
 use std::path::Path;
 
-use async_nats::jetstream::context::Publish;
-use async_nats::HeaderMap;
+#[cfg(feature = "nats")]
+use async_nats::{jetstream::context::Publish, HeaderMap};
 use futures::future::join_all;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -17,6 +18,7 @@ use super::item::Item;
 use super::ReplayError;
 use graphbridge_core::config::Config;
 use graphbridge_core::sink::kafka::KafkaSink;
+#[cfg(feature = "nats")]
 use graphbridge_core::sink::nats::NatsSink;
 
 pub enum Target {
@@ -24,6 +26,7 @@ pub enum Target {
         producer: FutureProducer,
         topic: String,
     },
+    #[cfg(feature = "nats")]
     Nats(Box<NatsSink>),
     File(std::fs::File),
 }
@@ -46,11 +49,20 @@ impl Target {
     }
 
     /// The configured NATS (`sink.nats`: URL, auth, stream, subject templates).
+    #[cfg(feature = "nats")]
     pub async fn nats(cfg: &Config) -> Result<Self, ReplayError> {
         let sink = NatsSink::connect(&cfg.sink.nats)
             .await
             .map_err(|e| target_err("nats", e))?;
         Ok(Target::Nats(Box::new(sink)))
+    }
+
+    #[cfg(not(feature = "nats"))]
+    pub async fn nats(_: &Config) -> Result<Self, ReplayError> {
+        Err(target_err(
+            "nats",
+            "this build has no NATS support (cargo feature `nats`)",
+        ))
     }
 
     /// JSON Lines appended to `path`.
@@ -69,6 +81,7 @@ impl Target {
         }
         match self {
             Target::Kafka { producer, topic } => publish_kafka(producer, topic, items).await,
+            #[cfg(feature = "nats")]
             Target::Nats(sink) => publish_nats(sink, items).await,
             Target::File(f) => {
                 let mut buf = Vec::new();
@@ -132,6 +145,7 @@ async fn publish_kafka(
     Ok(())
 }
 
+#[cfg(feature = "nats")]
 async fn publish_nats(sink: &NatsSink, items: &[Item]) -> Result<(), ReplayError> {
     let mut acks = Vec::with_capacity(items.len());
     for i in items {

@@ -23,6 +23,7 @@ pub enum Command {
         #[arg(long, required = true)]
         once: bool,
     },
+    #[cfg(feature = "sim")]
     /// Serve a local stand-in for Graph's subscriptions API and token endpoint (development):
     /// set graph.auth.authority to the printed URL and graph.api_base to it plus /v1.0.
     StandIn {
@@ -55,33 +56,44 @@ pub async fn main(cmd: Command, cfg: &Config) -> anyhow::Result<()> {
             super::run(cfg, Arc::new(SystemClock), listeners, rx).await?;
         }
         Command::List => list(cfg).await?,
+        #[cfg(feature = "sim")]
         Command::StandIn {
             listen,
             client_id,
             client_secret,
             clock_speed,
-        } => {
-            use graphbridge_sim::graph_api::{GraphStandIn, StandInOptions};
-            let clock: Arc<dyn graphbridge_graph_api::clock::Clock> = if clock_speed > 1 {
-                Arc::new(graphbridge_graph_api::clock::FastClock::new(clock_speed))
-            } else {
-                Arc::new(SystemClock)
-            };
-            let standin = GraphStandIn::new(StandInOptions {
-                client_id: client_id.clone(),
-                client_secret,
-                clock,
-                ..Default::default()
-            });
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("binding {listen}"))?;
-            let base = standin.serve(listener);
-            println!("graph.auth.authority = \"{base}\"\ngraph.api_base = \"{base}/v1.0\"\ngraph.auth.client_id = \"{client_id}\"");
-            graphbridge_core::server::shutdown_signal().await;
-        }
+        } => stand_in(listen, client_id, client_secret, clock_speed).await?,
         Command::Reconcile { .. } => reconcile(cfg).await?,
     }
+    Ok(())
+}
+
+/// Graph's subscriptions API and token endpoint on loopback, for development.
+#[cfg(feature = "sim")]
+async fn stand_in(
+    listen: std::net::SocketAddr,
+    client_id: String,
+    client_secret: String,
+    clock_speed: u32,
+) -> anyhow::Result<()> {
+    use graphbridge_sim::graph_api::{GraphStandIn, StandInOptions};
+    let clock: Arc<dyn graphbridge_graph_api::clock::Clock> = if clock_speed > 1 {
+        Arc::new(graphbridge_graph_api::clock::FastClock::new(clock_speed))
+    } else {
+        Arc::new(SystemClock)
+    };
+    let standin = GraphStandIn::new(StandInOptions {
+        client_id: client_id.clone(),
+        client_secret,
+        clock,
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let base = standin.serve(listener);
+    println!("graph.auth.authority = \"{base}\"\ngraph.api_base = \"{base}/v1.0\"\ngraph.auth.client_id = \"{client_id}\"");
+    graphbridge_core::server::shutdown_signal().await;
     Ok(())
 }
 

@@ -3,16 +3,18 @@
 //! back; with the file or stdout sink there is no broker, so `serve` in the same process hands
 //! them over directly ([`graphbridge_core::pipeline::Pipeline::tap_lifecycle`]).
 
-use std::time::Duration;
-
+#[cfg(feature = "nats")]
 use futures::StreamExt;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::ClientConfig;
+#[cfg(any(feature = "kafka", feature = "nats"))]
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use graphbridge_core::config::{KafkaConfig, NatsConfig, SinkConfig, SinkKind};
+#[cfg(feature = "kafka")]
+use graphbridge_core::config::KafkaConfig;
+#[cfg(feature = "nats")]
+use graphbridge_core::config::NatsConfig;
+use graphbridge_core::config::{SinkConfig, SinkKind};
 use graphbridge_core::event::v1::LifecycleEvent;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,8 @@ pub enum LifecycleError {
     Kafka(String),
     #[error("nats lifecycle consumer: {0}")]
     Nats(String),
+    #[error("lifecycle consumer: {0}")]
+    NotBuilt(String),
 }
 
 /// Queue between a source and the controller.
@@ -30,6 +34,7 @@ pub fn channel() -> (mpsc::Sender<LifecycleEvent>, mpsc::Receiver<LifecycleEvent
 
 /// Starts reading the lifecycle stream of the configured broker into `tx`. `None` for sinks
 /// without a broker (the in-process path applies).
+#[cfg_attr(not(all(feature = "kafka", feature = "nats")), allow(unused_variables))]
 pub async fn spawn_broker_source(
     sink: &SinkConfig,
     group: &str,
@@ -37,12 +42,17 @@ pub async fn spawn_broker_source(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Option<JoinHandle<()>>, LifecycleError> {
     Ok(match sink.kind {
+        #[cfg(feature = "kafka")]
         SinkKind::Kafka => Some(kafka(&sink.kafka, group, tx, shutdown)?),
+        #[cfg(feature = "nats")]
         SinkKind::Nats => Some(nats(&sink.nats, group, tx, shutdown).await?),
         SinkKind::File | SinkKind::Stdout => None,
+        #[allow(unreachable_patterns)] // with every broker built in
+        kind => return Err(LifecycleError::NotBuilt(kind.not_built())),
     })
 }
 
+#[cfg(any(feature = "kafka", feature = "nats"))]
 fn parse(payload: &[u8]) -> Option<LifecycleEvent> {
     match serde_json::from_slice(payload) {
         Ok(ev) => Some(ev),
@@ -53,12 +63,16 @@ fn parse(payload: &[u8]) -> Option<LifecycleEvent> {
     }
 }
 
+#[cfg(feature = "kafka")]
 fn kafka(
     cfg: &KafkaConfig,
     group: &str,
     tx: mpsc::Sender<LifecycleEvent>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, LifecycleError> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    use rdkafka::ClientConfig;
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &cfg.brokers);
     // Security settings apply to consumers too; producer-only keys would only log warnings.
@@ -105,6 +119,7 @@ fn kafka(
     }))
 }
 
+#[cfg(feature = "nats")]
 async fn nats(
     cfg: &NatsConfig,
     group: &str,

@@ -37,9 +37,11 @@ pub enum TelemetryError {
 /// exporter's timeout), so the last requests before a shutdown are not lost.
 #[must_use = "dropping the guard stops trace export"]
 pub struct TracingGuard {
+    #[cfg(feature = "otlp")]
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
 
+#[cfg(feature = "otlp")]
 impl Drop for TracingGuard {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take() {
@@ -56,7 +58,7 @@ impl Drop for TracingGuard {
 /// and its events at INFO are exported whatever `log_level` says, so quiet logs do not mean
 /// empty traces.
 pub fn init_tracing(cfg: &TelemetryConfig) -> Result<TracingGuard, TelemetryError> {
-    use tracing_subscriber::{filter, prelude::*, EnvFilter, Layer};
+    use tracing_subscriber::{prelude::*, EnvFilter, Layer};
     let log_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
@@ -64,31 +66,46 @@ pub fn init_tracing(cfg: &TelemetryConfig) -> Result<TracingGuard, TelemetryErro
         LogFormat::Json => fmt.json().boxed(),
         LogFormat::Pretty => fmt.compact().boxed(),
     };
-    let provider = match &cfg.otlp_endpoint {
-        Some(url) => Some(otlp_provider(url)?),
-        None => None,
+    #[cfg(feature = "otlp")]
+    let (otel, guard) = {
+        let provider = match &cfg.otlp_endpoint {
+            Some(url) => Some(otlp_provider(url)?),
+            None => None,
+        };
+        let otel = provider.as_ref().map(|p| {
+            use opentelemetry::trace::TracerProvider as _;
+            use tracing_subscriber::filter;
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("graphbridge"))
+                .with_filter(filter::filter_fn(|m| {
+                    let max = if m.is_span() {
+                        filter::LevelFilter::DEBUG
+                    } else {
+                        filter::LevelFilter::INFO
+                    };
+                    m.target().starts_with("graphbridge") && *m.level() <= max
+                }))
+        });
+        (otel, TracingGuard { provider })
     };
-    let otel = provider.as_ref().map(|p| {
-        use opentelemetry::trace::TracerProvider as _;
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("graphbridge"))
-            .with_filter(filter::filter_fn(|m| {
-                let max = if m.is_span() {
-                    filter::LevelFilter::DEBUG
-                } else {
-                    filter::LevelFilter::INFO
-                };
-                m.target().starts_with("graphbridge") && *m.level() <= max
-            }))
-    });
+    #[cfg(not(feature = "otlp"))]
+    let (otel, guard) = match &cfg.otlp_endpoint {
+        Some(_) => {
+            return Err(TelemetryError::Otlp(
+                "this build has no trace export (cargo feature `otlp`)".into(),
+            ))
+        }
+        None => (None::<tracing_subscriber::layer::Identity>, TracingGuard {}),
+    };
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(log_filter))
         .with(otel)
         .try_init();
-    Ok(TracingGuard { provider })
+    Ok(guard)
 }
 
 /// A batching OTLP/HTTP protobuf exporter to `<endpoint>/v1/traces`.
+#[cfg(feature = "otlp")]
 fn otlp_provider(
     endpoint: &str,
 ) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, TelemetryError> {

@@ -4,12 +4,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+#[cfg(feature = "kafka")]
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    ClientConfig, Message, Offset, TopicPartitionList,
+};
 use serde::Serialize;
+#[cfg(feature = "kafka")]
+use std::time::Duration;
 
 use super::workload::Expect;
 use graphbridge_core::config::{KafkaConfig, NatsConfig};
@@ -57,27 +61,44 @@ async fn event_ids(target: &Target) -> anyhow::Result<HashMap<String, usize>> {
             let cfg = cfg.clone();
             counts = tokio::task::spawn_blocking(move || kafka_ids(&cfg)).await??;
         }
-        Target::Nats(cfg) => {
-            let client = async_nats::connect(&cfg.url).await?;
-            let js = async_nats::jetstream::new(client);
-            let mut stream = js.get_stream(&cfg.stream).await?;
-            let last = stream.info().await?.state.last_sequence;
-            let first = stream.info().await?.state.first_sequence;
-            for seq in first.max(1)..=last {
-                let Ok(m) = stream.get_raw_message(seq).await else {
-                    continue;
-                };
-                if let Some(id) = m.headers.get(async_nats::header::NATS_MESSAGE_ID) {
-                    *counts.entry(id.to_string()).or_default() += 1;
-                }
-            }
+        Target::Nats(cfg) => counts = nats_ids(cfg).await?,
+    }
+    Ok(counts)
+}
+
+/// Counts of the `Nats-Msg-Id` headers of every message in the stream.
+#[cfg(feature = "nats")]
+async fn nats_ids(cfg: &NatsConfig) -> anyhow::Result<HashMap<String, usize>> {
+    let mut counts = HashMap::new();
+    let client = async_nats::connect(&cfg.url).await?;
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(&cfg.stream).await?;
+    let last = stream.info().await?.state.last_sequence;
+    let first = stream.info().await?.state.first_sequence;
+    for seq in first.max(1)..=last {
+        let Ok(m) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        if let Some(id) = m.headers.get(async_nats::header::NATS_MESSAGE_ID) {
+            *counts.entry(id.to_string()).or_default() += 1;
         }
     }
     Ok(counts)
 }
 
+#[cfg(not(feature = "nats"))]
+async fn nats_ids(_: &NatsConfig) -> anyhow::Result<HashMap<String, usize>> {
+    anyhow::bail!("this build has no NATS support (cargo feature `nats`)")
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_ids(_: &KafkaConfig) -> anyhow::Result<HashMap<String, usize>> {
+    anyhow::bail!("this build has no Kafka support (cargo feature `kafka`)")
+}
+
 /// Reads the channel and chat topics from the start up to their current high watermarks:
 /// every acknowledged event is below them, so the read is complete without waiting.
+#[cfg(feature = "kafka")]
 fn kafka_ids(cfg: &KafkaConfig) -> anyhow::Result<HashMap<String, usize>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
@@ -128,10 +149,12 @@ fn kafka_ids(cfg: &KafkaConfig) -> anyhow::Result<HashMap<String, usize>> {
     Ok(counts)
 }
 
+#[cfg(feature = "kafka")]
 trait SetAll {
     fn set_all(&mut self, props: &std::collections::BTreeMap<String, String>) -> &mut Self;
 }
 
+#[cfg(feature = "kafka")]
 impl SetAll for ClientConfig {
     /// Applies the sink's pass-through properties that also concern consumers (SASL/SSL).
     fn set_all(&mut self, props: &std::collections::BTreeMap<String, String>) -> &mut Self {

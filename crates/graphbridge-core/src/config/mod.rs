@@ -162,6 +162,33 @@ pub enum SinkKind {
     Nats,
 }
 
+impl SinkKind {
+    /// The cargo feature a build needs for this sink, if any (`kafka`, `nats`).
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            SinkKind::File | SinkKind::Stdout => None,
+            SinkKind::Kafka => Some("kafka"),
+            SinkKind::Nats => Some("nats"),
+        }
+    }
+
+    /// Whether this build can connect to the sink (its cargo feature was on).
+    pub fn is_built(self) -> bool {
+        match self {
+            SinkKind::File | SinkKind::Stdout => true,
+            SinkKind::Kafka => cfg!(feature = "kafka"),
+            SinkKind::Nats => cfg!(feature = "nats"),
+        }
+    }
+
+    /// Why this build cannot use the sink: for configurations naming a broker the build left out.
+    pub fn not_built(self) -> String {
+        // Only brokers can be left out, and each one's feature is named like its kind.
+        let f = self.feature().unwrap_or_default();
+        format!("sink.kind = \"{f}\": this graphbridge was built without the `{f}` cargo feature")
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
@@ -330,6 +357,9 @@ impl Config {
     /// Checks what `serve` needs, without touching the network. Lists every problem at once.
     pub fn validate_for_serve(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        if !self.sink.kind.is_built() {
+            problems.push(self.sink.kind.not_built());
+        }
         match self.client_states() {
             Ok(states) if states.is_empty() => problems.push(
                 "graph.client_state (or graph.client_state_file) must name at least one secret"

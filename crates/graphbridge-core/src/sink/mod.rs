@@ -3,7 +3,9 @@
 //! on nothing else.
 
 pub mod file;
+#[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "nats")]
 pub mod nats;
 pub mod record;
 pub mod stdout;
@@ -42,7 +44,11 @@ pub async fn build(cfg: &SinkConfig) -> Result<Arc<dyn Sink>, SinkError> {
     Ok(match cfg.kind {
         SinkKind::File => Arc::new(file::FileSink::open(&cfg.file)?),
         SinkKind::Stdout => Arc::new(stdout::StdoutSink),
+        #[cfg(feature = "kafka")]
         SinkKind::Kafka => Arc::new(kafka::KafkaSink::new(&cfg.kafka)?),
+        #[cfg(feature = "nats")]
         SinkKind::Nats => Arc::new(nats::NatsSink::connect(&cfg.nats).await?),
+        #[allow(unreachable_patterns)] // with every broker built in
+        kind => return Err(SinkError::Permanent(kind.not_built())),
     })
 }
