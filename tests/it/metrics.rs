@@ -76,10 +76,27 @@ const REASONS: &[&str] = &[
     "token_keys_unavailable",
 ];
 const SINKS: &[&str] = &["file", "stdout", "kafka", "nats"];
+/// Why batches were answered 503 (`BatchError::unavailable_reason`).
+const UNAVAILABLE_REASONS: &[&str] = &[
+    "ack_budget",
+    "sink_retryable",
+    "sink_permanent",
+    "spool",
+    "task",
+    "token_keys_unavailable",
+];
 
 /// `name{label="value"}` → value, for one labelled series.
 fn labelled(text: &str, name: &str, label: &str, value: &str) -> Option<f64> {
     metric_value(text, &format!("{name}{{{label}=\"{value}\"}}"))
+}
+
+/// Batches answered 503, whatever the reason.
+fn unavailable_total(text: &str) -> f64 {
+    series(text, "graphbridge_unavailable_total")
+        .iter()
+        .map(|(_, v)| v)
+        .sum()
 }
 
 /// Every series of `name` as (labels, value).
@@ -177,10 +194,21 @@ fn assert_bounded_labels(text: &str) {
             .unwrap_or_else(|| panic!("published_total has labels {labels}"));
         assert!(SINKS.contains(&sink), "unknown sink label {sink}");
     }
+    for (labels, _) in series(text, "graphbridge_unavailable_total") {
+        let reason = labels
+            .strip_prefix("{reason=\"")
+            .and_then(|l| l.strip_suffix("\"}"))
+            .unwrap_or_else(|| panic!("unavailable_total has labels {labels}"));
+        assert!(
+            UNAVAILABLE_REASONS.contains(&reason),
+            "unknown unavailable reason {reason}"
+        );
+    }
     // No other family carries labels (histogram buckets carry only `le`).
     for (name, _) in FAMILIES {
         if name.ends_with("rejected_total")
             || name.ends_with("published_total")
+            || name.ends_with("unavailable_total")
             || name.starts_with("graphbridge_subscription")
         {
             continue;
@@ -260,7 +288,7 @@ async fn a_mixed_batch_and_refused_requests_move_the_right_metrics() {
     let ack = metric_value(&m, "graphbridge_ack_latency_seconds_sum").unwrap();
     assert!(ack > 0.0 && ack < 2.0, "ack latency {ack} s");
     assert_eq!(metric_value(&m, "graphbridge_in_flight"), Some(0.0));
-    assert_eq!(metric_value(&m, "graphbridge_unavailable_total"), Some(0.0));
+    assert_eq!(unavailable_total(&m), 0.0);
 
     // Requests refused whole count under their reason and reach nothing else.
     assert_eq!(post_raw(&srv, "application/json", "{not json").await, 400);
@@ -332,11 +360,9 @@ async fn a_down_broker_moves_in_flight_unavailable_overloaded_and_the_spool_metr
     assert_eq!(srv.post_json("/notifications", &body).await.status(), 503);
     assert_eq!(first.await.unwrap(), 503);
     let m = srv.metrics().await;
-    assert_eq!(
-        metric_value(&m, "graphbridge_unavailable_total"),
-        Some(1.0),
-        "{m}"
-    );
+    // The dead broker's delivery reports fail (message_timeout_ms) or the budget runs out.
+    assert_eq!(unavailable_total(&m), 1.0, "{m}");
+    assert_bounded_labels(&m);
     assert_eq!(
         labelled(&m, "graphbridge_rejected_total", "reason", "overloaded"),
         Some(1.0)
@@ -398,10 +424,11 @@ async fn a_down_broker_moves_in_flight_unavailable_overloaded_and_the_spool_metr
     let m = srv.metrics().await;
     assert_eq!(metric_value(&m, "graphbridge_spool_full_total"), Some(1.0));
     assert_eq!(
-        metric_value(&m, "graphbridge_unavailable_total"),
+        labelled(&m, "graphbridge_unavailable_total", "reason", "spool"),
         Some(1.0),
         "spool full is a 503"
     );
+    assert_eq!(unavailable_total(&m), 1.0, "{m}");
     assert_eq!(
         metric_value(&m, "graphbridge_spool_depth_items"),
         Some(7.0 * acked as f64)

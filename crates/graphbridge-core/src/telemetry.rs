@@ -151,8 +151,9 @@ pub struct Metrics {
     pub rejected: Family<Labels, Counter>,
     /// Records published, by sink kind.
     pub published: Family<Labels, Counter>,
-    /// Batches answered 503 because the sink could not accept them in the ack budget.
-    pub unavailable: Counter,
+    /// Batches answered 503 (Graph retries), by reason: `ack_budget`, `sink_retryable`,
+    /// `sink_permanent`, `spool`, `task`, `token_keys_unavailable`.
+    pub unavailable: Family<Labels, Counter>,
     /// Seconds from request start to answer, for answered batches.
     pub ack_latency: Histogram,
     /// Seconds a sink took to accept one batch.
@@ -247,7 +248,7 @@ impl Default for Metrics {
             accepted: Counter::default(),
             rejected: Family::default(),
             published: Family::default(),
-            unavailable: Counter::default(),
+            unavailable: Family::default(),
             ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             publish_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             in_flight: Gauge::default(),
@@ -283,8 +284,11 @@ impl Default for Metrics {
             "Records published, by sink",
             m.published.clone(),
         );
-        m.registry
-            .register("unavailable", "Batches answered 503", m.unavailable.clone());
+        m.registry.register(
+            "unavailable",
+            "Batches answered 503, by reason",
+            m.unavailable.clone(),
+        );
         m.registry.register(
             "ack_latency_seconds",
             "Time to answer a batch",
@@ -357,6 +361,13 @@ impl Metrics {
 
     pub fn reject(&self, reason: &str) {
         self.rejected
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
+
+    /// A batch answered 503 for `reason` (`BatchError::unavailable_reason`).
+    pub fn unavailable(&self, reason: &str) {
+        self.unavailable
             .get_or_create(&vec![("reason", reason.to_string())])
             .inc();
     }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::{Record, Sink, SinkError, Stream};
+use super::{lock, Record, Sink, SinkError, Stream};
 use crate::config::FileSinkConfig;
 
 pub struct FileSink {
@@ -63,7 +63,7 @@ impl Sink for FileSink {
         let files = self.files.clone();
         // One write and one fsync per file per batch, off the reactor.
         tokio::task::spawn_blocking(move || {
-            let mut guard = files.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = lock(&files);
             let f = &mut *guard;
             for (file, buf) in [(&mut f.events, &events), (&mut f.deadletters, &dead)] {
                 if !buf.is_empty() {

@@ -15,7 +15,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::oneshot;
 
-use super::{Record, Sink, SinkError, Stream};
+use super::{lock, Record, Sink, SinkError, Stream};
 use crate::config::KafkaConfig;
 
 pub struct KafkaSink {
@@ -53,7 +53,7 @@ impl BatchAck {
 
     /// `n` expected reports settled (delivered, failed, or never enqueued).
     fn settle(&self, n: usize, error: Option<KafkaError>) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = lock(&self.state);
         if s.error.is_none() {
             s.error = error;
         }

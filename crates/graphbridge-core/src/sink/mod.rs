@@ -10,7 +10,7 @@ pub mod nats;
 pub mod record;
 pub mod stdout;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use record::{Record, Stream};
 
@@ -51,4 +51,38 @@ pub async fn build(cfg: &SinkConfig) -> Result<Arc<dyn Sink>, SinkError> {
         #[allow(unreachable_patterns)] // with every broker built in
         kind => return Err(SinkError::Permanent(kind.not_built())),
     })
+}
+
+/// Locks a `std` mutex of the sinks or the spool, recovering it if a thread panicked while
+/// holding it: the one lock-poison policy of this crate's outputs (the key cache follows it too).
+///
+/// Why recover rather than panic: what these mutexes guard stays consistent whatever point a
+/// panic interrupts. The spool's state and the Kafka batch acks are only read, or have fields
+/// assigned and counters adjusted, with nothing in between that can panic; the file sink's
+/// files are left by a panic mid-write as by a failed write, which it already survives (that
+/// batch is not acknowledged). Panicking on poison instead would turn one failed thread into
+/// every later request and the spool writer failing too. Durability does not rest on these
+/// in-memory states but on what is fsynced or broker-acknowledged, which a panic cannot undo.
+/// A mutex whose state a panic could leave half-updated must not use this.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poisoned_lock_is_recovered_with_its_state() {
+        let m = Arc::new(Mutex::new(1));
+        let poisoner = m.clone();
+        let _ = std::thread::spawn(move || {
+            let mut g = poisoner.lock().unwrap();
+            *g = 2;
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(m.is_poisoned());
+        assert_eq!(*lock(&m), 2);
+    }
 }

@@ -8,7 +8,8 @@
 use std::future::IntoFuture;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::Publish, stream};
+use async_nats::jetstream::context::{Publish, PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use futures::future::join_all;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
@@ -101,8 +102,72 @@ pub struct NatsSink {
     subjects: StreamNames,
 }
 
-fn retryable(what: &str, e: impl std::fmt::Display) -> SinkError {
-    SinkError::Retryable(format!("nats {what}: {e}"))
+/// Sorts a JetStream publish failure into permanent (a misconfiguration that retrying will not
+/// fix, reported loudly) or retryable (an outage), as the Kafka sink does with its error codes.
+fn classify(what: &str, e: &PublishError) -> SinkError {
+    let api = std::error::Error::source(e).and_then(|s| s.downcast_ref::<jetstream::Error>());
+    let text = format!("nats {what}: {e}");
+    if is_permanent(e.kind(), api) {
+        SinkError::Permanent(text)
+    } else {
+        SinkError::Retryable(text)
+    }
+}
+
+/// Whether a publish that failed with `kind` (and the JetStream API error the server answered,
+/// if any) cannot succeed by retrying.
+fn is_permanent(kind: PublishErrorKind, api: Option<&jetstream::Error>) -> bool {
+    use jetstream::ErrorCode;
+    match kind {
+        // The server answered "no responders": no stream captures the subject (subjects or
+        // stream misconfigured, or the stream deleted). async-nats reports a stream that is
+        // briefly without a leader in a cluster the same way; that costs a louder log line
+        // only, the batch is retried (spooled or 503) either way.
+        PublishErrorKind::StreamNotFound => true,
+        // Expected-last-id/sequence checks, which this sink never asks for.
+        PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => true,
+        // No PubAck in time, or the connection dropped: the server is down or restarting.
+        // (A publish the account may not make is dropped by the server and ends here too.)
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => false,
+        // The server refused the message: 4xx is about the request itself (larger than the
+        // stream's max_msg_size, no such stream, bad request); JetStream missing for the
+        // account is configuration; the rest (5xx: storage, no quorum) passes.
+        PublishErrorKind::Other => api.is_some_and(|a| {
+            (400..500).contains(&a.code())
+                || matches!(
+                    a.error_code(),
+                    ErrorCode::JETSTREAM_NOT_ENABLED
+                        | ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT
+                        | ErrorCode::NO_ACCOUNT
+                )
+        }),
+    }
+}
+
+/// Bytes of a message on the wire that the server's `max_payload` bounds: the payload and the
+/// headers block (`NATS/1.0`, each header, `Nats-Msg-Id`).
+fn wire_size(r: &Record) -> usize {
+    let line = |k: &str, v: &str| k.len() + 2 + v.len() + 2;
+    let headers: usize = r.headers.iter().map(|(k, v)| line(k, v)).sum();
+    "NATS/1.0\r\n".len() + headers + line("Nats-Msg-Id", &r.id) + 2 + r.payload.len()
+}
+
+/// Refuses, before sending, what the server would refuse only by closing the connection (a
+/// message over `max_payload`; 0: not known yet) or never acknowledge (an invalid subject).
+fn precheck(subject: &str, size: usize, max_payload: usize) -> Result<(), SinkError> {
+    let bad_token =
+        |t: &str| t.is_empty() || t == "*" || t == ">" || t.contains(char::is_whitespace);
+    if subject.split('.').any(bad_token) {
+        return Err(SinkError::Permanent(format!(
+            "nats publish: invalid subject {subject:?} (check the subject templates)"
+        )));
+    }
+    if max_payload > 0 && size > max_payload {
+        return Err(SinkError::Permanent(format!(
+            "nats publish: message of {size} bytes exceeds the server's max_payload of {max_payload}"
+        )));
+    }
+    Ok(())
 }
 
 impl NatsSink {
@@ -158,11 +223,13 @@ impl NatsSink {
 #[async_trait::async_trait]
 impl Sink for NatsSink {
     async fn publish(&self, records: &[Record]) -> Result<(), SinkError> {
+        let max_payload = self.client.server_info().max_payload;
         let mut acks = Vec::with_capacity(records.len());
         for r in records {
             let Some(subject) = self.subject(r.stream, &r.subject_vars) else {
                 continue;
             };
+            precheck(&subject, wire_size(r), max_payload)?;
             let mut headers = HeaderMap::new();
             for (k, v) in &r.headers {
                 headers.insert(*k, v.as_ref());
@@ -176,11 +243,11 @@ impl Sink for NatsSink {
                 self.js
                     .send_publish(subject, publish)
                     .await
-                    .map_err(|e| retryable("publish", e))?,
+                    .map_err(|e| classify("publish", &e))?,
             );
         }
         for ack in join_all(acks.into_iter().map(|a| a.into_future())).await {
-            ack.map_err(|e| retryable("ack", e))?;
+            ack.map_err(|e| classify("ack", &e))?;
         }
         Ok(())
     }
@@ -246,5 +313,98 @@ mod tests {
                 "graph.v1.deadletter"
             ]
         );
+    }
+
+    fn api_error(code: usize, err_code: u64) -> jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": code, "err_code": err_code, "description": "test"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn publish_errors_are_sorted_into_permanent_and_retryable() {
+        use PublishErrorKind::*;
+        assert!(
+            is_permanent(StreamNotFound, None),
+            "no stream matches the subject"
+        );
+        assert!(is_permanent(WrongLastSequence, None));
+        assert!(!is_permanent(TimedOut, None), "no PubAck in time");
+        assert!(!is_permanent(BrokenPipe, None), "connection lost");
+        assert!(
+            !is_permanent(Other, None),
+            "request not sent: client closing"
+        );
+        // The server's JetStream answers, by code.
+        let too_large = api_error(400, 10054);
+        assert!(is_permanent(Other, Some(&too_large)), "over max_msg_size");
+        assert!(
+            is_permanent(Other, Some(&api_error(404, 10059))),
+            "stream not found"
+        );
+        assert!(
+            is_permanent(Other, Some(&api_error(503, 10039))),
+            "no JetStream for account"
+        );
+        assert!(
+            !is_permanent(Other, Some(&api_error(503, 10008))),
+            "temporarily unavailable"
+        );
+        assert!(
+            !is_permanent(Other, Some(&api_error(500, 10047))),
+            "storage exceeded"
+        );
+    }
+
+    #[test]
+    fn classification_keeps_the_words_of_the_error() {
+        let e = classify("ack", &PublishError::from(PublishErrorKind::TimedOut));
+        assert!(matches!(&e, SinkError::Retryable(m) if m.starts_with("nats ack: timed out")));
+        let e = classify("ack", &PublishError::from(PublishErrorKind::StreamNotFound));
+        assert!(
+            matches!(&e, SinkError::Permanent(m) if m.contains("no stream")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn invalid_subjects_and_oversized_messages_are_refused_before_sending() {
+        assert!(precheck("graph.v1.chats.19:a%2Eb.messages", 100, 1024).is_ok());
+        assert!(
+            precheck("graph.v1.chats.x.messages", 5000, 0).is_ok(),
+            "max not known"
+        );
+        for bad in [
+            "graph..messages",
+            "graph.v1.",
+            "graph.*.x",
+            "graph.>",
+            "a b.c",
+            "",
+        ] {
+            assert!(
+                matches!(precheck(bad, 1, 1024), Err(SinkError::Permanent(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            precheck("graph.v1.deadletter", 1025, 1024),
+            Err(SinkError::Permanent(m)) if m.contains("max_payload")
+        ));
+    }
+
+    #[test]
+    fn the_wire_size_counts_payload_and_headers() {
+        let r = Record {
+            stream: Stream::DeadLetter,
+            id: "abc".into(),
+            key: "k".into(),
+            subject_vars: vec![],
+            headers: vec![("ce_id", "abc".into())],
+            payload: vec![b'x'; 10],
+        };
+        // "NATS/1.0\r\n" + "ce_id: abc\r\n" + "Nats-Msg-Id: abc\r\n" + "\r\n" + payload
+        assert_eq!(wire_size(&r), 10 + 12 + 18 + 2 + 10);
     }
 }

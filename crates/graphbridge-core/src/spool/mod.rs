@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::sink::lock;
 use crate::telemetry::Metrics;
 
 /// One spooled batch: the items of a request (its validation tokens were already checked).
@@ -204,7 +205,7 @@ impl Spool {
             metrics,
         });
         let handle = writer::spawn(spool.clone(), file);
-        *spool.writer.lock().expect("lock") = Some(handle);
+        *lock(&spool.writer) = Some(handle);
         spool.update_gauges();
         Ok(spool)
     }
@@ -214,10 +215,7 @@ impl Spool {
         let json = serde_json::to_vec(batch).expect("spooled batch serializes");
         let appended_ms = now_ms();
         let record = frame::encode(batch.items.len() as u32, appended_ms, &json);
-        let sender = self
-            .writer
-            .lock()
-            .expect("lock")
+        let sender = lock(&self.writer)
             .as_ref()
             .map(|w| w.sender())
             .ok_or(SpoolError::Closed)?;
@@ -235,19 +233,19 @@ impl Spool {
 
     /// Whether batches are waiting: new ones then queue behind them, keeping the order.
     pub fn backlog(&self) -> bool {
-        !self.state.lock().expect("lock").pending.is_empty()
+        !lock(&self.state).pending.is_empty()
     }
 
     /// Whether the spool takes more batches: less than 15/16 full and nothing refused since
     /// the last drain (for `/readyz`).
     pub fn has_room(&self) -> bool {
-        let s = self.state.lock().expect("lock");
+        let s = lock(&self.state);
         !s.refused && s.pending_bytes <= self.max_bytes - self.max_bytes / 16
     }
 
     /// The oldest waiting records, at most `n`.
     pub fn peek(&self, n: usize) -> Vec<Position> {
-        let s = self.state.lock().expect("lock");
+        let s = lock(&self.state);
         s.pending.iter().take(n).copied().collect()
     }
 
@@ -267,7 +265,7 @@ impl Spool {
     /// durably, then deletes the segments behind it (blocking file i/o).
     pub fn commit(&self, n: usize) -> std::io::Result<()> {
         let (cursor, drained_items, obsolete) = {
-            let mut guard = self.state.lock().expect("lock");
+            let mut guard = lock(&self.state);
             let s = &mut *guard;
             let mut items = 0;
             let n = n.min(s.pending.len());
@@ -303,7 +301,7 @@ impl Spool {
 
     /// Depth, size and the age of the oldest waiting batch.
     pub fn update_gauges(&self) {
-        let s = self.state.lock().expect("lock");
+        let s = lock(&self.state);
         let m = &self.metrics;
         m.spool_depth_items.set(s.pending_items as i64);
         m.spool_depth_bytes.set(s.pending_bytes as i64);
@@ -316,7 +314,7 @@ impl Spool {
     /// Waits for the writer to finish what it was given; appends afterwards fail. Every
     /// acknowledged append is already fsynced, so nothing is left to flush.
     pub fn close(&self) {
-        let handle = self.writer.lock().expect("lock").take();
+        let handle = lock(&self.writer).take();
         if let Some(h) = handle {
             h.join();
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{segment_path, sync_dir, Position, Spool, SpoolError};
+use crate::sink::lock;
 
 /// Most appends written under one fsync.
 const GROUP: usize = 512;
@@ -61,7 +62,7 @@ fn run(spool: Arc<Spool>, mut file: File, mut rx: mpsc::UnboundedReceiver<Append
         }
         // Only this thread adds bytes, so the room seen here cannot shrink before the write.
         let (segment, start, mut room) = {
-            let s = spool.state.lock().expect("lock");
+            let s = lock(&spool.state);
             (
                 s.active,
                 s.active_len,
@@ -75,7 +76,7 @@ fn run(spool: Arc<Spool>, mut file: File, mut rx: mpsc::UnboundedReceiver<Append
                 room -= size;
                 accepted.push(a);
             } else {
-                spool.state.lock().expect("lock").refused = true;
+                lock(&spool.state).refused = true;
                 spool.metrics.spool_full.inc();
                 let _ = a.done.send(Err(SpoolError::Full(spool.max_bytes - room)));
             }
@@ -96,7 +97,7 @@ fn run(spool: Arc<Spool>, mut file: File, mut rx: mpsc::UnboundedReceiver<Append
             continue;
         }
         {
-            let mut s = spool.state.lock().expect("lock");
+            let mut s = lock(&spool.state);
             let mut offset = start;
             for a in &accepted {
                 let size = a.record.len() as u64;
@@ -125,7 +126,7 @@ fn run(spool: Arc<Spool>, mut file: File, mut rx: mpsc::UnboundedReceiver<Append
 
 fn roll_if_full(spool: &Spool, file: &mut File) -> std::io::Result<()> {
     let next = {
-        let s = spool.state.lock().expect("lock");
+        let s = lock(&spool.state);
         if s.active_len < spool.segment_bytes {
             return Ok(());
         }
@@ -133,7 +134,7 @@ fn roll_if_full(spool: &Spool, file: &mut File) -> std::io::Result<()> {
     };
     *file = File::create_new(segment_path(&spool.dir, next))?;
     sync_dir(&spool.dir)?;
-    let mut s = spool.state.lock().expect("lock");
+    let mut s = lock(&spool.state);
     s.active = next;
     s.active_len = 0;
     Ok(())
