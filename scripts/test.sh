@@ -14,8 +14,13 @@ if ((free_kib < 6 * 1024 * 1024)); then
 fi
 
 scripts/setup.sh
+# Ports and a run directory of this run's own: two runs on one host do not collide.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+export GRAPHBRIDGE_RUN=${GRAPHBRIDGE_RUN:-$(mktemp -d /tmp/graphbridge-brokers.XXXXXX)}
+export KAFKA_PORT=${KAFKA_PORT:-$(free_port)} KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$(free_port)}
+export NATS_PORT=${NATS_PORT:-$(free_port)} NATS_MON_PORT=${NATS_MON_PORT:-$(free_port)}
 scripts/brokers.sh up
-trap 'scripts/brokers.sh down' EXIT
+trap 'scripts/brokers.sh down; rm -rf "$GRAPHBRIDGE_RUN"' EXIT
 eval "$(scripts/brokers.sh env)"
 
 cargo fmt --check

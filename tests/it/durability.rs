@@ -65,6 +65,7 @@ async fn drain_into_kafka(mut cfg: Config) -> Config {
 
 #[tokio::test]
 async fn a_down_broker_is_spooled_within_the_budget_then_drained() {
+    common::needs!(a_down_broker_is_spooled_within_the_budget_then_drained: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let cfg = spooling_config(dir.path(), "spooled");
     let budget = Duration::from_millis(cfg.ack.budget_ms);
@@ -106,6 +107,7 @@ async fn a_down_broker_is_spooled_within_the_budget_then_drained() {
 
 #[tokio::test]
 async fn a_full_spool_answers_503_and_keeps_everything_it_acked() {
+    common::needs!(a_full_spool_answers_503_and_keeps_everything_it_acked: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = spooling_config(dir.path(), "spoolfull");
     cfg.spool.max_bytes = 64 << 10;
@@ -144,6 +146,7 @@ async fn a_full_spool_answers_503_and_keeps_everything_it_acked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_spooling_loses_nothing_acked() {
+    common::needs!(kill_9_while_spooling_loses_nothing_acked: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let cfg = spooling_config(dir.path(), "crash");
     let mut bridge = Bridge::start(&cfg, dir.path()).await;
@@ -197,6 +200,7 @@ enum Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_finishes_requests_and_exits_0() {
+    common::needs!(sigterm_under_load_finishes_requests_and_exits_0: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = kafka_config(dir.path(), &unique("sigterm"));
     cfg.spool.enabled = true;
@@ -325,6 +329,7 @@ async fn sigterm_under_load_finishes_requests_and_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_the_broker_down_exits_0_within_the_deadline_and_keeps_the_spool() {
+    common::needs!(sigterm_with_the_broker_down_exits_0_within_the_deadline_and_keeps_the_spool: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let cfg = spooling_config(dir.path(), "term-down");
     let mut bridge = Bridge::start(&cfg, dir.path()).await;

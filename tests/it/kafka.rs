@@ -16,6 +16,7 @@ const BOUND: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn mixed_batch_lands_on_the_right_topics_with_keys_and_headers() {
+    common::needs!(mixed_batch_lands_on_the_right_topics_with_keys_and_headers: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("mixed");
     let mut cfg = kafka_config(dir.path(), &prefix);
@@ -99,6 +100,7 @@ async fn mixed_batch_lands_on_the_right_topics_with_keys_and_headers() {
 
 #[tokio::test]
 async fn redelivery_yields_the_same_event_ids() {
+    common::needs!(redelivery_yields_the_same_event_ids: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let cfg = kafka_config(dir.path(), &unique("redeliver"));
     let srv = Running::start(&cfg).await;
@@ -127,6 +129,7 @@ async fn redelivery_yields_the_same_event_ids() {
 
 #[tokio::test]
 async fn messages_of_one_chat_keep_their_order_in_one_partition() {
+    common::needs!(messages_of_one_chat_keep_their_order_in_one_partition: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let cfg = kafka_config(dir.path(), &unique("order"));
     let srv = Running::start(&cfg).await;
@@ -179,6 +182,7 @@ async fn messages_of_one_chat_keep_their_order_in_one_partition() {
 
 #[tokio::test]
 async fn permanent_producer_errors_fail_fast_and_are_classified() {
+    common::needs!(permanent_producer_errors_fail_fast_and_are_classified: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = kafka_config(dir.path(), &unique("perm")).sink.kafka;
     cfg.properties
@@ -211,6 +215,7 @@ async fn permanent_producer_errors_fail_fast_and_are_classified() {
 
 #[tokio::test]
 async fn readiness_is_green_with_a_reachable_broker() {
+    common::needs!(readiness_is_green_with_a_reachable_broker: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let srv = Running::start(&kafka_config(dir.path(), &unique("ready"))).await;
     assert_eq!(srv.admin_status("/readyz").await, 200);

@@ -6,9 +6,9 @@
 //! acknowledged, the spooled ones are drained once the broker is back, and every acknowledged
 //! item is in the broker exactly once by event id after consumer dedupe.
 //!
-//! This binary stops and starts the shared test brokers, so it lives alone: cargo runs test
-//! binaries one after another. Tests stopping the same broker take its lock; a guard restarts
-//! the broker even if an assertion fails.
+//! Each test runs a broker of its own (the project's scripts, on free loopback ports, data in a
+//! temporary directory), so stopping it disturbs no other test of the suite. A guard restarts
+//! it even if an assertion fails, and stops it when the test ends.
 
 use crate::common;
 
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use graphbridge_core::config::Config;
+use graphbridge_core::config::{Config, SinkKind};
 use graphbridge_sim::run::run;
 use graphbridge_sim::verify::{verify, Target};
 use serde_json::Value;
@@ -26,15 +26,87 @@ use serde_json::Value;
 /// Two mixed batches with different seeds: 4 events each, 2 of them shared.
 const DISTINCT_EVENTS: usize = 6;
 
-/// Runs a broker script without blocking the runtime (load keeps running meanwhile).
-async fn broker_async(script: &str, action: &str) {
-    let status = tokio::process::Command::new("bash")
-        .arg(script_path(script))
-        .arg(action)
-        .status()
-        .await
-        .expect("run broker script");
-    assert!(status.success(), "{script} {action} failed");
+/// A Kafka or NATS of one test's own: `scripts/kafka.sh` or `scripts/nats.sh` with its ports
+/// and run directory taken from the environment. Stopped (and its data removed) when dropped.
+struct OwnBroker {
+    script: &'static str,
+    env: Vec<(&'static str, String)>,
+    /// Bootstrap servers (Kafka) or URL (NATS).
+    addr: String,
+    _run: tempfile::TempDir,
+}
+
+/// A port nothing listens on right now (the broker binds it moments later).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().unwrap().port()
+}
+
+impl OwnBroker {
+    fn kafka() -> Self {
+        let port = free_port();
+        Self::start(
+            "kafka.sh",
+            vec![
+                ("KAFKA_PORT", port.to_string()),
+                ("KAFKA_CONTROLLER_PORT", free_port().to_string()),
+            ],
+            format!("127.0.0.1:{port}"),
+        )
+    }
+
+    fn nats() -> Self {
+        let port = free_port();
+        Self::start(
+            "nats.sh",
+            vec![
+                ("NATS_PORT", port.to_string()),
+                ("NATS_MON_PORT", free_port().to_string()),
+            ],
+            format!("nats://127.0.0.1:{port}"),
+        )
+    }
+
+    fn start(script: &'static str, mut env: Vec<(&'static str, String)>, addr: String) -> Self {
+        let run = tempfile::tempdir().unwrap();
+        env.push(("GRAPHBRIDGE_RUN", run.path().display().to_string()));
+        let broker = OwnBroker {
+            script,
+            env,
+            addr,
+            _run: run,
+        };
+        broker.run("start");
+        broker
+    }
+
+    fn command(&self, action: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(script_path(self.script))
+            .arg(action)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    fn run(&self, action: &str) {
+        let status = self.command(action).status().expect("run broker script");
+        assert!(status.success(), "{} {action} failed", self.script);
+    }
+
+    /// Runs the script without blocking the runtime (load keeps running meanwhile).
+    async fn run_async(&self, action: &str) {
+        let status = tokio::process::Command::from(self.command(action))
+            .status()
+            .await
+            .expect("run broker script");
+        assert!(status.success(), "{} {action} failed", self.script);
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.command("stop").status();
+    }
 }
 
 fn script_path(script: &str) -> std::path::PathBuf {
@@ -43,27 +115,17 @@ fn script_path(script: &str) -> std::path::PathBuf {
         .join(script)
 }
 
-fn broker(script: &str, action: &str) {
-    let status = std::process::Command::new("bash")
-        .arg(script_path(script))
-        .arg(action)
-        .status()
-        .expect("run broker script");
-    assert!(status.success(), "{script} {action} failed");
-}
-
-/// Held while a test stops and starts a broker, so tests of this binary don't overlap on it.
-static KAFKA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-static NATS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Held by the tests that run a steady simulated load, so two of them never share the CPU:
 /// each needs the bridge to keep up with its rate for the outage to be the only disturbance.
 static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Starts the broker again when dropped, so a failing test leaves the others a broker.
-struct Restart(&'static str);
-impl Drop for Restart {
+/// Ends the outage when dropped: starts the broker again (waiting until it serves). Not an
+/// assertion here: a panic while unwinding would abort; a broker that did not come back fails
+/// the test's next delivery instead.
+struct Restart<'a>(&'a OwnBroker);
+impl Drop for Restart<'_> {
     fn drop(&mut self) {
-        broker(self.0, "start");
+        let _ = self.0.command("start").status();
     }
 }
 
@@ -114,10 +176,12 @@ async fn assert_outage_answers(srv: &Running, body: &Value, budget: Duration) {
 
 #[tokio::test]
 async fn kafka_outage_gives_503_then_delivers_everything_acked() {
+    common::needs!(kafka_outage_gives_503_then_delivers_everything_acked: "GRAPHBRIDGE_TEST_KAFKA");
     use common::kafka::*;
-    let _broker = KAFKA.lock().await;
+    let broker = OwnBroker::kafka();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = kafka_config(dir.path(), &unique("outage"));
+    cfg.sink.kafka.brokers = broker.addr.clone();
     cfg.ack.budget_ms = 1500;
     cfg.ack.retry_after_s = 1;
     let budget = Duration::from_millis(cfg.ack.budget_ms);
@@ -127,8 +191,8 @@ async fn kafka_outage_gives_503_then_delivers_everything_acked() {
     // Before the outage (retried like Graph: a first publish may wait out topic creation).
     deliver_with_retries(&srv, &before.body, Duration::from_secs(60)).await;
 
-    let guard = Restart("kafka.sh");
-    broker("kafka.sh", "stop");
+    let guard = Restart(&broker);
+    broker.run("stop");
     assert_outage_answers(&srv, &during.body, budget).await;
     drop(guard); // starts Kafka and waits until it serves requests
 
@@ -141,7 +205,13 @@ async fn kafka_outage_gives_503_then_delivers_everything_acked() {
     ];
     // Both batches carry the same two vector items (same ids), so 4 + 2 distinct events were
     // acked; copies queued by the first attempt may also have landed and are deduped by id.
-    let got = consume_until_distinct(&topics, DISTINCT_EVENTS, Duration::from_secs(60)).await;
+    let got = consume_until_distinct_at(
+        &broker.addr,
+        &topics,
+        DISTINCT_EVENTS,
+        Duration::from_secs(60),
+    )
+    .await;
     let ids: HashSet<String> = got.iter().map(|m| m.headers["ce_id"].clone()).collect();
     assert_eq!(
         ids.len(),
@@ -154,10 +224,12 @@ async fn kafka_outage_gives_503_then_delivers_everything_acked() {
 
 #[tokio::test]
 async fn nats_outage_gives_503_then_delivers_everything_acked() {
+    common::needs!(nats_outage_gives_503_then_delivers_everything_acked: "GRAPHBRIDGE_TEST_NATS");
     use common::nats::*;
-    let _broker = NATS.lock().await;
+    let broker = OwnBroker::nats();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = nats_config(dir.path(), &unique("outage"));
+    cfg.sink.nats.url = broker.addr.clone();
     cfg.ack.budget_ms = 1500;
     cfg.ack.retry_after_s = 1;
     let budget = Duration::from_millis(cfg.ack.budget_ms);
@@ -167,13 +239,13 @@ async fn nats_outage_gives_503_then_delivers_everything_acked() {
     // Before the outage (retried like Graph: a first publish may wait out topic creation).
     deliver_with_retries(&srv, &before.body, Duration::from_secs(60)).await;
 
-    let guard = Restart("nats.sh");
-    broker("nats.sh", "stop");
+    let guard = Restart(&broker);
+    broker.run("stop");
     assert_outage_answers(&srv, &during.body, budget).await;
     drop(guard);
 
     deliver_with_retries(&srv, &during.body, Duration::from_secs(60)).await;
-    let stored = read_stream(&cfg.sink.nats.stream).await;
+    let stored = read_stream_at(&broker.addr, &cfg.sink.nats.stream).await;
     // JetStream's duplicate window removed any copy of the first attempt: exactly once.
     let events: Vec<&Stored> = stored
         .iter()
@@ -190,12 +262,11 @@ async fn nats_outage_gives_503_then_delivers_everything_acked() {
 /// Simulated Graph at a steady rate → `serve` with the spool; the broker stops once events flow
 /// and starts again once the spool holds a good part of the load; then everything acked must be
 /// in the broker.
-async fn outage_with_spool(
-    mut cfg: Config,
-    dir: &std::path::Path,
-    script: &'static str,
-    target: Target,
-) {
+async fn outage_with_spool(mut cfg: Config, dir: &std::path::Path, broker: &OwnBroker) {
+    let target = match cfg.sink.kind {
+        SinkKind::Kafka => Target::Kafka(cfg.sink.kafka.clone()),
+        _ => Target::Nats(cfg.sink.nats.clone()),
+    };
     let _load = LOAD.lock().await;
     cfg.spool.enabled = true;
     cfg.spool.dir = dir.join("spool");
@@ -220,8 +291,8 @@ async fn outage_with_spool(
         v == 0.0
     })
     .await;
-    let guard = Restart(script);
-    broker_async(script, "stop").await;
+    let guard = Restart(broker);
+    broker.run_async("stop").await;
     wait_metric(&srv.admin, "graphbridge_spool_depth_items", bound, |v| {
         v >= 300.0
     })
@@ -272,18 +343,20 @@ async fn outage_with_spool(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_outage_with_spool_acks_everything_and_drains_it() {
-    let _broker = KAFKA.lock().await;
+    common::needs!(kafka_outage_with_spool_acks_everything_and_drains_it: "GRAPHBRIDGE_TEST_KAFKA");
+    let broker = OwnBroker::kafka();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = common::kafka::kafka_config(dir.path(), &unique("spool-outage"));
-    let target = Target::Kafka(cfg.sink.kafka.clone());
-    outage_with_spool(cfg, dir.path(), "kafka.sh", target).await;
+    let mut cfg = common::kafka::kafka_config(dir.path(), &unique("spool-outage"));
+    cfg.sink.kafka.brokers = broker.addr.clone();
+    outage_with_spool(cfg, dir.path(), &broker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_outage_with_spool_acks_everything_and_drains_it() {
-    let _broker = NATS.lock().await;
+    common::needs!(nats_outage_with_spool_acks_everything_and_drains_it: "GRAPHBRIDGE_TEST_NATS");
+    let broker = OwnBroker::nats();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = common::nats::nats_config(dir.path(), &unique("spool-outage"));
-    let target = Target::Nats(cfg.sink.nats.clone());
-    outage_with_spool(cfg, dir.path(), "nats.sh", target).await;
+    let mut cfg = common::nats::nats_config(dir.path(), &unique("spool-outage"));
+    cfg.sink.nats.url = broker.addr.clone();
+    outage_with_spool(cfg, dir.path(), &broker).await;
 }

@@ -111,6 +111,7 @@ async fn time_barrier() -> chrono::DateTime<chrono::Utc> {
 
 #[tokio::test]
 async fn offsets_range_to_a_topic_keeps_keys_headers_ids_and_timestamps() {
+    common::needs!(offsets_range_to_a_topic_keeps_keys_headers_ids_and_timestamps: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("rp-off");
     let cfg = kafka_config(dir.path(), &prefix);
@@ -182,6 +183,7 @@ async fn offsets_range_to_a_topic_keeps_keys_headers_ids_and_timestamps() {
 
 #[tokio::test]
 async fn time_range_to_nats_and_to_a_topic() {
+    common::needs!(time_range_to_nats_and_to_a_topic: "GRAPHBRIDGE_TEST_KAFKA", "GRAPHBRIDGE_TEST_NATS");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("rp-time");
     let mut cfg = kafka_config(dir.path(), &prefix);
@@ -258,6 +260,7 @@ async fn time_range_to_nats_and_to_a_topic() {
 
 #[tokio::test]
 async fn reprocess_from_the_raw_archive_gives_the_published_events() {
+    common::needs!(reprocess_from_the_raw_archive_gives_the_published_events: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("rp-raw");
     let mut cfg = kafka_config(dir.path(), &prefix);
@@ -300,6 +303,7 @@ async fn reprocess_from_the_raw_archive_gives_the_published_events() {
 
 #[tokio::test]
 async fn a_replay_stopped_by_max_messages_resumes_without_gaps_or_duplicates() {
+    common::needs!(a_replay_stopped_by_max_messages_resumes_without_gaps_or_duplicates: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("rp-max");
     let cfg = kafka_config(dir.path(), &prefix);
@@ -330,6 +334,7 @@ async fn a_replay_stopped_by_max_messages_resumes_without_gaps_or_duplicates() {
 
 #[tokio::test]
 async fn sigint_stops_cleanly_and_the_printed_position_resumes_exactly() {
+    common::needs!(sigint_stops_cleanly_and_the_printed_position_resumes_exactly: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("rp-int");
     let cfg = kafka_config(dir.path(), &prefix);
@@ -449,6 +454,7 @@ fn committed(group: &str, topic: &str, partitions: &[i32]) -> BTreeMap<i32, Opti
 
 #[tokio::test]
 async fn reset_group_to_a_time_with_a_dry_run_that_changes_nothing() {
+    common::needs!(reset_group_to_a_time_with_a_dry_run_that_changes_nothing: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("rp-grp");
     let cfg = kafka_config(dir.path(), &prefix);

@@ -450,6 +450,7 @@ async fn throttling_waits_for_retry_after_and_quota_is_reported() {
 
 #[tokio::test]
 async fn reauthorization_required_through_kafka_renews() {
+    common::needs!(reauthorization_required_through_kafka_renews: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("subs");
     let mut cfg = kafka::kafka_config(dir.path(), &prefix);
@@ -698,6 +699,7 @@ async fn a_wrong_client_secret_is_a_clear_error_and_the_cli_verbs_work() {
 
 #[tokio::test]
 async fn reauthorization_required_through_nats_renews() {
+    common::needs!(reauthorization_required_through_nats_renews: "GRAPHBRIDGE_TEST_NATS");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("subs").replace('-', "");
     let mut cfg = nats::nats_config(dir.path(), &prefix);

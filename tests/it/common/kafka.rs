@@ -46,12 +46,13 @@ pub fn kafka_config(dir: &std::path::Path, prefix: &str) -> Config {
 
 /// Reads `topics` from the beginning until `done` says enough arrived (bounded by `bound`).
 async fn consume_until(
+    brokers: &str,
     topics: &[&str],
     bound: Duration,
     done: impl Fn(&[Consumed]) -> bool,
 ) -> (StreamConsumer, Vec<Consumed>) {
     let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("group.id", super::unique("test-consumer"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -79,7 +80,7 @@ async fn consume_until(
 /// Reads `topics` from the beginning until `n` messages arrived (bounded by `bound`), then
 /// checks with the high watermarks that there are exactly `n`.
 pub async fn consume(topics: &[&str], n: usize, bound: Duration) -> Vec<Consumed> {
-    let (consumer, out) = consume_until(topics, bound, |got| got.len() >= n).await;
+    let (consumer, out) = consume_until(&brokers(), topics, bound, |got| got.len() >= n).await;
     assert_eq!(
         total_messages(&consumer, topics),
         n as i64,
@@ -95,13 +96,23 @@ pub async fn consume_until_distinct(
     distinct: usize,
     bound: Duration,
 ) -> Vec<Consumed> {
+    consume_until_distinct_at(&brokers(), topics, distinct, bound).await
+}
+
+/// [`consume_until_distinct`] from the cluster at `brokers`.
+pub async fn consume_until_distinct_at(
+    brokers: &str,
+    topics: &[&str],
+    distinct: usize,
+    bound: Duration,
+) -> Vec<Consumed> {
     let ids = |got: &[Consumed]| {
         got.iter()
             .map(|c| c.headers.get("ce_id").cloned())
             .collect::<std::collections::HashSet<_>>()
             .len()
     };
-    consume_until(topics, bound, |got| ids(got) >= distinct)
+    consume_until(brokers, topics, bound, |got| ids(got) >= distinct)
         .await
         .1
 }

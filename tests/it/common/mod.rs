@@ -270,6 +270,38 @@ pub fn assert_valid_event(event: &Value) {
     );
 }
 
+/// Whether a broker test must stop here: its broker's address is not set. A plain `cargo test`
+/// (no brokers) then says the test was skipped; under CI (`CI` set) a missing broker is a
+/// failure, never a skip: scripts/test.sh starts the brokers.
+pub fn skip_without(var: &str, test: &str) -> bool {
+    if std::env::var_os(var).is_some() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{var} is not set under CI: scripts/test.sh starts the brokers and exports it"
+    );
+    // Straight to stderr: libtest captures eprintln! of passing tests, and this must show.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {test}: {var} is not set (scripts/test.sh starts the brokers)"
+    );
+    true
+}
+
+/// Returns from a broker test when its broker is not configured (see [`skip_without`]).
+macro_rules! needs {
+    ($test:ident: $($var:literal),+) => {
+        $(
+            if $crate::common::skip_without($var, concat!(module_path!(), "::", stringify!($test))) {
+                return;
+            }
+        )+
+    };
+}
+pub(crate) use needs;
+
 /// Broker address from the environment; tests fail (not skip) when CI should have started it.
 pub fn broker_env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {

@@ -32,7 +32,12 @@ pub fn nats_config(dir: &std::path::Path, prefix: &str) -> Config {
 
 /// Every message stored in `stream`, in sequence order.
 pub async fn read_stream(stream: &str) -> Vec<Stored> {
-    let client = async_nats::connect(url()).await.expect("connect");
+    read_stream_at(&url(), stream).await
+}
+
+/// [`read_stream`] from the server at `url`.
+pub async fn read_stream_at(url: &str, stream: &str) -> Vec<Stored> {
+    let client = async_nats::connect(url).await.expect("connect");
     let js = async_nats::jetstream::new(client);
     let mut s = js.get_stream(stream).await.expect("stream exists");
     let last = s.info().await.expect("info").state.last_sequence;
