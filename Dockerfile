@@ -1,5 +1,8 @@
 # syntax=docker/dockerfile:1
-# graphbridge container image: `docker build -t graphbridge .`
+# graphbridge container image: `docker build -t graphbridge .` (the production feature set:
+# Kafka, NATS, OTLP; no simulator, token issuer or Graph stand-in). The tools image for
+# staging and CI (`simulate`, `demo`, `subscriptions stand-in`, e.g. the chart's helm test):
+# `docker build --build-arg FEATURES=production,sim -t graphbridge-tools .`
 # Builder: the same toolchain packages scripts/setup.sh installs and the same cargo invocation CI
 # runs (release profile, --locked). Runtime: Debian slim with the binary, CA roots and the one
 # shared library it links (libssl); no shell tools beyond the base, no HEALTHCHECK (Kubernetes
@@ -14,13 +17,14 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       cmake=3.* libssl-dev=3.* libcurl4-openssl-dev=7.* zlib1g-dev=1:1.* pkg-config=1.* \
  && rm -rf /var/lib/apt/lists/*
+ARG FEATURES=production
 WORKDIR /src
 COPY . .
 # Cache mounts keep the registry and the target directory between builds; the binary is copied
 # out of the cache mount so the next stage can take it.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --no-default-features --features production --bin graphbridge \
+    cargo build --release --locked --no-default-features --features "$FEATURES" --bin graphbridge \
  && install -D -m 0755 target/release/graphbridge /out/graphbridge
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime

@@ -153,6 +153,9 @@ def assert_scenario(d, scenario):
             check(s["template"]["spec"]["containers"][0]["args"][2:4] == ["subscriptions", "run"], f"{scenario}: runs `subscriptions run`")
         sim = [x for x in hooks if x["metadata"]["name"].endswith("-test-simulate")]
         check(len(sim) == 1, f"{scenario}: helm test simulate pod")
+        if sim:
+            image = sim[0]["spec"]["containers"][0]["image"]
+            check(image.split(":")[0].endswith("-tools"), f"{scenario}: the simulate pod runs the tools image (the production one has no simulator): {image}")
         vt = cfg["graph"].get("validation_tokens", {})
         check(vt.get("openid_config_url", "").startswith("http://gb-graphbridge-test-issuer:8443/"), f"{scenario}: test mode trusts the test issuer")
     else:

@@ -31,7 +31,8 @@ for p in cmake libssl-dev libcurl4-openssl-dev zlib1g-dev pkg-config; do
   grep -qx "$p" <<<"$builder_pkgs" || bad "builder stage does not install $p (setup.sh does)"
 done
 bin_name=$(awk '/^\[\[bin\]\]/{f=1} f && /^name *=/{gsub(/"/,"",$3); print $3; exit}' Cargo.toml)
-grep -q "cargo build --release --locked --no-default-features --features production --bin $bin_name" <<<"$builder" || bad "builder must build the production feature set: cargo build --release --locked --no-default-features --features production --bin $bin_name"
+grep -qx 'ARG FEATURES=production' <<<"$builder" || bad "builder must default to the production feature set: ARG FEATURES=production"
+grep -q "cargo build --release --locked --no-default-features --features \"\$FEATURES\" --bin $bin_name" <<<"$builder" || bad "builder must run cargo build --release --locked --no-default-features --features \"\$FEATURES\" --bin $bin_name"
 
 # Shared libraries the binary needs, and the Debian packages providing them on this machine.
 if [ -x "$BINARY" ] && command -v ldd >/dev/null && command -v dpkg >/dev/null; then

@@ -14,7 +14,7 @@ use graphbridge_core::config::{Config, OneOrMany, Secret, SinkKind};
 use graphbridge_core::crypto::{certgen, encrypt::Recipient};
 use graphbridge_core::graph::envelope::ChangeType;
 use graphbridge_core::graph::resource::Conversation;
-use graphbridge_core::server::{self, AppState};
+use graphbridge_core::server::AppState;
 use graphbridge_sim::generate::{lifecycle_item, tamper, MessageSpec};
 use graphbridge_sim::issuer::Issuer;
 use graphbridge_sim::run::handshake;
@@ -135,13 +135,13 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let issuer = Arc::new(Issuer::new(APP_ID, None)?);
     let openid = issuer.serve(TcpListener::bind("127.0.0.1:0").await?)?;
     let cfg = demo_config(&dir, openid)?;
-    let state: Arc<AppState> = AppState::build(&cfg).await?;
+    let state: Arc<AppState> = crate::app::build(&cfg).await?;
     let public = TcpListener::bind("127.0.0.1:0").await?;
     let admin = TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", public.local_addr()?);
     let admin_base = format!("http://{}", admin.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(state, public, admin, async {
+    let server = tokio::spawn(crate::app::run(state, public, admin, async {
         let _ = stopped.await;
     }));
     println!(
@@ -149,7 +149,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         dir.display()
     );
 
-    let client = reqwest::Client::new();
+    let client = graphbridge_core::http::client();
     handshake(&client, &base).await?;
     println!("  handshake       ok on /notifications and /lifecycle (URL-decoded token echoed as text/plain)");
     // Ready once the token signing keys are fetched (the first fetch starts with the server).

@@ -3,6 +3,7 @@
 //! ingress itself is `graphbridge-core`; the event schema `graphbridge-event`; Graph's REST
 //! API `graphbridge-graph-api`; the simulator `graphbridge-sim`.
 
+pub mod app;
 #[cfg(feature = "sim")]
 pub mod demo;
 #[cfg(feature = "kafka")]

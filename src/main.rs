@@ -115,7 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             let cfg = Config::load(cli.config.as_deref())?;
             let _traces = graphbridge_core::telemetry::init_tracing(&cfg.telemetry)?;
-            graphbridge_core::server::serve(&cfg).await?;
+            graphbridge::app::serve(&cfg).await?;
         }
         #[cfg(feature = "sim")]
         Command::Demo { dir } => {
@@ -161,6 +161,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // One TLS crypto provider (aws-lc-rs) for every client and server in the process.
+    graphbridge_core::http::install_crypto_provider();
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

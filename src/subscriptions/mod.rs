@@ -11,15 +11,13 @@ pub mod lifecycle;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::http::header;
-use axum::routing::get;
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use controller::{Controller, Options};
 use graphbridge_core::config::{Config, SinkKind};
-use graphbridge_core::server::{AppState, StartError};
+use graphbridge_core::server::listener::ConnLimits;
+use graphbridge_core::server::{self, MetricsOnly, StartError};
 use graphbridge_core::sink::{Sink, SinkError};
 use graphbridge_core::telemetry::Metrics;
 use graphbridge_graph_api::clock::Clock;
@@ -107,39 +105,13 @@ impl Listeners {
     pub async fn bind(cfg: &Config) -> Result<Self, SetupError> {
         let in_process = matches!(cfg.sink.kind, SinkKind::File | SinkKind::Stdout);
         let public = if in_process {
-            Some(
-                TcpListener::bind(cfg.server.listen)
-                    .await
-                    .map_err(|e| StartError::Bind(cfg.server.listen, e))?,
-            )
+            Some(server::bind(cfg.server.listen).await?)
         } else {
             None
         };
-        let admin = TcpListener::bind(cfg.server.admin_listen)
-            .await
-            .map_err(|e| StartError::Bind(cfg.server.admin_listen, e))?;
+        let admin = server::bind(cfg.server.admin_listen).await?;
         Ok(Listeners { public, admin })
     }
-}
-
-fn admin_router(metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        metrics.render(),
-                    )
-                }
-            }),
-        )
 }
 
 /// `graphbridge subscriptions run`: the controller loop until `shutdown` turns true.
@@ -156,7 +128,7 @@ pub async fn run(
     let (tx, rx) = lifecycle::channel();
     match listeners.public {
         Some(public) => {
-            let state = AppState::build(cfg).await?;
+            let state = crate::app::build(cfg).await?;
             state.pipeline.tap_lifecycle(tx);
             let controller = build(
                 cfg,
@@ -165,7 +137,7 @@ pub async fn run(
                 Some(state.pipeline.sink().clone()),
             )?;
             let mut stop = shutdown.clone();
-            let server = tokio::spawn(graphbridge_core::server::run(
+            let server = tokio::spawn(crate::app::run(
                 state,
                 public,
                 listeners.admin,
@@ -189,14 +161,14 @@ pub async fn run(
                 shutdown.clone(),
             )
             .await?;
-            let mut stop = shutdown.clone();
-            let admin = tokio::spawn(async move {
-                axum::serve(listeners.admin, admin_router(metrics))
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await
-            });
+            let admin = tokio::spawn(server::serve_admin(
+                listeners.admin,
+                Arc::new(MetricsOnly(metrics)),
+                ConnLimits::from_config(&cfg.server)
+                    .map_err(StartError::from)?
+                    .without_tls(),
+                shutdown.clone(),
+            ));
             controller.run(rx, shutdown.clone()).await;
             let _ = shutdown.wait_for(|s| *s).await;
             if let Some(s) = source {
@@ -205,7 +177,7 @@ pub async fn run(
             sink.close().await;
             admin
                 .await
-                .map_err(|e| std::io::Error::other(e.to_string()))??;
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
         }
     }
     Ok(())

@@ -216,7 +216,7 @@ async fn sigterm_under_load_finishes_requests_and_exits_0() {
     let acked: Arc<Mutex<Vec<Expect>>> = Arc::default();
     let seen: Arc<Mutex<Vec<(Instant, Seen)>>> = Arc::default();
     let answered = Arc::new(AtomicUsize::new(0));
-    let client = reqwest::Client::new();
+    let client = graphbridge_core::http::client();
     let mut clients = Vec::new();
     for _ in 0..6 {
         let (in_rotation, workload, acked, seen, answered, client, url) = (
@@ -265,7 +265,7 @@ async fn sigterm_under_load_finishes_requests_and_exits_0() {
         let (in_rotation, url) = (in_rotation.clone(), format!("{}/readyz", bridge.admin));
         tokio::spawn(async move {
             loop {
-                let ready = matches!(reqwest::get(&url).await, Ok(r) if r.status() == 200);
+                let ready = matches!(graphbridge_core::http::client().get(&url).send().await, Ok(r) if r.status() == 200);
                 if !ready {
                     in_rotation.store(false, Ordering::SeqCst);
                     return;

@@ -38,7 +38,7 @@ async fn handshake_echoes_the_url_decoded_token_as_plain_text() {
             "{}{path}?validationToken=Validation%3A%20Token%2Bx%20%3Cb%3Ehi%3C%2Fb%3E%26y%3D1",
             srv.base
         );
-        let resp = reqwest::Client::new()
+        let resp = graphbridge_core::http::client()
             .post(url)
             .header("content-type", "text/plain")
             .send()
@@ -236,7 +236,7 @@ async fn bad_input_gets_classified_answers_and_nothing_reaches_the_events() {
     let mut cfg = test_config(dir.path());
     cfg.server.max_body_bytes = 64 * 1024;
     let srv = Running::start(&cfg).await;
-    let client = reqwest::Client::new();
+    let client = graphbridge_core::http::client();
     let url = format!("{}/notifications", srv.base);
 
     let resp = client
@@ -314,7 +314,9 @@ async fn bad_input_gets_classified_answers_and_nothing_reaches_the_events() {
     assert_eq!(jsonl(&cfg.sink.file.deadletter_path).len(), 5);
 
     // Still healthy afterwards.
-    let health = reqwest::get(format!("{}/healthz", srv.admin))
+    let health = graphbridge_core::http::client()
+        .get(format!("{}/healthz", srv.admin))
+        .send()
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
@@ -340,7 +342,11 @@ async fn readiness_needs_keys() {
     std::fs::create_dir_all(&empty).unwrap();
     cfg.graph.keys_dir = empty;
     let srv = Running::start(&cfg).await;
-    let resp = reqwest::get(format!("{}/readyz", srv.admin)).await.unwrap();
+    let resp = graphbridge_core::http::client()
+        .get(format!("{}/readyz", srv.admin))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 503);
     assert!(resp.text().await.unwrap().contains("no keys"));
     srv.shutdown().await;
@@ -351,7 +357,7 @@ async fn start_fails_clearly_on_missing_keys_dir_and_missing_client_state() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = Config::defaults();
     cfg.graph.keys_dir = dir.path().join("nope");
-    let err = graphbridge_core::server::AppState::build(&cfg)
+    let err = graphbridge::app::build(&cfg)
         .await
         .err()
         .expect("must fail")

@@ -26,7 +26,9 @@ fn add_key(dir: &std::path::Path, id: &str) -> Recipient {
 async fn until_keys(admin: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let m = reqwest::get(format!("{admin}/metrics"))
+        let m = graphbridge_core::http::client()
+            .get(format!("{admin}/metrics"))
+            .send()
             .await
             .unwrap()
             .text()
@@ -153,7 +155,7 @@ async fn tls_listener_serves_the_handshake() {
     ));
 
     // Plain HTTP on the TLS port gets nowhere.
-    assert!(reqwest::Client::new()
+    assert!(graphbridge_core::http::client()
         .post(format!("{}/notifications?validationToken=x", srv.base))
         .send()
         .await

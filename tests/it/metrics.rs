@@ -140,7 +140,7 @@ fn down_kafka(dir: &Path) -> Config {
 }
 
 async fn post_raw(srv: &Running, content_type: &str, body: &str) -> u16 {
-    reqwest::Client::new()
+    graphbridge_core::http::client()
         .post(format!("{}/notifications", srv.base))
         .header("content-type", content_type)
         .body(body.to_string())
@@ -340,7 +340,7 @@ async fn a_down_broker_moves_in_flight_unavailable_overloaded_and_the_spool_metr
     let first = {
         let (url, body) = (format!("{}/notifications", srv.base), body.clone());
         tokio::spawn(async move {
-            reqwest::Client::new()
+            graphbridge_core::http::client()
                 .post(url)
                 .json(&body)
                 .send()

@@ -130,7 +130,9 @@ impl Drop for Restart<'_> {
 }
 
 async fn status(url: &str) -> u16 {
-    reqwest::get(url)
+    graphbridge_core::http::client()
+        .get(url)
+        .send()
         .await
         .map(|r| r.status().as_u16())
         .unwrap_or(0)

@@ -517,7 +517,9 @@ async fn reauthorization_required_through_kafka_renews() {
         || graph.count("PATCH", &format!("/v1.0/subscriptions/{id}"), 200) == 1,
     )
     .await;
-    let metrics = reqwest::get(format!("{admin_url}/metrics"))
+    let metrics = graphbridge_core::http::client()
+        .get(format!("{admin_url}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -532,7 +534,9 @@ async fn reauthorization_required_through_kafka_renews() {
         "{metrics}"
     );
     assert_eq!(
-        reqwest::get(format!("{admin_url}/healthz"))
+        graphbridge_core::http::client()
+            .get(format!("{admin_url}/healthz"))
+            .send()
             .await
             .unwrap()
             .status(),

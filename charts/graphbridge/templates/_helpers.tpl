@@ -46,6 +46,12 @@ app.kubernetes.io/component: serve
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 
+{{/* The image with the simulator (helm test): the production image leaves it out. */}}
+{{- define "graphbridge.toolsImage" -}}
+{{- $sim := .Values.tests.simulate.image -}}
+{{- printf "%s:%s" ($sim.repository | default (printf "%s-tools" .Values.image.repository)) ($sim.tag | default .Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
 {{/* True ("true") when the spool is on: serve then runs as a StatefulSet with one PVC per pod. */}}
 {{- define "graphbridge.spool" -}}
 {{- if and .Values.config.spool .Values.config.spool.enabled }}true{{- end }}

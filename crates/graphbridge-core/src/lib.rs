@@ -10,6 +10,7 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod graph;
+pub mod http;
 pub mod pipeline;
 pub mod secret;
 pub mod server;

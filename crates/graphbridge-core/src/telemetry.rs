@@ -110,6 +110,8 @@ fn otlp_provider(
     endpoint: &str,
 ) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, TelemetryError> {
     use opentelemetry_otlp::{Protocol, WithExportConfig};
+    // The exporter builds its own reqwest client, which needs the process's TLS provider.
+    crate::http::install_crypto_provider();
     let base = endpoint.trim_end_matches('/');
     let url = if base.ends_with("/v1/traces") {
         base.to_string()

@@ -274,7 +274,7 @@ mod tests {
             client_secret: Some(Secret::new("hunter2-secret")),
             ..Default::default()
         };
-        let http = reqwest::Client::new();
+        let http = graphbridge_core::http::client();
         let src = TokenSource::new(&cfg, "t1", http.clone()).unwrap();
         assert_eq!(
             src.token_url(),

@@ -109,7 +109,7 @@ pub struct GraphClient {
 
 /// An HTTP client for Graph and the token authority (HTTPS through rustls, webpki roots).
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    graphbridge_core::http::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .expect("HTTP client")

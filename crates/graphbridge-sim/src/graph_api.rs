@@ -141,7 +141,7 @@ impl GraphStandIn {
                 handshakes: AtomicUsize::new(0),
                 token_requests: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
-                http: reqwest::Client::builder()
+                http: graphbridge_core::http::builder()
                     .timeout(Duration::from_secs(10))
                     .build()
                     .expect("HTTP client"),

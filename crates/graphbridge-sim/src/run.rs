@@ -326,7 +326,7 @@ pub async fn run(opts: RunOptions, mut workload: Workload) -> anyhow::Result<Out
     if opts.count.is_none() && opts.duration.is_none() {
         bail!("give a --count or a --duration");
     }
-    let client = reqwest::Client::builder()
+    let client = graphbridge_core::http::builder()
         .pool_max_idle_per_host(opts.concurrency)
         .build()?;
     handshake(&client, &opts.target).await?;

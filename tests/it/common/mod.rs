@@ -86,13 +86,13 @@ pub struct Running {
 
 impl Running {
     pub async fn start(cfg: &Config) -> Self {
-        let state = AppState::build(cfg).await.expect("serve starts");
+        let state = graphbridge::app::build(cfg).await.expect("serve starts");
         let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", public.local_addr().unwrap());
         let admin_base = format!("http://{}", admin.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(state.clone(), public, admin, async {
+        let task = tokio::spawn(graphbridge::app::run(state.clone(), public, admin, async {
             let _ = rx.await;
         }));
         Running {
@@ -110,7 +110,9 @@ impl Running {
 
     /// The Prometheus text from the admin port.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.admin))
+        graphbridge_core::http::client()
+            .get(format!("{}/metrics", self.admin))
+            .send()
             .await
             .unwrap()
             .text()
@@ -120,7 +122,9 @@ impl Running {
 
     /// Status of a GET on the admin port (`/healthz`, `/readyz`).
     pub async fn admin_status(&self, path: &str) -> u16 {
-        reqwest::get(format!("{}{path}", self.admin))
+        graphbridge_core::http::client()
+            .get(format!("{}{path}", self.admin))
+            .send()
             .await
             .unwrap()
             .status()
@@ -145,7 +149,9 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
 pub async fn wait_metric(admin: &str, name: &str, bound: Duration, done: impl Fn(f64) -> bool) {
     let deadline = std::time::Instant::now() + bound;
     loop {
-        let text = reqwest::get(format!("{admin}/metrics"))
+        let text = graphbridge_core::http::client()
+            .get(format!("{admin}/metrics"))
+            .send()
             .await
             .unwrap()
             .text()
@@ -216,7 +222,7 @@ pub fn sim_options(target: &str, count: u64) -> graphbridge_sim::run::RunOptions
 
 /// POSTs a JSON body to a bridge at `base` (in process or a child process).
 pub async fn post_json(base: &str, path: &str, body: &Value) -> reqwest::Response {
-    reqwest::Client::new()
+    graphbridge_core::http::client()
         .post(format!("{base}{path}"))
         .json(body)
         .send()

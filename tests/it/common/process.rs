@@ -67,7 +67,11 @@ impl Bridge {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = reqwest::get(format!("{}/healthz", bridge.admin)).await {
+            if let Ok(r) = graphbridge_core::http::client()
+                .get(format!("{}/healthz", bridge.admin))
+                .send()
+                .await
+            {
                 if r.status() == 200 {
                     return bridge;
                 }

@@ -29,7 +29,7 @@ impl Jwks {
     pub fn new(openid_config_url: &str, min_refresh_interval: Duration) -> Self {
         Jwks {
             openid_config_url: openid_config_url.to_string(),
-            http: reqwest::Client::builder()
+            http: crate::http::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .expect("HTTP client"),

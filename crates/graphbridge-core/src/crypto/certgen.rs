@@ -36,11 +36,12 @@ pub fn generate(id: &str, bits: usize) -> Result<GeneratedKey, String> {
     };
     let key = PrivateDecryptingKey::generate(size).map_err(|e| e.to_string())?;
     let pkcs8 = zeroize::Zeroizing::new(pkcs8_der(&key));
-    let pkcs8_pem =
-        zeroize::Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.to_vec())));
-
-    let pair = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pkcs8_pem, &rcgen::PKCS_RSA_SHA256)
-        .map_err(|e| e.to_string())?;
+    let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+        &rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_slice()),
+        &rcgen::PKCS_RSA_SHA256,
+    )
+    .map_err(|e| e.to_string())?;
+    let pkcs8_pem = zeroize::Zeroizing::new(pair.serialize_pem());
     let mut params =
         rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
     params

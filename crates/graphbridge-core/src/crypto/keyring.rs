@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use aws_lc_rs::digest;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{OaepPrivateDecryptingKey, PrivateDecryptingKey};
+use rustls::pki_types::pem::{PemObject, SectionKind};
+use rustls::pki_types::CertificateDer;
 
 use crate::secret::Secret;
 
@@ -87,22 +89,22 @@ impl PrivateKey {
         text: &[u8],
         certificate_der: Option<Vec<u8>>,
     ) -> Result<Self, String> {
-        let blocks = pem::parse_many(text).map_err(|e| format!("invalid PEM: {e}"))?;
+        // Sections PEM parsing does not know (an encrypted key among them) are skipped: name it.
+        if memchr::memmem::find(text, b"-----BEGIN ENCRYPTED PRIVATE KEY-----").is_some() {
+            return Err("encrypted PEM keys are not supported; use a .pfx with a password".into());
+        }
         let mut certificate = certificate_der;
         let mut pkcs8 = None;
-        for block in &blocks {
-            match block.tag() {
-                "PRIVATE KEY" => pkcs8 = Some(zeroize::Zeroizing::new(block.contents().to_vec())),
-                "RSA PRIVATE KEY" => {
-                    pkcs8 = Some(zeroize::Zeroizing::new(pkcs1_to_pkcs8(block.contents())))
+        for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(text) {
+            let (kind, der) = section.map_err(|e| format!("invalid PEM: {e}"))?;
+            let der = zeroize::Zeroizing::new(der);
+            match kind {
+                SectionKind::PrivateKey => pkcs8 = Some(der),
+                SectionKind::RsaPrivateKey => {
+                    pkcs8 = Some(zeroize::Zeroizing::new(pkcs1_to_pkcs8(&der)))
                 }
-                "CERTIFICATE" if certificate.is_none() => {
-                    certificate = Some(block.contents().to_vec())
-                }
-                "ENCRYPTED PRIVATE KEY" => {
-                    return Err(
-                        "encrypted PEM keys are not supported; use a .pfx with a password".into(),
-                    )
+                SectionKind::Certificate if certificate.is_none() => {
+                    certificate = Some(der.to_vec())
                 }
                 _ => {}
             }
@@ -273,8 +275,9 @@ impl Keyring {
 /// Accepts a certificate as PEM or raw DER.
 pub fn certificate_der(bytes: &[u8]) -> Result<Vec<u8>, String> {
     if bytes.starts_with(b"-----") {
-        let block = pem::parse(bytes).map_err(|e| format!("invalid certificate PEM: {e}"))?;
-        Ok(block.contents().to_vec())
+        let der = CertificateDer::from_pem_slice(bytes)
+            .map_err(|e| format!("invalid certificate PEM: {e}"))?;
+        Ok(der.to_vec())
     } else {
         Ok(bytes.to_vec())
     }

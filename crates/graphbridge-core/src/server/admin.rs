@@ -1,5 +1,6 @@
-//! The admin listener: `/healthz` (the process is alive), `/readyz` (keys are loaded and the
-//! sink is usable or the spool has room, so a load balancer may send traffic), `/metrics` (Prometheus text).
+//! The admin listener: `/healthz` (the process is alive), `/readyz` (traffic may be sent),
+//! `/metrics` (Prometheus text). One router for every long-running verb: `serve` answers
+//! readiness from its pipeline, `subscriptions run` from its metrics alone ([`MetricsOnly`]).
 
 use std::sync::Arc;
 
@@ -10,54 +11,85 @@ use axum::routing::get;
 use axum::Router;
 
 use super::AppState;
+use crate::telemetry::Metrics;
 
-pub fn admin_router(state: Arc<AppState>) -> Router {
+/// What the admin port reports.
+#[async_trait::async_trait]
+pub trait Health: Send + Sync + 'static {
+    /// `Ok` when a load balancer may send traffic; otherwise why not.
+    async fn ready(&self) -> Result<(), &'static str>;
+    /// The metrics in Prometheus text format.
+    fn metrics(&self) -> String;
+}
+
+pub fn admin_router(health: Arc<dyn Health>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(health)
 }
 
-async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
-        return (
+async fn ready(State(health): State<Arc<dyn Health>>) -> impl IntoResponse {
+    match health.ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: shutting down\n",
-        );
+            format!("not ready: {why}\n"),
+        ),
     }
-    let p = &state.pipeline;
-    if p.keyring().is_empty() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no keys loaded\n",
-        );
-    }
-    if p.tokens().is_some_and(|t| t.jwks().is_empty()) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no validation token signing keys yet\n",
-        );
-    }
-    // With a spool, a broker outage is absorbed: stay in rotation while there is room.
-    if !p.sink().ready().await && !p.spool().is_some_and(|s| s.has_room()) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: sink unavailable\n",
-        );
-    }
-    (StatusCode::OK, "ready\n")
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    if let Some(spool) = state.pipeline.spool() {
-        spool.update_gauges(); // the oldest batch's age grows between events
-    }
+async fn metrics(State(health): State<Arc<dyn Health>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.pipeline.metrics().render(),
+        health.metrics(),
     )
+}
+
+/// `serve`: ready when keys are loaded, the validation-token keys fetched (when required) and
+/// the sink usable or the spool has room; red from the start of shutdown.
+#[async_trait::async_trait]
+impl Health for AppState {
+    async fn ready(&self) -> Result<(), &'static str> {
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("shutting down");
+        }
+        let p = &self.pipeline;
+        if p.keyring().is_empty() {
+            return Err("no keys loaded");
+        }
+        if p.tokens().is_some_and(|t| t.jwks().is_empty()) {
+            return Err("no validation token signing keys yet");
+        }
+        // With a spool, a broker outage is absorbed: stay in rotation while there is room.
+        if !p.sink().ready().await && !p.spool().is_some_and(|s| s.has_room()) {
+            return Err("sink unavailable");
+        }
+        Ok(())
+    }
+
+    fn metrics(&self) -> String {
+        if let Some(spool) = self.pipeline.spool() {
+            spool.update_gauges(); // the oldest batch's age grows between events
+        }
+        self.pipeline.metrics().render()
+    }
+}
+
+/// A process without an ingress (`subscriptions run` with a broker): always ready, its metrics.
+pub struct MetricsOnly(pub Arc<Metrics>);
+
+#[async_trait::async_trait]
+impl Health for MetricsOnly {
+    async fn ready(&self) -> Result<(), &'static str> {
+        Ok(())
+    }
+
+    fn metrics(&self) -> String {
+        self.0.render()
+    }
 }

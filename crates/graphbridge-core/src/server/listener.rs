@@ -11,11 +11,13 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
+use crate::config::{ServerConfig, TlsConfig};
 
 /// Connection-level limits shared by both listeners.
 #[derive(Clone)]
@@ -25,6 +27,27 @@ pub struct ConnLimits {
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
     pub tls: Option<TlsAcceptor>,
+}
+
+impl ConnLimits {
+    /// The public listener's limits and TLS (`[server]`).
+    pub fn from_config(cfg: &ServerConfig) -> Result<Self, TlsError> {
+        Ok(ConnLimits {
+            max_connections: cfg.max_connections,
+            max_header_bytes: cfg.max_header_bytes,
+            header_read_timeout: Duration::from_millis(cfg.header_read_timeout_ms),
+            drain_timeout: Duration::from_millis(cfg.drain_timeout_ms),
+            tls: cfg.tls.as_ref().map(tls_acceptor).transpose()?,
+        })
+    }
+
+    /// The same limits without TLS: the admin listener's (it never has TLS).
+    pub fn without_tls(&self) -> Self {
+        ConnLimits {
+            tls: None,
+            ..self.clone()
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,31 +63,19 @@ pub fn tls_acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     let read =
         |p: &std::path::Path| std::fs::read(p).map_err(|e| TlsError::Read(p.to_path_buf(), e));
     let invalid = |p: &std::path::Path, e: String| TlsError::Invalid(p.to_path_buf(), e);
-    let certs: Vec<_> = pem::parse_many(read(&cfg.cert)?)
-        .map_err(|e| invalid(&cfg.cert, e.to_string()))?
-        .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
-        .map(|b| rustls::pki_types::CertificateDer::from(b.into_contents()))
-        .collect();
+    let pem_error = |p: &std::path::Path, e: pem::Error| match e {
+        pem::Error::NoItemsFound if p == cfg.key => invalid(p, "no private key block".into()),
+        e => invalid(p, e.to_string()),
+    };
+    let certs = CertificateDer::pem_slice_iter(&read(&cfg.cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(&cfg.cert, e))?;
     if certs.is_empty() {
         return Err(invalid(&cfg.cert, "no CERTIFICATE block".into()));
     }
-    let key_pem = pem::parse_many(read(&cfg.key)?).map_err(|e| invalid(&cfg.key, e.to_string()))?;
-    let key = key_pem
-        .into_iter()
-        .find_map(|b| match b.tag() {
-            "PRIVATE KEY" => Some(rustls::pki_types::PrivateKeyDer::Pkcs8(
-                b.into_contents().into(),
-            )),
-            "RSA PRIVATE KEY" => Some(rustls::pki_types::PrivateKeyDer::Pkcs1(
-                b.into_contents().into(),
-            )),
-            "EC PRIVATE KEY" => Some(rustls::pki_types::PrivateKeyDer::Sec1(
-                b.into_contents().into(),
-            )),
-            _ => None,
-        })
-        .ok_or_else(|| invalid(&cfg.key, "no private key block".into()))?;
+    // The first PKCS#8, PKCS#1 or SEC1 key in the file.
+    let key =
+        PrivateKeyDer::from_pem_slice(&read(&cfg.key)?).map_err(|e| pem_error(&cfg.key, e))?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))

@@ -1,0 +1,150 @@
+//! The composition root: the one place that turns a configuration into running parts. It
+//! builds the keyring (and its reloader), the sink, the validation-token verifier (and its
+//! JWKS refresher), the spool and its drainer, and the pipeline over them; the HTTP server is
+//! handed the pipeline and a shutdown future and knows nothing of storage.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+
+use graphbridge_core::auth::jwks::Jwks;
+use graphbridge_core::auth::tokens::{TokenPolicy, TokenVerifier};
+use graphbridge_core::auth::Authenticator;
+use graphbridge_core::config::{Config, SinkKind};
+use graphbridge_core::crypto::keyring::Keyring;
+use graphbridge_core::crypto::reload::KeyReloader;
+use graphbridge_core::pipeline::{drain, Pipeline, PipelineOptions};
+use graphbridge_core::server::{self, AppState, StartError};
+use graphbridge_core::spool::Spool;
+use graphbridge_core::telemetry::Metrics;
+
+/// Validates the configuration, loads the keys, connects the sink and builds `serve`'s state.
+pub async fn build(cfg: &Config) -> Result<Arc<AppState>, StartError> {
+    cfg.validate_for_serve()?;
+    let metrics = Metrics::new();
+    let keyring = keyring(cfg, &metrics)?;
+    let sink = graphbridge_core::sink::build(&cfg.sink).await?;
+    let auth = Authenticator::new(cfg.client_states()?, cfg.graph.tenants.clone());
+    let tokens = cfg
+        .graph
+        .validation_tokens
+        .required
+        .then(|| token_verifier(cfg));
+    if let Some(v) = &tokens {
+        v.jwks().spawn_refresh(Duration::from_secs(
+            cfg.graph.validation_tokens.refresh_interval_s.max(60),
+        ));
+    }
+    let opts = PipelineOptions {
+        budget: Duration::from_millis(cfg.ack.budget_ms),
+        include_resource: cfg.graph.include_resource,
+        raw_archive: cfg.sink.kind == SinkKind::Kafka && cfg.sink.kafka.raw_topic.is_some(),
+        key_cache_entries: cfg.graph.key_cache_entries,
+        tokens,
+        max_items: cfg.server.max_items,
+        max_json_depth: cfg.server.max_json_depth,
+        spool: cfg
+            .spool
+            .enabled
+            .then(|| Spool::open(&cfg.spool.dir, cfg.spool.max_bytes, metrics.clone()))
+            .transpose()?,
+    };
+    AppState::new(Pipeline::new(keyring, auth, sink, metrics, opts), cfg)
+}
+
+/// The keys directory, loaded now and (unless turned off) reloaded when it changes.
+fn keyring(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Arc<ArcSwap<Keyring>>, StartError> {
+    let keyring = Keyring::load_dir(&cfg.graph.keys_dir, cfg.graph.keys_password.as_ref())?;
+    if keyring.is_empty() {
+        tracing::warn!(dir = %cfg.graph.keys_dir.display(), "keys directory holds no keys; not ready");
+    }
+    for id in keyring.ids() {
+        let key = keyring.get(id).expect("listed id");
+        tracing::info!(
+            id,
+            bits = key.bits(),
+            thumbprint = key.thumbprint(),
+            "key loaded"
+        );
+    }
+    let keyring = Arc::new(ArcSwap::from_pointee(keyring));
+    if cfg.graph.keys_reload_interval_ms > 0 {
+        KeyReloader {
+            dir: cfg.graph.keys_dir.clone(),
+            password: cfg.graph.keys_password.clone(),
+            interval: Duration::from_millis(cfg.graph.keys_reload_interval_ms),
+        }
+        .spawn(keyring.clone(), metrics.clone());
+    } else {
+        metrics.keys_loaded.set(keyring.load().len() as i64);
+    }
+    Ok(keyring)
+}
+
+fn token_verifier(cfg: &Config) -> Arc<TokenVerifier> {
+    let vt = &cfg.graph.validation_tokens;
+    let jwks = Arc::new(Jwks::new(
+        &vt.openid_config_url,
+        Duration::from_secs(vt.min_refresh_interval_s),
+    ));
+    Arc::new(TokenVerifier::new(
+        jwks,
+        TokenPolicy {
+            app_ids: cfg.graph.app_ids.clone(),
+            tenants: cfg
+                .graph
+                .tenants
+                .iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect(),
+            skew_s: vt.clock_skew_s as i64,
+        },
+    ))
+}
+
+/// Runs `serve`'s state on bound listeners until `shutdown` completes: the HTTP server, and the
+/// spool's drainer beside it. After the listener closed and in-flight requests finished, the
+/// drainer stops (what it has not published stays spooled), the sink flushes and the spool
+/// writer finishes; then the admin port closes.
+pub async fn run(
+    state: Arc<AppState>,
+    public: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let (stop_drain, drain_rx) = tokio::sync::watch::channel(false);
+    let drainer = state.pipeline.spool().cloned().map(|spool| {
+        let state = state.clone();
+        tokio::spawn(async move { drain::run(&state.pipeline, &spool, drain_rx).await })
+    });
+    let storage = state.clone();
+    let teardown = async move {
+        let _ = stop_drain.send(true);
+        if let Some(d) = drainer {
+            let _ = d.await;
+        }
+        storage.pipeline.sink().close().await;
+        if let Some(spool) = storage.pipeline.spool() {
+            let spool = spool.clone();
+            let _ = tokio::task::spawn_blocking(move || spool.close()).await;
+        }
+    };
+    server::run(state, public, admin, shutdown, teardown).await
+}
+
+/// `graphbridge serve`: binds the configured addresses and runs until SIGINT/SIGTERM.
+pub async fn serve(cfg: &Config) -> Result<(), StartError> {
+    let state = build(cfg).await?;
+    let public = server::bind(cfg.server.listen).await?;
+    let admin = server::bind(cfg.server.admin_listen).await?;
+    tracing::info!(
+        listen = %public.local_addr()?,
+        admin = %admin.local_addr()?,
+        sink = state.pipeline.sink().kind(),
+        "graphbridge serving"
+    );
+    run(state, public, admin, server::shutdown_signal()).await
+}
