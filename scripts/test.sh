@@ -14,8 +14,21 @@ if ((free_kib < 6 * 1024 * 1024)); then
 fi
 
 scripts/setup.sh
-# Ports and a run directory of this run's own: two runs on one host do not collide.
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Ports and a run directory of this run's own: two runs on one host do not collide. The ports
+# are below the ephemeral range: while a broker is down, a client reconnecting to an ephemeral
+# port on loopback can be given that very port and connect to itself.
+free_port() {
+  python3 - <<'PY'
+import random, socket
+for port in random.sample(range(20000, 32000), 200):
+    try:
+        socket.create_server(("127.0.0.1", port)).close()
+        print(port)
+        break
+    except OSError:
+        pass
+PY
+}
 export GRAPHBRIDGE_RUN=${GRAPHBRIDGE_RUN:-$(mktemp -d /tmp/graphbridge-brokers.XXXXXX)}
 export KAFKA_PORT=${KAFKA_PORT:-$(free_port)} KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$(free_port)}
 export NATS_PORT=${NATS_PORT:-$(free_port)} NATS_MON_PORT=${NATS_MON_PORT:-$(free_port)}

@@ -36,10 +36,20 @@ struct OwnBroker {
     _run: tempfile::TempDir,
 }
 
-/// A port nothing listens on right now (the broker binds it moments later).
+/// A port nothing listens on right now (the broker binds it moments later), below the
+/// ephemeral range: while the broker is stopped, a client reconnecting to an ephemeral port on
+/// loopback can be given that very port as its own and connect to itself, which stalls it.
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Start where the process id says and step on: concurrent runs rarely meet.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    (0..12_000)
+        .map(|_| {
+            (20_000 + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000) as u16
+        })
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 impl OwnBroker {

@@ -84,8 +84,20 @@ pub struct Running {
     pub task: Option<tokio::task::JoinHandle<Result<(), server::StartError>>>,
 }
 
+/// With `RUST_LOG` set, the bridge's logs (and librdkafka's) go to the test output: captured
+/// (shown for a failing test only) from the test's own thread, printed from the others.
+pub fn capture_logs() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 impl Running {
     pub async fn start(cfg: &Config) -> Self {
+        capture_logs();
         let state = graphbridge::app::build(cfg).await.expect("serve starts");
         let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
