@@ -38,6 +38,7 @@ eval "$(scripts/brokers.sh env)"
 
 cargo fmt --check
 python3 scripts/config-reference.py --check
+python3 scripts/check-cycles.py
 scripts/check-features.sh
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 cargo test --workspace --all-targets --all-features --locked
