@@ -15,35 +15,13 @@ use super::item::Item;
 use super::range::{self, Bound, PartitionRange};
 use super::ReplayError;
 use graphbridge_core::config::KafkaConfig;
-
-/// Producer-only settings from `sink.kafka.properties` are left out of the consumer: librdkafka
-/// would warn about each.
-const PRODUCER_ONLY: &[&str] = &[
-    "acks",
-    "enable.idempotence",
-    "linger.ms",
-    "compression.type",
-    "max.in.flight.requests.per.connection",
-    "queue.buffering.max.messages",
-    "message.timeout.ms",
-    "batch.size",
-    "batch.num.messages",
-    "queue.buffering.max.ms",
-    "retries",
-    "message.send.max.retries",
-];
+use graphbridge_core::sink::kafka::KafkaSink;
 
 /// A consumer of `sink.kafka` (brokers, security properties) that joins no group and commits
 /// nothing. rdkafka's consumer needs a `group.id` to exist at all, so it gets a throwaway one;
 /// with assign() and no commits that group is never created on the broker.
 pub fn consumer_config(k: &KafkaConfig) -> ClientConfig {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &k.brokers);
-    for (key, v) in &k.properties {
-        if !PRODUCER_ONLY.contains(&key.as_str()) {
-            cc.set(key, v);
-        }
-    }
+    let mut cc = KafkaSink::consumer_config(k);
     let throwaway = format!(
         "graphbridge-replay-{}-{}",
         std::process::id(),

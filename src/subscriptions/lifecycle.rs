@@ -72,15 +72,7 @@ fn kafka(
 ) -> Result<JoinHandle<()>, LifecycleError> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::Message;
-    use rdkafka::ClientConfig;
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.brokers);
-    // Security settings apply to consumers too; producer-only keys would only log warnings.
-    for (k, v) in &cfg.properties {
-        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
-            cc.set(k, v);
-        }
-    }
+    let mut cc = graphbridge_core::sink::kafka::KafkaSink::consumer_config(cfg);
     // A new group starts at the beginning; events older than lifecycle_max_age are skipped.
     cc.set("group.id", group)
         .set("auto.offset.reset", "earliest")

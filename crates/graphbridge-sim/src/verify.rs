@@ -7,9 +7,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 #[cfg(feature = "kafka")]
+use graphbridge_core::sink::kafka::KafkaSink;
+#[cfg(feature = "kafka")]
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
-    ClientConfig, Message, Offset, TopicPartitionList,
+    Message, Offset, TopicPartitionList,
 };
 use serde::Serialize;
 #[cfg(feature = "kafka")]
@@ -100,11 +102,9 @@ fn kafka_ids(_: &KafkaConfig) -> anyhow::Result<HashMap<String, usize>> {
 /// every acknowledged event is below them, so the read is complete without waiting.
 #[cfg(feature = "kafka")]
 fn kafka_ids(cfg: &KafkaConfig) -> anyhow::Result<HashMap<String, usize>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
+    let consumer: BaseConsumer = KafkaSink::consumer_config(cfg)
         .set("group.id", "graphbridge-simulate-verify")
         .set("enable.auto.commit", "false")
-        .set_all(&cfg.properties)
         .create()?;
     let timeout = Duration::from_secs(10);
     let mut tpl = TopicPartitionList::new();
@@ -147,24 +147,6 @@ fn kafka_ids(cfg: &KafkaConfig) -> anyhow::Result<HashMap<String, usize>> {
         }
     }
     Ok(counts)
-}
-
-#[cfg(feature = "kafka")]
-trait SetAll {
-    fn set_all(&mut self, props: &std::collections::BTreeMap<String, String>) -> &mut Self;
-}
-
-#[cfg(feature = "kafka")]
-impl SetAll for ClientConfig {
-    /// Applies the sink's pass-through properties that also concern consumers (SASL/SSL).
-    fn set_all(&mut self, props: &std::collections::BTreeMap<String, String>) -> &mut Self {
-        for (k, v) in props {
-            if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
-                self.set(k, v);
-            }
-        }
-        self
-    }
 }
 
 /// Checks the target against the acknowledged items; `may_repeat` names the events that

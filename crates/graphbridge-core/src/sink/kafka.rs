@@ -18,6 +18,22 @@ use tokio::sync::oneshot;
 use super::{lock, Record, Sink, SinkError, Stream};
 use crate::config::KafkaConfig;
 
+/// Producer settings that `sink.kafka.properties` may hold and consumers leave out.
+const PRODUCER_ONLY: &[&str] = &[
+    "acks",
+    "enable.idempotence",
+    "linger.ms",
+    "compression.type",
+    "max.in.flight.requests.per.connection",
+    "queue.buffering.max.messages",
+    "message.timeout.ms",
+    "batch.size",
+    "batch.num.messages",
+    "queue.buffering.max.ms",
+    "retries",
+    "message.send.max.retries",
+];
+
 pub struct KafkaSink {
     producer: ThreadedProducer<BatchContext>,
     cfg: KafkaConfig,
@@ -135,6 +151,20 @@ impl KafkaSink {
         cc.set("message.timeout.ms", cfg.message_timeout_ms.to_string());
         for (k, v) in REQUIRED {
             cc.set(*k, *v);
+        }
+        cc
+    }
+
+    /// A consumer of the same cluster (replay, the lifecycle reader, the simulator's checker):
+    /// the brokers and the pass-through properties (security among them) without the
+    /// producer-only ones, about which librdkafka would warn. Callers add their group settings.
+    pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &cfg.brokers);
+        for (k, v) in &cfg.properties {
+            if !PRODUCER_ONLY.contains(&k.as_str()) {
+                cc.set(k, v);
+            }
         }
         cc
     }
