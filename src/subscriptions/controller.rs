@@ -8,15 +8,15 @@
 //! Lifecycle events act at once: `reauthorizationRequired` renews, `subscriptionRemoved`
 //! recreates, `missed` — and any subscription that vanished — publishes `resync_required`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
 use super::desired::Desired;
+use super::planner::{self, chrono_duration as std_to_chrono, Observed, Step, Timing, Tracked};
 use graphbridge_core::event::v1::{
     CloudEvent, LifecycleData, LifecycleEvent, ResyncGap, LIFECYCLE_SCHEMA, RESYNC_REQUIRED,
     SPEC_VERSION,
@@ -27,8 +27,7 @@ use graphbridge_event::event_id;
 use graphbridge_graph_api::clock::{until, Clock};
 use graphbridge_graph_api::subscriptions::{GraphClient, GraphError, Subscription};
 
-/// Graph: never send reauthorize and PATCH for one subscription within 10 minutes.
-pub const MIN_REAUTHORIZE_INTERVAL: Duration = Duration::from_secs(600);
+pub use planner::MIN_REAUTHORIZE_INTERVAL;
 /// Graph retries a delivery for up to 4 hours: anything `missed` happened within that window.
 const GRAPH_RETRY_WINDOW: Duration = Duration::from_secs(4 * 3600);
 
@@ -112,19 +111,6 @@ pub struct Report {
     pub errors: Vec<(String, ControllerError)>,
 }
 
-#[derive(Debug, Clone)]
-struct Tracked {
-    id: String,
-    expires_at: DateTime<Utc>,
-    /// Last PATCH: the next may not come within 10 minutes.
-    last_auth: Option<DateTime<Utc>>,
-    renew_at: DateTime<Utc>,
-    /// Last time Graph showed it alive (list, create, renew).
-    confirmed_at: DateTime<Utc>,
-    /// When this controller created or adopted it.
-    since: DateTime<Utc>,
-}
-
 /// A possible gap in notifications, published once a replacement exists.
 #[derive(Debug, Clone)]
 struct Gap {
@@ -153,10 +139,6 @@ pub struct Controller {
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn std_to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 impl Controller {
@@ -193,43 +175,28 @@ impl Controller {
         self.tracked.get(name).map(|t| t.id.as_str())
     }
 
-    /// Renew margin for one subscription: at most half its lifetime.
-    fn margin(&self, d: &Desired) -> Duration {
-        self.opts.renew_margin.min(d.lifetime / 2)
+    fn timing(&self) -> Timing {
+        Timing {
+            renew_margin: self.opts.renew_margin,
+            jitter: self.opts.jitter,
+        }
     }
 
+    /// A renewal time for `d` expiring at `expires_at`, the jitter rolled now.
     fn renew_at(&self, d: &Desired, expires_at: DateTime<Utc>) -> DateTime<Utc> {
-        let margin = self.margin(d);
-        let jitter = self.opts.jitter.min(margin / 2);
-        let j = if jitter.is_zero() {
-            Duration::ZERO
-        } else {
-            rand::thread_rng().gen_range(Duration::ZERO..jitter)
-        };
-        expires_at - std_to_chrono(margin + j)
+        self.timing().renew_at(d, expires_at, roll())
     }
 
     fn track(&mut self, d: &Desired, s: &Subscription, authorized: bool) {
-        let now = self.clock.now();
-        let renew_at = self.renew_at(d, s.expiration_date_time);
-        let prev = self.tracked.get(&d.name).filter(|t| t.id == s.id);
-        let t = Tracked {
-            id: s.id.clone(),
-            expires_at: s.expiration_date_time,
-            last_auth: if authorized {
-                Some(now)
-            } else {
-                prev.and_then(|p| p.last_auth)
-            },
-            // Keep an earlier jittered time rather than re-rolling it every round.
-            renew_at: prev
-                .filter(|p| p.expires_at == s.expiration_date_time)
-                .map_or(renew_at, |p| p.renew_at),
-            confirmed_at: now,
-            since: prev.map_or(now, |p| p.since),
-        };
-        self.tracked.insert(d.name.clone(), t);
-        self.retry_at.remove(&d.name);
+        let fresh = self.renew_at(d, s.expiration_date_time);
+        let prev = self.tracked.get(&d.name);
+        let t = planner::tracked(prev, s, self.clock.now(), authorized, fresh);
+        self.remember(&d.name, t);
+    }
+
+    fn remember(&mut self, name: &str, t: Tracked) {
+        self.tracked.insert(name.to_string(), t);
+        self.retry_at.remove(name);
     }
 
     fn fail(&mut self, report: &mut Report, name: &str, e: ControllerError) {
@@ -274,6 +241,8 @@ impl Controller {
         report
     }
 
+    /// Lists the tenant's subscriptions, plans the round ([`planner::plan`]) and carries the
+    /// steps out until Graph throttles.
     async fn reconcile_tenant(&mut self, tenant: &str, report: &mut Report) {
         let desired: Vec<Desired> = self
             .desired
@@ -283,100 +252,77 @@ impl Controller {
             .collect();
         let listed = match self.clients[tenant].list().await {
             Ok(l) => l,
-            Err(e) => {
-                let e = ControllerError::from(e);
-                for d in &desired {
-                    self.metrics.subscriptions.failed(&d.name, e.reason());
-                }
-                let backoff = self.opts.poll_interval.min(Duration::from_secs(60));
-                let mut retry = self.clock.now() + std_to_chrono(backoff);
-                if let ControllerError::Graph(GraphError::Throttled { retry_after, .. }) = &e {
-                    retry = self.clock.now() + std_to_chrono(*retry_after);
-                    self.throttled_until = Some(retry);
-                }
-                self.retry_at.insert(format!("*list {tenant}"), retry);
-                tracing::warn!(tenant, error = %e, "listing subscriptions failed");
-                report.errors.push(("*".into(), e));
-                return;
-            }
+            Err(e) => return self.list_failed(tenant, &desired, e.into(), report),
         };
-        let our_urls: HashSet<&str> = desired
-            .iter()
-            .map(|d| d.notification_url.as_str())
-            .collect();
-        let mut kept: HashSet<String> = HashSet::new();
-        for d in &desired {
+        let now = self.clock.now();
+        let observed = Observed {
+            listed: &listed,
+            tracked: &self.tracked,
+            retry_at: &self.retry_at,
+            timing: self.timing(),
+            roll: roll(),
+        };
+        let steps = planner::plan(&desired, &observed, now);
+        for step in steps {
             if self.throttled() {
                 return;
             }
-            let now = self.clock.now();
-            let found = listed.iter().find(|s| d.matches(s));
-            if let Some(s) = found {
-                kept.insert(s.id.clone());
-            }
-            // A create or replace that failed waits for its retry time.
-            let needs_create = !found.is_some_and(|s| d.compatible(s));
-            if needs_create && self.retry_at.get(&d.name).is_some_and(|t| now < *t) {
-                continue;
-            }
-            let result = match found {
-                Some(s) if d.compatible(s) => {
-                    self.track(d, s, false);
-                    // Key rotation: the item names another certificate than Graph holds.
-                    let cert_changed = d.include_resource_data
-                        && s.encryption_certificate_id
-                            .as_deref()
-                            .is_some_and(|id| id != d.certificate_id);
-                    let due = self.tracked[&d.name].renew_at <= now;
-                    if due || cert_changed {
-                        self.renew(d, report).await
-                    } else {
-                        Ok(())
-                    }
-                }
-                Some(s) => {
-                    tracing::info!(subscription = %d.name, id = %s.id, "change types or lifecycle URL changed: replacing the subscription");
-                    match self.clients[tenant].delete(&s.id).await {
-                        Ok(()) => {
-                            report.actions.push(Action::Deleted {
-                                id: s.id.clone(),
-                                resource: s.resource.clone(),
-                            });
-                            self.gaps.entry(d.name.clone()).or_insert(Gap {
-                                from: now,
-                                cause: "replaced".into(),
-                                old_id: s.id.clone(),
-                            });
-                            self.tracked.remove(&d.name);
-                            self.create(d, report).await
-                        }
-                        Err(e) => Err(e.into()),
-                    }
-                }
-                None => {
-                    if let Some(t) = self.tracked.remove(&d.name) {
-                        // Gone without our doing (expired, removed): notifications since it was
-                        // last seen alive may be lost.
-                        tracing::warn!(subscription = %d.name, id = %t.id, "subscription vanished; recreating");
-                        self.gaps.entry(d.name.clone()).or_insert(Gap {
-                            from: t.confirmed_at,
-                            cause: "vanished".into(),
-                            old_id: t.id,
-                        });
-                    }
-                    self.create(d, report).await
-                }
-            };
-            if let Err(e) = result {
-                self.fail(report, &d.name, e);
-            }
+            self.execute(tenant, step, now, report).await;
         }
-        // Ours (one of our notification URLs) but not wanted any more.
-        for s in &listed {
-            if our_urls.contains(s.notification_url.as_str()) && !kept.contains(&s.id) {
-                if self.throttled() {
-                    return;
-                }
+    }
+
+    /// Listing failed: every item of the tenant counts it; retried after a backoff (or when
+    /// Graph said, when it throttled).
+    fn list_failed(
+        &mut self,
+        tenant: &str,
+        desired: &[Desired],
+        e: ControllerError,
+        report: &mut Report,
+    ) {
+        for d in desired {
+            self.metrics.subscriptions.failed(&d.name, e.reason());
+        }
+        let backoff = self.opts.poll_interval.min(Duration::from_secs(60));
+        let mut retry = self.clock.now() + std_to_chrono(backoff);
+        if let ControllerError::Graph(GraphError::Throttled { retry_after, .. }) = &e {
+            retry = self.clock.now() + std_to_chrono(*retry_after);
+            self.throttled_until = Some(retry);
+        }
+        self.retry_at.insert(format!("*list {tenant}"), retry);
+        tracing::warn!(tenant, error = %e, "listing subscriptions failed");
+        report.errors.push(("*".into(), e));
+    }
+
+    async fn execute(
+        &mut self,
+        tenant: &str,
+        step: Step<'_>,
+        now: DateTime<Utc>,
+        report: &mut Report,
+    ) {
+        let (d, result) = match step {
+            Step::Keep {
+                desired: d,
+                tracked,
+                renew,
+            } => {
+                self.remember(&d.name, tracked);
+                let result = if renew {
+                    self.renew(d, report).await
+                } else {
+                    Ok(())
+                };
+                (d, result)
+            }
+            Step::Replace { desired: d, old } => {
+                (d, self.replace(tenant, d, old, now, report).await)
+            }
+            Step::Create {
+                desired: d,
+                vanished,
+            } => (d, self.recreate(d, vanished, report).await),
+            Step::Delete { subscription: s } => {
                 match self.clients[tenant].delete(&s.id).await {
                     Ok(()) => {
                         tracing::info!(id = %s.id, resource = %s.resource, "deleted a subscription no longer desired");
@@ -387,15 +333,63 @@ impl Controller {
                     }
                     Err(e) => self.fail(report, "*", e.into()),
                 }
+                return;
             }
+        };
+        if let Err(e) = result {
+            self.fail(report, &d.name, e);
         }
+    }
+
+    /// Creates `d`; `vanished`, the one remembered, went without our doing (expired, removed):
+    /// notifications since it was last seen alive may be lost.
+    async fn recreate(
+        &mut self,
+        d: &Desired,
+        vanished: Option<Tracked>,
+        report: &mut Report,
+    ) -> Result<(), ControllerError> {
+        if let Some(t) = vanished {
+            tracing::warn!(subscription = %d.name, id = %t.id, "subscription vanished; recreating");
+            self.tracked.remove(&d.name);
+            self.gaps.entry(d.name.clone()).or_insert(Gap {
+                from: t.confirmed_at,
+                cause: "vanished".into(),
+                old_id: t.id,
+            });
+        }
+        self.create(d, report).await
+    }
+
+    /// Deletes `old`, which a PATCH cannot turn into `d`, and creates `d` anew.
+    async fn replace(
+        &mut self,
+        tenant: &str,
+        d: &Desired,
+        old: &Subscription,
+        now: DateTime<Utc>,
+        report: &mut Report,
+    ) -> Result<(), ControllerError> {
+        tracing::info!(subscription = %d.name, id = %old.id, "change types or lifecycle URL changed: replacing the subscription");
+        self.clients[tenant].delete(&old.id).await?;
+        report.actions.push(Action::Deleted {
+            id: old.id.clone(),
+            resource: old.resource.clone(),
+        });
+        self.gaps.entry(d.name.clone()).or_insert(Gap {
+            from: now,
+            cause: "replaced".into(),
+            old_id: old.id.clone(),
+        });
+        self.tracked.remove(&d.name);
+        self.create(d, report).await
     }
 
     /// Checks that `url` answers Graph's validation handshake as Graph will check it.
     async fn preflight(&self, name: &str, url: &str) -> Result<(), ControllerError> {
         let token = format!(
             "graphbridge preflight {}&<check>",
-            hex::encode(rand::random::<[u8; 8]>())
+            hex::encode(graphbridge_core::crypto::random_bytes::<8>())
         );
         let fail = |detail: String| ControllerError::Handshake {
             name: name.to_string(),
@@ -488,15 +482,12 @@ impl Controller {
         let Some(t) = self.tracked.get(&d.name).cloned() else {
             return self.create(d, report).await;
         };
-        if let Some(last) = t.last_auth {
-            let earliest = last + std_to_chrono(MIN_REAUTHORIZE_INTERVAL);
-            if now < earliest {
-                tracing::info!(subscription = %d.name, at = %earliest, "renewal deferred: Graph forbids two within 10 minutes");
-                if let Some(t) = self.tracked.get_mut(&d.name) {
-                    t.renew_at = earliest;
-                }
-                return Ok(());
+        if let Some(earliest) = planner::renewal_deferred_until(&t, now) {
+            tracing::info!(subscription = %d.name, at = %earliest, "renewal deferred: Graph forbids two within 10 minutes");
+            if let Some(t) = self.tracked.get_mut(&d.name) {
+                t.renew_at = earliest;
             }
+            return Ok(());
         }
         let cert = d
             .include_resource_data
@@ -670,7 +661,7 @@ impl Controller {
                 Some(t) => {
                     let left = (t.expires_at - now).num_milliseconds() as f64 / 1000.0;
                     self.metrics.subscriptions.set_expiry(&d.name, left);
-                    if left < self.margin(d).as_secs_f64() {
+                    if left < self.timing().margin(d).as_secs_f64() {
                         unhealthy += 1;
                     }
                 }
@@ -780,4 +771,10 @@ fn resync_event(
             }),
         },
     }
+}
+
+/// A share in [0, 1) of the renewal jitter, from aws-lc's RNG.
+fn roll() -> f64 {
+    let b = graphbridge_core::crypto::random_bytes::<8>();
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }

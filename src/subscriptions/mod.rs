@@ -7,6 +7,7 @@ pub mod cli;
 pub mod controller;
 pub mod desired;
 pub mod lifecycle;
+pub mod planner;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -194,7 +194,7 @@ impl TokenSource {
             "aud": self.token_url,
             "iss": self.client_id,
             "sub": self.client_id,
-            "jti": hex::encode(random_bytes::<16>()),
+            "jti": hex::encode(graphbridge_core::crypto::random_bytes::<16>()),
             "iat": now,
             "nbf": now,
             "exp": now + 600,
@@ -260,13 +260,6 @@ impl TokenSource {
                 .to_string(),
         })
     }
-}
-
-/// Random bytes from the process's one crypto provider (aws-lc-rs).
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    aws_lc_rs::rand::fill(&mut b).expect("system RNG");
-    b
 }
 
 #[cfg(test)]

@@ -1,0 +1,472 @@
+//! What a reconcile round does for one tenant, decided without I/O: [`plan`] takes the desired
+//! subscriptions, what Graph lists and what the controller remembers, and the time, and returns
+//! the steps; the controller carries them out with the Graph client. The timing rules (renew
+//! margin and jitter, Graph's 10 minutes between two PATCHes) are pure functions here too.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::desired::Desired;
+use graphbridge_graph_api::subscriptions::Subscription;
+
+/// Graph: never send reauthorize and PATCH for one subscription within 10 minutes.
+pub const MIN_REAUTHORIZE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// What the controller remembers of a subscription it keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracked {
+    pub id: String,
+    pub expires_at: DateTime<Utc>,
+    /// Last PATCH: the next may not come within 10 minutes.
+    pub last_auth: Option<DateTime<Utc>>,
+    pub renew_at: DateTime<Utc>,
+    /// Last time Graph showed it alive (list, create, renew).
+    pub confirmed_at: DateTime<Utc>,
+    /// When this controller created or adopted it.
+    pub since: DateTime<Utc>,
+}
+
+/// When to renew: a margin before expiry (at most half the lifetime), plus a share of the
+/// jitter (at most half the margin) so that many subscriptions do not renew at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub renew_margin: Duration,
+    pub jitter: Duration,
+}
+
+impl Timing {
+    /// Renew margin for one subscription: at most half its lifetime.
+    pub fn margin(&self, d: &Desired) -> Duration {
+        self.renew_margin.min(d.lifetime / 2)
+    }
+
+    /// The renewal time of `d` expiring at `expires_at`; `roll` in [0, 1) picks the jitter.
+    pub fn renew_at(&self, d: &Desired, expires_at: DateTime<Utc>, roll: f64) -> DateTime<Utc> {
+        let margin = self.margin(d);
+        let jitter = self.jitter.min(margin / 2).mul_f64(roll.clamp(0.0, 1.0));
+        expires_at - chrono_duration(margin + jitter)
+    }
+}
+
+pub fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// `s` as remembered after Graph showed it alive at `now`; `fresh_renew_at` applies unless the
+/// same subscription with the same expiry was remembered already (its jittered time is kept
+/// rather than re-rolled every round). `authorized`: this was a PATCH.
+pub fn tracked(
+    prev: Option<&Tracked>,
+    s: &Subscription,
+    now: DateTime<Utc>,
+    authorized: bool,
+    fresh_renew_at: DateTime<Utc>,
+) -> Tracked {
+    let prev = prev.filter(|p| p.id == s.id);
+    Tracked {
+        id: s.id.clone(),
+        expires_at: s.expiration_date_time,
+        last_auth: if authorized {
+            Some(now)
+        } else {
+            prev.and_then(|p| p.last_auth)
+        },
+        renew_at: prev
+            .filter(|p| p.expires_at == s.expiration_date_time)
+            .map_or(fresh_renew_at, |p| p.renew_at),
+        confirmed_at: now,
+        since: prev.map_or(now, |p| p.since),
+    }
+}
+
+/// When a PATCH of `t` at `now` would come within Graph's 10 minutes of the previous one: the
+/// earliest time it may be sent.
+pub fn renewal_deferred_until(t: &Tracked, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let earliest = t.last_auth? + chrono_duration(MIN_REAUTHORIZE_INTERVAL);
+    (now < earliest).then_some(earliest)
+}
+
+/// What the controller knows besides the desired state: what Graph lists (`'l`, which steps
+/// may name) and what the controller remembers (`'k`, which they copy).
+pub struct Observed<'l, 'k> {
+    /// The app's subscriptions in the tenant, as Graph lists them.
+    pub listed: &'l [Subscription],
+    /// What the controller remembers, by item name.
+    pub tracked: &'k HashMap<String, Tracked>,
+    /// Earliest next attempt of items whose last action failed.
+    pub retry_at: &'k HashMap<String, DateTime<Utc>>,
+    pub timing: Timing,
+    /// In [0, 1): the jitter share of renewal times set in this round.
+    pub roll: f64,
+}
+
+/// One step of a round.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step<'a> {
+    /// Graph lists it as desired: remember it as `tracked`, and renew it when `renew` (due, or
+    /// the item names another certificate than Graph holds: key rotation).
+    Keep {
+        desired: &'a Desired,
+        tracked: Tracked,
+        renew: bool,
+    },
+    /// Change types or lifecycle URL differ, which a PATCH cannot change: delete, create anew.
+    Replace {
+        desired: &'a Desired,
+        old: &'a Subscription,
+    },
+    /// Not on Graph: create it. `vanished` is the one remembered that is gone without our
+    /// doing (expired, removed): notifications since it was last seen alive may be lost.
+    Create {
+        desired: &'a Desired,
+        vanished: Option<Tracked>,
+    },
+    /// Ours (one of our notification URLs) but not desired any more.
+    Delete { subscription: &'a Subscription },
+}
+
+/// The steps of one round over one tenant's `desired` subscriptions, in order: each desired
+/// one (a create or replace that failed waits for its retry time), then the deletions.
+pub fn plan<'a>(desired: &'a [Desired], o: &Observed<'a, '_>, now: DateTime<Utc>) -> Vec<Step<'a>> {
+    let mut steps = Vec::new();
+    let mut kept = HashSet::new();
+    for d in desired {
+        let found = o.listed.iter().find(|s| d.matches(s));
+        if let Some(s) = found {
+            kept.insert(s.id.as_str());
+        }
+        let needs_create = !found.is_some_and(|s| d.compatible(s));
+        if needs_create && o.retry_at.get(&d.name).is_some_and(|t| now < *t) {
+            continue;
+        }
+        steps.push(match found {
+            Some(s) if d.compatible(s) => keep(d, s, o, now),
+            Some(old) => Step::Replace { desired: d, old },
+            None => Step::Create {
+                desired: d,
+                vanished: o.tracked.get(&d.name).cloned(),
+            },
+        });
+    }
+    let ours: HashSet<&str> = desired
+        .iter()
+        .map(|d| d.notification_url.as_str())
+        .collect();
+    steps.extend(
+        o.listed
+            .iter()
+            .filter(|s| ours.contains(s.notification_url.as_str()) && !kept.contains(s.id.as_str()))
+            .map(|subscription| Step::Delete { subscription }),
+    );
+    steps
+}
+
+fn keep<'a>(
+    d: &'a Desired,
+    s: &Subscription,
+    o: &Observed<'_, '_>,
+    now: DateTime<Utc>,
+) -> Step<'a> {
+    let fresh = o.timing.renew_at(d, s.expiration_date_time, o.roll);
+    let tracked = tracked(o.tracked.get(&d.name), s, now, false, fresh);
+    // Key rotation: the item names another certificate than Graph holds.
+    let cert_changed = d.include_resource_data
+        && s.encryption_certificate_id
+            .as_deref()
+            .is_some_and(|id| id != d.certificate_id);
+    let renew = tracked.renew_at <= now || cert_changed;
+    Step::Keep {
+        desired: d,
+        tracked,
+        renew,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    const URL: &str = "https://bridge.example.com/notifications";
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 3, 12, 0, 0).unwrap()
+    }
+
+    fn minutes(m: i64) -> chrono::Duration {
+        chrono::Duration::minutes(m)
+    }
+
+    fn desired(name: &str, resource: &str) -> Desired {
+        Desired {
+            name: name.into(),
+            tenant_id: "tenant".into(),
+            resource: resource.into(),
+            change_type: "created,updated,deleted".into(),
+            notification_url: URL.into(),
+            lifecycle_url: Some("https://bridge.example.com/lifecycle".into()),
+            include_resource_data: true,
+            certificate: "MIIB".into(),
+            certificate_id: "key-2".into(),
+            client_state: "state".into(),
+            lifetime: 72 * HOUR,
+        }
+    }
+
+    /// What Graph lists for `d`, expiring at `expires`, encrypted to `cert_id`.
+    fn listed(id: &str, d: &Desired, expires: DateTime<Utc>, cert_id: &str) -> Subscription {
+        Subscription {
+            id: id.into(),
+            expiration_date_time: expires,
+            encryption_certificate_id: Some(cert_id.into()),
+            ..d.to_subscription(t0())
+        }
+    }
+
+    fn timing() -> Timing {
+        Timing {
+            renew_margin: 6 * HOUR,
+            jitter: 20 * 60 * Duration::from_secs(1),
+        }
+    }
+
+    fn observed<'a>(
+        listed: &'a [Subscription],
+        tracked: &'a HashMap<String, Tracked>,
+        retry_at: &'a HashMap<String, DateTime<Utc>>,
+    ) -> Observed<'a, 'a> {
+        Observed {
+            listed,
+            tracked,
+            retry_at,
+            timing: timing(),
+            roll: 0.0,
+        }
+    }
+
+    fn renew_of(steps: &[Step<'_>]) -> Vec<bool> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Keep { renew, .. } => *renew,
+                other => panic!("expected Keep, got {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_subscription_is_renewed_inside_the_margin_and_not_before() {
+        let d = [desired("chats", "/chats/getAllMessages")];
+        let (tracked, retry) = (HashMap::new(), HashMap::new());
+        let expires = t0() + minutes(6 * 60 + 1);
+        let subs = [listed("s1", &d[0], expires, "key-2")];
+        let o = observed(&subs, &tracked, &retry);
+        assert_eq!(renew_of(&plan(&d, &o, t0())), [false], "a minute outside");
+        assert_eq!(
+            renew_of(&plan(&d, &o, t0() + minutes(1))),
+            [true],
+            "at the margin"
+        );
+    }
+
+    #[test]
+    fn the_margin_is_at_most_half_the_lifetime_and_jitter_comes_before_it() {
+        let mut d = desired("short", "/chats/getAllMessages");
+        d.lifetime = 2 * HOUR;
+        let expires = t0() + minutes(120);
+        assert_eq!(timing().renew_at(&d, expires, 0.0), expires - minutes(60));
+        // Jitter comes before the margin, at most half of it: all 20 configured minutes fit.
+        assert_eq!(timing().renew_at(&d, expires, 0.5), expires - minutes(70));
+        let long = desired("long", "/teams/getAllMessages");
+        let e = t0() + minutes(72 * 60);
+        assert_eq!(timing().renew_at(&long, e, 0.0), e - minutes(6 * 60));
+    }
+
+    #[test]
+    fn a_remembered_renewal_time_is_kept_until_the_expiry_changes() {
+        let d = [desired("chats", "/chats/getAllMessages")];
+        let expires = t0() + minutes(24 * 60);
+        let subs = [listed("s1", &d[0], expires, "key-2")];
+        let earlier = Tracked {
+            id: "s1".into(),
+            expires_at: expires,
+            last_auth: None,
+            renew_at: t0() - minutes(1), // rolled earlier in another round: due now
+            confirmed_at: t0() - minutes(60),
+            since: t0() - minutes(120),
+        };
+        let tracked = HashMap::from([("chats".to_string(), earlier.clone())]);
+        let retry = HashMap::new();
+        let steps = plan(&d, &observed(&subs, &tracked, &retry), t0());
+        let Step::Keep {
+            tracked: t, renew, ..
+        } = &steps[0]
+        else {
+            panic!("{steps:?}")
+        };
+        assert!(renew);
+        assert_eq!(
+            (t.renew_at, t.since, t.confirmed_at),
+            (earlier.renew_at, earlier.since, t0())
+        );
+    }
+
+    #[test]
+    fn a_new_certificate_renews_at_once() {
+        let d = [desired("chats", "/chats/getAllMessages")];
+        let (tracked, retry) = (HashMap::new(), HashMap::new());
+        let subs = [listed("s1", &d[0], t0() + minutes(48 * 60), "key-1")];
+        assert_eq!(
+            renew_of(&plan(&d, &observed(&subs, &tracked, &retry), t0())),
+            [true]
+        );
+    }
+
+    #[test]
+    fn no_second_patch_within_ten_minutes() {
+        let t = Tracked {
+            id: "s1".into(),
+            expires_at: t0() + minutes(60),
+            last_auth: Some(t0() - minutes(4)),
+            renew_at: t0(),
+            confirmed_at: t0(),
+            since: t0(),
+        };
+        assert_eq!(renewal_deferred_until(&t, t0()), Some(t0() + minutes(6)));
+        assert_eq!(renewal_deferred_until(&t, t0() + minutes(6)), None);
+        let never = Tracked {
+            last_auth: None,
+            ..t
+        };
+        assert_eq!(renewal_deferred_until(&never, t0()), None);
+    }
+
+    #[test]
+    fn a_patch_records_the_authorization_and_a_list_keeps_the_last_one() {
+        let d = desired("chats", "/chats/getAllMessages");
+        let s = listed("s1", &d, t0() + minutes(60), "key-2");
+        let patched = tracked(None, &s, t0(), true, t0());
+        assert_eq!(patched.last_auth, Some(t0()));
+        let later = t0() + minutes(30);
+        let seen = tracked(Some(&patched), &s, later, false, later);
+        assert_eq!((seen.last_auth, seen.since), (Some(t0()), t0()));
+        // Another subscription under the same name starts afresh.
+        let other = Subscription {
+            id: "s2".into(),
+            ..s
+        };
+        let fresh = tracked(Some(&patched), &other, later, false, later);
+        assert_eq!((fresh.last_auth, fresh.since), (None, later));
+    }
+
+    #[test]
+    fn what_cannot_be_patched_is_replaced_and_what_is_missing_is_created() {
+        let d = [
+            desired("chats", "/chats/getAllMessages"),
+            desired("teams", "/teams/getAllMessages"),
+        ];
+        let mut changed = listed("old", &d[0], t0() + minutes(600), "key-2");
+        changed.change_type = "created".into();
+        let subs = [changed.clone()];
+        let (tracked, retry) = (HashMap::new(), HashMap::new());
+        let steps = plan(&d, &observed(&subs, &tracked, &retry), t0());
+        assert_eq!(
+            steps,
+            [
+                Step::Replace {
+                    desired: &d[0],
+                    old: &subs[0]
+                },
+                Step::Create {
+                    desired: &d[1],
+                    vanished: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_remembered_subscription_graph_no_longer_lists_is_recreated_as_vanished() {
+        let d = [desired("chats", "/chats/getAllMessages")];
+        let gone = Tracked {
+            id: "s1".into(),
+            expires_at: t0() + minutes(600),
+            last_auth: None,
+            renew_at: t0() + minutes(300),
+            confirmed_at: t0() - minutes(15),
+            since: t0() - minutes(600),
+        };
+        let tracked = HashMap::from([("chats".to_string(), gone.clone())]);
+        let retry = HashMap::new();
+        let steps = plan(&d, &observed(&[], &tracked, &retry), t0());
+        assert_eq!(
+            steps,
+            [Step::Create {
+                desired: &d[0],
+                vanished: Some(gone)
+            }]
+        );
+    }
+
+    #[test]
+    fn an_existing_subscription_is_adopted_not_duplicated() {
+        // Created by another replica or an earlier run: Graph lists it, nothing remembered.
+        let d = [desired("chats", "/chats/getAllMessages")];
+        let subs = [listed("theirs", &d[0], t0() + minutes(48 * 60), "key-2")];
+        let (tracked, retry) = (HashMap::new(), HashMap::new());
+        let steps = plan(&d, &observed(&subs, &tracked, &retry), t0());
+        let [Step::Keep { tracked, renew, .. }] = &steps[..] else {
+            panic!("{steps:?}")
+        };
+        assert_eq!((tracked.id.as_str(), *renew), ("theirs", false));
+    }
+
+    #[test]
+    fn a_failed_create_waits_for_its_retry_time_but_renewals_do_not() {
+        let d = [
+            desired("chats", "/chats/getAllMessages"),
+            desired("teams", "/teams/getAllMessages"),
+        ];
+        let subs = [listed("s1", &d[1], t0() + minutes(60), "key-2")];
+        let tracked = HashMap::new();
+        let retry = HashMap::from([
+            ("chats".to_string(), t0() + minutes(1)),
+            ("teams".to_string(), t0() + minutes(1)),
+        ]);
+        let steps = plan(&d, &observed(&subs, &tracked, &retry), t0());
+        assert!(
+            matches!(&steps[..], [Step::Keep { renew: true, .. }]),
+            "{steps:?}"
+        );
+        let later = plan(&d, &observed(&subs, &tracked, &retry), t0() + minutes(1));
+        assert!(matches!(later[0], Step::Create { .. }), "{later:?}");
+    }
+
+    #[test]
+    fn ours_but_no_longer_desired_is_deleted_and_others_are_left_alone() {
+        let d = [desired("chats", "/chats/getAllMessages")];
+        let kept = listed("s1", &d[0], t0() + minutes(48 * 60), "key-2");
+        let dropped = listed(
+            "s2",
+            &desired("old", "/teams/getAllMessages"),
+            t0() + minutes(60),
+            "key-2",
+        );
+        let mut foreign = dropped.clone();
+        foreign.id = "s3".into();
+        foreign.notification_url = "https://someone-else.example.com/hook".into();
+        let subs = [kept, dropped, foreign];
+        let (tracked, retry) = (HashMap::new(), HashMap::new());
+        let steps = plan(&d, &observed(&subs, &tracked, &retry), t0());
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        assert_eq!(
+            steps[1],
+            Step::Delete {
+                subscription: &subs[1]
+            }
+        );
+    }
+}
