@@ -40,6 +40,7 @@ cargo fmt --check
 python3 scripts/config-reference.py --check
 python3 scripts/check-cycles.py
 scripts/check-features.sh
+scripts/deny.sh
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 cargo test --workspace --all-targets --all-features --locked
 scripts/chart-check.sh
