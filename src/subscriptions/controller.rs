@@ -25,7 +25,7 @@ use graphbridge_core::sink::{Record, Sink};
 use graphbridge_core::telemetry::Metrics;
 use graphbridge_event::event_id;
 use graphbridge_graph_api::clock::{until, Clock};
-use graphbridge_graph_api::subscriptions::{GraphClient, GraphError, Subscription};
+use graphbridge_graph_api::subscriptions::{same_resource, GraphClient, GraphError, Subscription};
 
 pub use planner::MIN_REAUTHORIZE_INTERVAL;
 /// Graph retries a delivery for up to 4 hours: anything `missed` happened within that window.
@@ -241,8 +241,9 @@ impl Controller {
         report
     }
 
-    /// Lists the tenant's subscriptions, plans the round ([`planner::plan`]) and carries the
-    /// steps out until Graph throttles.
+    /// Lists the tenant's subscriptions and carries out the round's steps until Graph
+    /// throttles: each desired item planned ([`planner::plan_item`]) when it is reached, with the
+    /// time then and what the earlier steps left, then the deletions ([`planner::deletions`]).
     async fn reconcile_tenant(&mut self, tenant: &str, report: &mut Report) {
         let desired: Vec<Desired> = self
             .desired
@@ -254,20 +255,33 @@ impl Controller {
             Ok(l) => l,
             Err(e) => return self.list_failed(tenant, &desired, e.into(), report),
         };
-        let now = self.clock.now();
-        let observed = Observed {
-            listed: &listed,
-            tracked: &self.tracked,
-            retry_at: &self.retry_at,
-            timing: self.timing(),
-            roll: roll(),
-        };
-        let steps = planner::plan(&desired, &observed, now);
-        for step in steps {
+        for d in &desired {
             if self.throttled() {
                 return;
             }
+            let now = self.clock.now();
+            let step = planner::plan_item(d, &self.observed(&listed), now);
+            if let Some(step) = step {
+                self.execute(tenant, step, now, report).await;
+            }
+        }
+        for step in planner::deletions(&desired, &listed) {
+            if self.throttled() {
+                return;
+            }
+            let now = self.clock.now();
             self.execute(tenant, step, now, report).await;
+        }
+    }
+
+    /// What the planner needs to know besides the desired state.
+    fn observed<'l>(&self, listed: &'l [Subscription]) -> Observed<'l, '_> {
+        Observed {
+            listed,
+            tracked: &self.tracked,
+            retry_at: &self.retry_at,
+            timing: self.timing(),
+            roll,
         }
     }
 
@@ -322,22 +336,26 @@ impl Controller {
                 desired: d,
                 vanished,
             } => (d, self.recreate(d, vanished, report).await),
-            Step::Delete { subscription: s } => {
-                match self.clients[tenant].delete(&s.id).await {
-                    Ok(()) => {
-                        tracing::info!(id = %s.id, resource = %s.resource, "deleted a subscription no longer desired");
-                        report.actions.push(Action::Deleted {
-                            id: s.id.clone(),
-                            resource: s.resource.clone(),
-                        });
-                    }
-                    Err(e) => self.fail(report, "*", e.into()),
-                }
-                return;
+            Step::Delete { subscription } => {
+                return self.delete_unwanted(tenant, subscription, report).await;
             }
         };
         if let Err(e) = result {
             self.fail(report, &d.name, e);
+        }
+    }
+
+    /// Deletes `s`, ours but no longer desired. A failure counts for "*".
+    async fn delete_unwanted(&mut self, tenant: &str, s: &Subscription, report: &mut Report) {
+        match self.clients[tenant].delete(&s.id).await {
+            Ok(()) => {
+                tracing::info!(id = %s.id, resource = %s.resource, "deleted a subscription no longer desired");
+                report.actions.push(Action::Deleted {
+                    id: s.id.clone(),
+                    resource: s.resource.clone(),
+                });
+            }
+            Err(e) => self.fail(report, "*", e.into()),
         }
     }
 
@@ -424,8 +442,7 @@ impl Controller {
             }
         }
         let body = d.to_subscription(self.clock.now());
-        let client = &self.clients[&d.tenant_id];
-        match client.create(&body).await {
+        match self.clients[&d.tenant_id].create(&body).await {
             Ok(s) => {
                 tracing::info!(subscription = %d.name, id = %s.id, expires = %s.expiration_date_time, "subscription created");
                 self.track(d, &s, false);
@@ -437,34 +454,7 @@ impl Controller {
                 Ok(())
             }
             // Another replica (or an earlier run whose answer was lost) created it: adopt it.
-            Err(GraphError::Duplicate(msg)) => {
-                let listed = client.list().await?;
-                if let Some(s) = listed.iter().find(|s| d.matches(s)) {
-                    tracing::info!(subscription = %d.name, id = %s.id, "409: adopting the existing subscription");
-                    self.track(d, s, false);
-                    report.actions.push(Action::Adopted {
-                        name: d.name.clone(),
-                        id: s.id.clone(),
-                    });
-                    self.publish_gap(d, Some(s.id.clone()), report).await;
-                    if self.tracked[&d.name].renew_at <= self.clock.now() {
-                        // Boxed: renew may create again (404), which may adopt again.
-                        Box::pin(self.renew(d, report)).await?;
-                    }
-                    return Ok(());
-                }
-                match listed.iter().find(|s| {
-                    graphbridge_graph_api::subscriptions::same_resource(&s.resource, &d.resource)
-                }) {
-                    Some(other) => Err(ControllerError::Conflict {
-                        name: d.name.clone(),
-                        resource: d.resource.clone(),
-                        other_url: other.notification_url.clone(),
-                        id: other.id.clone(),
-                    }),
-                    None => Err(GraphError::Duplicate(msg).into()),
-                }
-            }
+            Err(GraphError::Duplicate(msg)) => self.adopt(d, msg, report).await,
             Err(GraphError::BadRequest { message }) => Err(ControllerError::Validation {
                 name: d.name.clone(),
                 notification_url: d.notification_url.clone(),
@@ -473,6 +463,32 @@ impl Controller {
             }),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// After a 409 on create: adopts the subscription Graph lists for `d` (renewing it when
+    /// due), or explains the 409 ([`conflict`]).
+    async fn adopt(
+        &mut self,
+        d: &Desired,
+        msg: String,
+        report: &mut Report,
+    ) -> Result<(), ControllerError> {
+        let listed = self.clients[&d.tenant_id].list().await?;
+        let Some(s) = listed.iter().find(|s| d.matches(s)) else {
+            return Err(conflict(d, &listed, msg));
+        };
+        tracing::info!(subscription = %d.name, id = %s.id, "409: adopting the existing subscription");
+        self.track(d, s, false);
+        report.actions.push(Action::Adopted {
+            name: d.name.clone(),
+            id: s.id.clone(),
+        });
+        self.publish_gap(d, Some(s.id.clone()), report).await;
+        if self.tracked[&d.name].renew_at <= self.clock.now() {
+            // Boxed: renew may create again (404), which may adopt again.
+            Box::pin(self.renew(d, report)).await?;
+        }
+        Ok(())
     }
 
     /// PATCHes the expiration (and the certificate when it changed). Within 10 minutes of the
@@ -497,36 +513,50 @@ impl Controller {
             .await
         {
             Ok(s) => {
-                tracing::info!(subscription = %d.name, id = %t.id, expires = %s.expiration_date_time, "subscription renewed");
-                let s = Subscription {
-                    id: t.id.clone(),
-                    ..s
-                };
-                self.track(d, &s, true);
-                let renew_at = self.renew_at(d, s.expiration_date_time);
-                if let Some(tr) = self.tracked.get_mut(&d.name) {
-                    tr.renew_at = renew_at;
-                }
-                self.metrics.subscriptions.renewed(&d.name);
-                report.actions.push(Action::Renewed {
-                    name: d.name.clone(),
-                    id: t.id,
-                });
+                self.renewed(d, t.id, s, report);
                 Ok(())
             }
-            Err(GraphError::NotFound(_)) => {
-                tracing::warn!(subscription = %d.name, id = %t.id, "renewal: 404, recreating");
-                self.metrics.subscriptions.failed(&d.name, "not_found");
-                self.tracked.remove(&d.name);
-                self.gaps.entry(d.name.clone()).or_insert(Gap {
-                    from: t.confirmed_at,
-                    cause: "not_found".into(),
-                    old_id: t.id,
-                });
-                self.create(d, report).await
-            }
+            Err(GraphError::NotFound(_)) => self.recreate_not_found(d, t, report).await,
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Remembers the PATCH that renewed `d`'s subscription `id`, with a fresh renewal time.
+    fn renewed(&mut self, d: &Desired, id: String, s: Subscription, report: &mut Report) {
+        tracing::info!(subscription = %d.name, id = %id, expires = %s.expiration_date_time, "subscription renewed");
+        let s = Subscription {
+            id: id.clone(),
+            ..s
+        };
+        self.track(d, &s, true);
+        let renew_at = self.renew_at(d, s.expiration_date_time);
+        if let Some(tr) = self.tracked.get_mut(&d.name) {
+            tr.renew_at = renew_at;
+        }
+        self.metrics.subscriptions.renewed(&d.name);
+        report.actions.push(Action::Renewed {
+            name: d.name.clone(),
+            id,
+        });
+    }
+
+    /// The PATCH found nothing (404): `t` is gone, notifications since it was last seen alive
+    /// may be lost; creates `d` anew.
+    async fn recreate_not_found(
+        &mut self,
+        d: &Desired,
+        t: Tracked,
+        report: &mut Report,
+    ) -> Result<(), ControllerError> {
+        tracing::warn!(subscription = %d.name, id = %t.id, "renewal: 404, recreating");
+        self.metrics.subscriptions.failed(&d.name, "not_found");
+        self.tracked.remove(&d.name);
+        self.gaps.entry(d.name.clone()).or_insert(Gap {
+            from: t.confirmed_at,
+            cause: "not_found".into(),
+            old_id: t.id,
+        });
+        self.create(d, report).await
     }
 
     async fn publish_gap(&mut self, d: &Desired, new_id: Option<String>, report: &mut Report) {
@@ -576,68 +606,20 @@ impl Controller {
             return report; // our own
         }
         let now = self.clock.now();
-        let received = DateTime::parse_from_rfc3339(&ev.data.received_at)
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or(now);
-        if until(received, Utc::now()) > self.opts.lifecycle_max_age {
-            tracing::debug!(id = %ev.id, "old lifecycle event ignored");
-            return report;
-        }
-        let Some((name, t)) = self
-            .tracked
-            .iter()
-            .find(|(_, t)| t.id == ev.data.subscription_id)
-            .map(|(n, t)| (n.clone(), t.clone()))
-        else {
-            tracing::info!(subscription_id = %ev.data.subscription_id, event = kind, "lifecycle event for a subscription this controller does not manage");
+        let Some(received) = self.received_recently(ev, now) else {
             return report;
         };
-        let d = self
-            .desired
-            .iter()
-            .find(|d| d.name == name)
-            .cloned()
-            .expect("tracked names are desired");
-        tracing::info!(subscription = %name, id = %t.id, event = kind, "lifecycle event");
+        let Some((d, t)) = self.managed(&ev.data.subscription_id, kind) else {
+            return report;
+        };
+        tracing::info!(subscription = %d.name, id = %t.id, event = kind, "lifecycle event");
         let result = match kind {
             "reauthorizationRequired" => {
-                if self.throttled() {
-                    if let Some(tr) = self.tracked.get_mut(&name) {
-                        tr.renew_at = now;
-                    }
-                    Ok(())
-                } else {
-                    self.renew(&d, &mut report).await
-                }
+                self.on_reauthorization_required(&d, now, &mut report).await
             }
-            "subscriptionRemoved" => {
-                self.tracked.remove(&name);
-                self.gaps.entry(name.clone()).or_insert(Gap {
-                    from: t.confirmed_at,
-                    cause: kind.into(),
-                    old_id: t.id.clone(),
-                });
-                if self.throttled() {
-                    Ok(()) // the next round creates it
-                } else {
-                    self.create(&d, &mut report).await
-                }
-            }
+            "subscriptionRemoved" => self.on_removed(&d, t, &mut report).await,
             "missed" => {
-                let window = received - std_to_chrono(GRAPH_RETRY_WINDOW);
-                let gap = Gap {
-                    from: t.since.max(window),
-                    cause: kind.into(),
-                    old_id: t.id.clone(),
-                };
-                let record = Record::lifecycle(resync_event(&d, &gap, received, None));
-                self.pending.push(record);
-                report.actions.push(Action::ResyncPublished {
-                    name: name.clone(),
-                    from: ts(gap.from),
-                    to: ts(received),
-                });
-                self.flush_pending().await;
+                self.on_missed(&d, &t, received, &mut report).await;
                 Ok(())
             }
             other => {
@@ -646,10 +628,100 @@ impl Controller {
             }
         };
         if let Err(e) = result {
-            self.fail(&mut report, &name, e);
+            self.fail(&mut report, &d.name, e);
         }
         self.update_gauges();
         report
+    }
+
+    /// When the ingress received `ev` (`now` when it does not say), unless that is longer ago
+    /// than `lifecycle_max_age`: then `None`, the event is ignored.
+    fn received_recently(&self, ev: &LifecycleEvent, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let received = DateTime::parse_from_rfc3339(&ev.data.received_at)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(now);
+        if until(received, Utc::now()) > self.opts.lifecycle_max_age {
+            tracing::debug!(id = %ev.id, "old lifecycle event ignored");
+            return None;
+        }
+        Some(received)
+    }
+
+    /// The desired item and the remembered state of `subscription_id`, when this controller
+    /// keeps it.
+    fn managed(&self, subscription_id: &str, kind: &str) -> Option<(Desired, Tracked)> {
+        let Some((name, t)) = self.tracked.iter().find(|(_, t)| t.id == subscription_id) else {
+            tracing::info!(subscription_id = %subscription_id, event = kind, "lifecycle event for a subscription this controller does not manage");
+            return None;
+        };
+        let d = self
+            .desired
+            .iter()
+            .find(|d| &d.name == name)
+            .cloned()
+            .expect("tracked names are desired");
+        Some((d, t.clone()))
+    }
+
+    /// `reauthorizationRequired`: renews now, or (throttled) makes the renewal due.
+    async fn on_reauthorization_required(
+        &mut self,
+        d: &Desired,
+        now: DateTime<Utc>,
+        report: &mut Report,
+    ) -> Result<(), ControllerError> {
+        if self.throttled() {
+            if let Some(tr) = self.tracked.get_mut(&d.name) {
+                tr.renew_at = now;
+            }
+            return Ok(());
+        }
+        self.renew(d, report).await
+    }
+
+    /// `subscriptionRemoved`: `t` is gone since it was last seen alive; creates `d` again now,
+    /// or (throttled) leaves it to the next round.
+    async fn on_removed(
+        &mut self,
+        d: &Desired,
+        t: Tracked,
+        report: &mut Report,
+    ) -> Result<(), ControllerError> {
+        self.tracked.remove(&d.name);
+        self.gaps.entry(d.name.clone()).or_insert(Gap {
+            from: t.confirmed_at,
+            cause: "subscriptionRemoved".into(),
+            old_id: t.id,
+        });
+        if self.throttled() {
+            return Ok(()); // the next round creates it
+        }
+        self.create(d, report).await
+    }
+
+    /// `missed`: publishes `resync_required` for what Graph may have dropped: since `t` was
+    /// created or adopted, at most Graph's retry window before `received`.
+    async fn on_missed(
+        &mut self,
+        d: &Desired,
+        t: &Tracked,
+        received: DateTime<Utc>,
+        report: &mut Report,
+    ) {
+        let window = received - std_to_chrono(GRAPH_RETRY_WINDOW);
+        let gap = Gap {
+            from: t.since.max(window),
+            cause: "missed".into(),
+            old_id: t.id.clone(),
+        };
+        let record = Record::lifecycle(resync_event(d, &gap, received, None));
+        self.pending.push(record);
+        report.actions.push(Action::ResyncPublished {
+            name: d.name.clone(),
+            from: ts(gap.from),
+            to: ts(received),
+        });
+        self.flush_pending().await;
     }
 
     /// Expiry per subscription and the unhealthy count.
@@ -730,6 +802,23 @@ impl Controller {
     }
 }
 
+/// Why a create got 409 although Graph lists nothing for `d`: this app subscribed the resource
+/// with another notification URL (a conflict the operator must resolve), or plain Graph's 409.
+fn conflict(d: &Desired, listed: &[Subscription], msg: String) -> ControllerError {
+    match listed
+        .iter()
+        .find(|s| same_resource(&s.resource, &d.resource))
+    {
+        Some(other) => ControllerError::Conflict {
+            name: d.name.clone(),
+            resource: d.resource.clone(),
+            other_url: other.notification_url.clone(),
+            id: other.id.clone(),
+        },
+        None => GraphError::Duplicate(msg).into(),
+    }
+}
+
 /// A `resync_required` lifecycle event: notifications for `d` between the gap's start and `to`
 /// may be missing. Its id depends only on the gap, so replicas publishing it dedupe.
 fn resync_event(
@@ -777,4 +866,47 @@ fn resync_event(
 fn roll() -> f64 {
     let b = graphbridge_core::crypto::random_bytes::<8>();
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired() -> Desired {
+        Desired {
+            name: "chats".into(),
+            tenant_id: "tenant".into(),
+            resource: "/chats/getAllMessages?model=B".into(),
+            change_type: "created,updated".into(),
+            notification_url: "https://bridge.example.com/notifications".into(),
+            lifecycle_url: None,
+            include_resource_data: false,
+            certificate: String::new(),
+            certificate_id: String::new(),
+            client_state: "state".into(),
+            lifetime: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn a_409_without_a_match_names_the_subscription_at_another_url_or_stays_graphs() {
+        let d = desired();
+        let mut other = d.to_subscription(Utc::now());
+        other.id = "s9".into();
+        other.notification_url = "https://old.example.com/hook".into();
+        match conflict(&d, std::slice::from_ref(&other), "dup".into()) {
+            ControllerError::Conflict { other_url, id, .. } => {
+                assert_eq!(
+                    (other_url.as_str(), id.as_str()),
+                    ("https://old.example.com/hook", "s9")
+                )
+            }
+            e => panic!("{e:?}"),
+        }
+        let e = conflict(&d, &[], "dup".into());
+        assert!(
+            matches!(e, ControllerError::Graph(GraphError::Duplicate(ref m)) if m == "dup"),
+            "{e:?}"
+        );
+    }
 }

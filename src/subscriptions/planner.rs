@@ -98,8 +98,9 @@ pub struct Observed<'l, 'k> {
     /// Earliest next attempt of items whose last action failed.
     pub retry_at: &'k HashMap<String, DateTime<Utc>>,
     pub timing: Timing,
-    /// In [0, 1): the jitter share of renewal times set in this round.
-    pub roll: f64,
+    /// Draws a share in [0, 1) of the jitter, once for each renewal time set, so that
+    /// subscriptions first seen in the same round do not all renew at the same moment.
+    pub roll: fn() -> f64,
 }
 
 /// One step of a round.
@@ -128,39 +129,55 @@ pub enum Step<'a> {
 }
 
 /// The steps of one round over one tenant's `desired` subscriptions, in order: each desired
-/// one (a create or replace that failed waits for its retry time), then the deletions.
+/// one ([`plan_item`]), then the deletions ([`deletions`]). The controller asks for them one at
+/// a time instead, each desired item with the time it is reached, as the round's Graph calls
+/// take time (a lot of it under the tests' fast clock).
 pub fn plan<'a>(desired: &'a [Desired], o: &Observed<'a, '_>, now: DateTime<Utc>) -> Vec<Step<'a>> {
-    let mut steps = Vec::new();
-    let mut kept = HashSet::new();
-    for d in desired {
-        let found = o.listed.iter().find(|s| d.matches(s));
-        if let Some(s) = found {
-            kept.insert(s.id.as_str());
-        }
-        let needs_create = !found.is_some_and(|s| d.compatible(s));
-        if needs_create && o.retry_at.get(&d.name).is_some_and(|t| now < *t) {
-            continue;
-        }
-        steps.push(match found {
-            Some(s) if d.compatible(s) => keep(d, s, o, now),
-            Some(old) => Step::Replace { desired: d, old },
-            None => Step::Create {
-                desired: d,
-                vanished: o.tracked.get(&d.name).cloned(),
-            },
-        });
+    let mut steps: Vec<Step<'a>> = desired
+        .iter()
+        .filter_map(|d| plan_item(d, o, now))
+        .collect();
+    steps.extend(deletions(desired, o.listed));
+    steps
+}
+
+/// The step for one desired subscription: keep (and maybe renew) what Graph lists for it,
+/// replace what a PATCH cannot fix, create what is missing. `None`: a create or replace that
+/// failed waits for its retry time (a renewal does not).
+pub fn plan_item<'a>(d: &'a Desired, o: &Observed<'a, '_>, now: DateTime<Utc>) -> Option<Step<'a>> {
+    let found = o.listed.iter().find(|s| d.matches(s));
+    let needs_create = !found.is_some_and(|s| d.compatible(s));
+    if needs_create && o.retry_at.get(&d.name).is_some_and(|t| now < *t) {
+        return None;
     }
+    Some(match found {
+        Some(s) if d.compatible(s) => keep(d, s, o, now),
+        Some(old) => Step::Replace { desired: d, old },
+        None => Step::Create {
+            desired: d,
+            vanished: o.tracked.get(&d.name).cloned(),
+        },
+    })
+}
+
+/// Subscriptions of ours (one of the tenant's notification URLs) that no desired item claims:
+/// each item claims the first one Graph lists for it, even while it waits for a retry. A
+/// duplicate of a claimed one is deleted too.
+pub fn deletions<'a>(desired: &[Desired], listed: &'a [Subscription]) -> Vec<Step<'a>> {
+    let claimed: HashSet<&str> = desired
+        .iter()
+        .filter_map(|d| listed.iter().find(|s| d.matches(s)))
+        .map(|s| s.id.as_str())
+        .collect();
     let ours: HashSet<&str> = desired
         .iter()
         .map(|d| d.notification_url.as_str())
         .collect();
-    steps.extend(
-        o.listed
-            .iter()
-            .filter(|s| ours.contains(s.notification_url.as_str()) && !kept.contains(s.id.as_str()))
-            .map(|subscription| Step::Delete { subscription }),
-    );
-    steps
+    listed
+        .iter()
+        .filter(|s| ours.contains(s.notification_url.as_str()) && !claimed.contains(s.id.as_str()))
+        .map(|subscription| Step::Delete { subscription })
+        .collect()
 }
 
 fn keep<'a>(
@@ -169,7 +186,7 @@ fn keep<'a>(
     o: &Observed<'_, '_>,
     now: DateTime<Utc>,
 ) -> Step<'a> {
-    let fresh = o.timing.renew_at(d, s.expiration_date_time, o.roll);
+    let fresh = o.timing.renew_at(d, s.expiration_date_time, (o.roll)());
     let tracked = tracked(o.tracked.get(&d.name), s, now, false, fresh);
     // Key rotation: the item names another certificate than Graph holds.
     let cert_changed = d.include_resource_data
@@ -243,7 +260,7 @@ mod tests {
             tracked,
             retry_at,
             timing: timing(),
-            roll: 0.0,
+            roll: || 0.0,
         }
     }
 
@@ -468,5 +485,176 @@ mod tests {
                 subscription: &subs[1]
             }
         );
+    }
+
+    #[test]
+    fn a_replace_that_failed_waits_for_its_retry_time_and_the_old_one_is_not_deleted_meanwhile() {
+        let d = [desired("chats", "/chats/getAllMessages")];
+        let mut changed = listed("old", &d[0], t0() + minutes(600), "key-2");
+        changed.lifecycle_notification_url = None;
+        let subs = [changed];
+        let tracked = HashMap::new();
+        let retry = HashMap::from([("chats".to_string(), t0() + minutes(1))]);
+        assert_eq!(plan(&d, &observed(&subs, &tracked, &retry), t0()), []);
+        assert_eq!(
+            plan(&d, &observed(&subs, &tracked, &retry), t0() + minutes(1)),
+            [Step::Replace {
+                desired: &d[0],
+                old: &subs[0]
+            }]
+        );
+    }
+
+    #[test]
+    fn a_changed_lifecycle_url_is_replaced_but_change_types_in_another_order_are_kept() {
+        let d = [desired("chats", "/chats/getAllMessages")];
+        let mut reordered = listed("s1", &d[0], t0() + minutes(48 * 60), "key-2");
+        reordered.change_type = "Deleted, created,updated".into();
+        let mut other_lifecycle = reordered.clone();
+        other_lifecycle.lifecycle_notification_url = Some("https://old.example.com/lc".into());
+        let (tracked, retry) = (HashMap::new(), HashMap::new());
+        let subs = [reordered];
+        assert_eq!(
+            renew_of(&plan(&d, &observed(&subs, &tracked, &retry), t0())),
+            [false]
+        );
+        let subs = [other_lifecycle];
+        assert_eq!(
+            plan(&d, &observed(&subs, &tracked, &retry), t0()),
+            [Step::Replace {
+                desired: &d[0],
+                old: &subs[0]
+            }]
+        );
+    }
+
+    #[test]
+    fn without_resource_data_another_certificate_does_not_renew() {
+        let mut d = desired("chats", "/chats/getAllMessages");
+        d.include_resource_data = false;
+        let d = [d];
+        let (tracked, retry) = (HashMap::new(), HashMap::new());
+        let subs = [listed("s1", &d[0], t0() + minutes(48 * 60), "key-1")];
+        assert_eq!(
+            renew_of(&plan(&d, &observed(&subs, &tracked, &retry), t0())),
+            [false]
+        );
+    }
+
+    #[test]
+    fn a_duplicate_of_a_kept_subscription_is_deleted() {
+        let d = [desired("chats", "/chats/getAllMessages")];
+        let subs = [
+            listed("first", &d[0], t0() + minutes(48 * 60), "key-2"),
+            listed("second", &d[0], t0() + minutes(48 * 60), "key-2"),
+        ];
+        let (tracked, retry) = (HashMap::new(), HashMap::new());
+        let steps = plan(&d, &observed(&subs, &tracked, &retry), t0());
+        let [Step::Keep { tracked, .. }, Step::Delete { subscription }] = &steps[..] else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(
+            (tracked.id.as_str(), subscription.id.as_str()),
+            ("first", "second")
+        );
+    }
+
+    #[test]
+    fn another_subscription_under_a_remembered_name_starts_afresh() {
+        // Ours was replaced by another replica: its PATCH time does not hold back this one,
+        // and this one is not reported as vanished.
+        let d = [desired("chats", "/chats/getAllMessages")];
+        let expires = t0() + minutes(48 * 60);
+        let ours = Tracked {
+            id: "s1".into(),
+            expires_at: expires,
+            last_auth: Some(t0() - minutes(2)),
+            renew_at: t0() + minutes(60),
+            confirmed_at: t0() - minutes(5),
+            since: t0() - minutes(600),
+        };
+        let tracked = HashMap::from([("chats".to_string(), ours)]);
+        let retry = HashMap::new();
+        let subs = [listed("s2", &d[0], expires, "key-2")];
+        let steps = plan(&d, &observed(&subs, &tracked, &retry), t0());
+        let [Step::Keep { tracked: t, .. }] = &steps[..] else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(
+            (t.id.as_str(), t.last_auth, t.since, t.renew_at),
+            ("s2", None, t0(), expires - minutes(6 * 60))
+        );
+    }
+
+    #[test]
+    fn each_item_draws_its_own_jitter() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static DRAWS: AtomicU32 = AtomicU32::new(0);
+        fn alternate() -> f64 {
+            f64::from(DRAWS.fetch_add(1, Ordering::Relaxed) % 2) * 0.5
+        }
+        let d = [
+            desired("chats", "/chats/getAllMessages"),
+            desired("teams", "/teams/getAllMessages"),
+        ];
+        let expires = t0() + minutes(48 * 60);
+        let subs = [
+            listed("s1", &d[0], expires, "key-2"),
+            listed("s2", &d[1], expires, "key-2"),
+        ];
+        let (tracked, retry) = (HashMap::new(), HashMap::new());
+        let o = Observed {
+            roll: alternate,
+            ..observed(&subs, &tracked, &retry)
+        };
+        let renew_at: Vec<_> = plan(&d, &o, t0())
+            .into_iter()
+            .map(|s| match s {
+                Step::Keep { tracked, .. } => tracked.renew_at,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // 20 minutes of jitter: one draws none, the other half of it.
+        let at = expires - minutes(6 * 60);
+        assert_eq!(renew_at, [at, at - minutes(10)]);
+    }
+
+    #[test]
+    fn the_same_resource_at_another_url_is_not_adopted() {
+        let d = [desired("chats", "/chats/getAllMessages")];
+        let mut elsewhere = listed("theirs", &d[0], t0() + minutes(48 * 60), "key-2");
+        elsewhere.notification_url = "https://other.example.com/notifications".into();
+        let subs = [elsewhere];
+        let (tracked, retry) = (HashMap::new(), HashMap::new());
+        assert_eq!(
+            plan(&d, &observed(&subs, &tracked, &retry), t0()),
+            [Step::Create {
+                desired: &d[0],
+                vanished: None
+            }]
+        );
+    }
+
+    #[test]
+    fn plan_is_each_item_then_the_deletions() {
+        let d = [
+            desired("chats", "/chats/getAllMessages"),
+            desired("teams", "/teams/getAllMessages"),
+        ];
+        let gone = listed("gone", &desired("x", "/chats/c1/messages"), t0(), "key-2");
+        let subs = [listed("s1", &d[1], t0() + minutes(60), "key-2"), gone];
+        let (tracked, retry) = (HashMap::new(), HashMap::new());
+        let o = observed(&subs, &tracked, &retry);
+        let mut by_parts: Vec<Step<'_>> = d.iter().filter_map(|d| plan_item(d, &o, t0())).collect();
+        by_parts.extend(deletions(&d, &subs));
+        assert_eq!(plan(&d, &o, t0()), by_parts);
+        assert!(matches!(
+            by_parts[..],
+            [
+                Step::Create { .. },
+                Step::Keep { renew: true, .. },
+                Step::Delete { .. }
+            ]
+        ));
     }
 }
