@@ -26,14 +26,7 @@ fn add_key(dir: &std::path::Path, id: &str) -> Recipient {
 async fn until_keys(admin: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let m = graphbridge_core::http::client()
-            .get(format!("{admin}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = common::metrics_at(admin).await;
         if m.contains(&format!("graphbridge_keys_loaded {n}\n")) {
             return;
         }

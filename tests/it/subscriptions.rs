@@ -517,14 +517,7 @@ async fn reauthorization_required_through_kafka_renews() {
         || graph.count("PATCH", &format!("/v1.0/subscriptions/{id}"), 200) == 1,
     )
     .await;
-    let metrics = graphbridge_core::http::client()
-        .get(format!("{admin_url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_at(&admin_url).await;
     assert_eq!(
         label_value(
             &metrics,

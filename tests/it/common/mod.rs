@@ -157,18 +157,23 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The metrics text of the admin port at `admin` (a base URL).
+pub async fn metrics_at(admin: &str) -> String {
+    graphbridge_core::http::client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Polls an unlabelled metric on the admin port at `admin` until `done` holds, at most `bound`.
 pub async fn wait_metric(admin: &str, name: &str, bound: Duration, done: impl Fn(f64) -> bool) {
     let deadline = std::time::Instant::now() + bound;
     loop {
-        let text = graphbridge_core::http::client()
-            .get(format!("{admin}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_at(admin).await;
         let v = metric_value(&text, name).unwrap_or_else(|| panic!("no metric {name}"));
         if done(v) {
             return;
