@@ -13,13 +13,37 @@ use tokio::net::TcpListener;
 use graphbridge_core::auth::jwks::Jwks;
 use graphbridge_core::auth::tokens::{TokenPolicy, TokenVerifier};
 use graphbridge_core::auth::Authenticator;
+use graphbridge_core::config::ConfigError;
 use graphbridge_core::config::{Config, SinkKind};
 use graphbridge_core::crypto::keyring::Keyring;
+use graphbridge_core::crypto::keyring::KeyringError;
 use graphbridge_core::crypto::reload::KeyReloader;
 use graphbridge_core::pipeline::{drain, Pipeline, PipelineOptions};
-use graphbridge_core::server::{self, AppState, StartError};
-use graphbridge_core::spool::Spool;
+use graphbridge_core::server::{self, AppState, ServerError};
+use graphbridge_core::sink::SinkError;
+use graphbridge_core::spool::{Spool, SpoolError};
 use graphbridge_core::telemetry::Metrics;
+
+/// Why `serve` could not start (or its server stop cleanly).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("keys: {0}")]
+    Keys(#[from] KeyringError),
+    #[error("sink: {0}")]
+    Sink(#[from] SinkError),
+    #[error("{0}")]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+impl From<std::io::Error> for StartError {
+    fn from(e: std::io::Error) -> Self {
+        StartError::Server(e.into())
+    }
+}
 
 /// Validates the configuration, loads the keys, connects the sink and builds `serve`'s state.
 pub async fn build(cfg: &Config) -> Result<Arc<AppState>, StartError> {
@@ -52,7 +76,10 @@ pub async fn build(cfg: &Config) -> Result<Arc<AppState>, StartError> {
             .then(|| Spool::open(&cfg.spool.dir, cfg.spool.max_bytes, metrics.clone()))
             .transpose()?,
     };
-    AppState::new(Pipeline::new(keyring, auth, sink, metrics, opts), cfg)
+    Ok(AppState::new(
+        Pipeline::new(keyring, auth, sink, metrics, opts),
+        cfg,
+    )?)
 }
 
 /// The keys directory, loaded now and (unless turned off) reloaded when it changes.
@@ -132,7 +159,7 @@ pub async fn run(
             let _ = tokio::task::spawn_blocking(move || spool.close()).await;
         }
     };
-    server::run(state, public, admin, shutdown, teardown).await
+    Ok(server::run(state, public, admin, shutdown, teardown).await?)
 }
 
 /// `graphbridge serve`: binds the configured addresses and runs until SIGINT/SIGTERM.

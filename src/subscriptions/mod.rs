@@ -15,10 +15,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::app::StartError;
 use controller::{Controller, Options};
 use graphbridge_core::config::{Config, SinkKind};
 use graphbridge_core::server::listener::ConnLimits;
-use graphbridge_core::server::{self, MetricsOnly, StartError};
+use graphbridge_core::server::{self, MetricsOnly, ServerError};
 use graphbridge_core::sink::{Sink, SinkError};
 use graphbridge_core::telemetry::Metrics;
 use graphbridge_graph_api::clock::Clock;
@@ -106,11 +107,17 @@ impl Listeners {
     pub async fn bind(cfg: &Config) -> Result<Self, SetupError> {
         let in_process = matches!(cfg.sink.kind, SinkKind::File | SinkKind::Stdout);
         let public = if in_process {
-            Some(server::bind(cfg.server.listen).await?)
+            Some(
+                server::bind(cfg.server.listen)
+                    .await
+                    .map_err(StartError::from)?,
+            )
         } else {
             None
         };
-        let admin = server::bind(cfg.server.admin_listen).await?;
+        let admin = server::bind(cfg.server.admin_listen)
+            .await
+            .map_err(StartError::from)?;
         Ok(Listeners { public, admin })
     }
 }
@@ -166,6 +173,7 @@ pub async fn run(
                 listeners.admin,
                 Arc::new(MetricsOnly(metrics)),
                 ConnLimits::from_config(&cfg.server)
+                    .map_err(ServerError::from)
                     .map_err(StartError::from)?
                     .without_tls(),
                 shutdown.clone(),

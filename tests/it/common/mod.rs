@@ -12,7 +12,7 @@ use std::time::Duration;
 use graphbridge_core::config::{Config, OneOrMany, Secret};
 use graphbridge_core::crypto::encrypt::Recipient;
 use graphbridge_core::crypto::keyring::certificate_der;
-use graphbridge_core::server::{self, AppState};
+use graphbridge_core::server::AppState;
 use serde_json::Value;
 
 pub const REAL_ID: &str = "custom-id-for-testing";
@@ -81,7 +81,7 @@ pub struct Running {
     pub admin: String,
     pub state: Arc<AppState>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    pub task: Option<tokio::task::JoinHandle<Result<(), server::StartError>>>,
+    pub task: Option<tokio::task::JoinHandle<Result<(), graphbridge::app::StartError>>>,
 }
 
 /// With `RUST_LOG` set, the bridge's logs (and librdkafka's) go to the test output: captured

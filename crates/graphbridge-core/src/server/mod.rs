@@ -15,11 +15,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::{Config, ConfigError};
-use crate::crypto::keyring::KeyringError;
+use crate::config::Config;
 use crate::pipeline::Pipeline;
-use crate::sink::SinkError;
-use crate::spool::SpoolError;
 
 pub use admin::{admin_router, Health, MetricsOnly};
 use listener::ConnLimits;
@@ -41,27 +38,20 @@ pub struct AppState {
     pub shutdown_delay: Duration,
 }
 
+/// Why the HTTP side could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("keys: {0}")]
-    Keys(#[from] KeyringError),
-    #[error("sink: {0}")]
-    Sink(#[from] SinkError),
+pub enum ServerError {
     #[error("cannot listen on {0}: {1}")]
     Bind(std::net::SocketAddr, std::io::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("tls: {0}")]
     Tls(#[from] listener::TlsError),
-    #[error("{0}")]
-    Spool(#[from] SpoolError),
 }
 
 impl AppState {
     /// The HTTP side of `serve` around a built pipeline: limits, timeouts and TLS from `cfg`.
-    pub fn new(pipeline: Pipeline, cfg: &Config) -> Result<Arc<Self>, StartError> {
+    pub fn new(pipeline: Pipeline, cfg: &Config) -> Result<Arc<Self>, ServerError> {
         Ok(Arc::new(AppState {
             pipeline,
             max_body_bytes: cfg.server.max_body_bytes,
@@ -85,7 +75,7 @@ pub async fn run(
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     teardown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
+) -> Result<(), ServerError> {
     let (tx, rx) = watch::channel(false);
     let public_srv = tokio::spawn(listener::serve(
         public,
@@ -132,10 +122,10 @@ pub async fn serve_admin(
 }
 
 /// Binds `addr`, naming it in the error.
-pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
+pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| StartError::Bind(addr, e))
+        .map_err(|e| ServerError::Bind(addr, e))
 }
 
 /// Resolves on SIGINT or SIGTERM.
