@@ -32,8 +32,10 @@ PY
 export GRAPHBRIDGE_RUN=${GRAPHBRIDGE_RUN:-$(mktemp -d /tmp/graphbridge-brokers.XXXXXX)}
 export KAFKA_PORT=${KAFKA_PORT:-$(free_port)} KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$(free_port)}
 export NATS_PORT=${NATS_PORT:-$(free_port)} NATS_MON_PORT=${NATS_MON_PORT:-$(free_port)}
-scripts/brokers.sh up
 trap 'scripts/brokers.sh down; rm -rf "$GRAPHBRIDGE_RUN"' EXIT
+# The brokers start while the static checks and clippy run; the tests wait for them.
+scripts/brokers.sh up &
+brokers=$!
 eval "$(scripts/brokers.sh env)"
 
 cargo fmt --check
@@ -42,5 +44,6 @@ python3 scripts/check-cycles.py
 scripts/check-features.sh
 scripts/deny.sh
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+wait "$brokers"
 cargo test --workspace --all-targets --all-features --locked
 scripts/chart-check.sh
