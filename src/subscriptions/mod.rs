@@ -44,6 +44,13 @@ pub enum SetupError {
     NoItems,
 }
 
+/// A listener that could not be bound: reported like the ingress's own start errors.
+impl From<ServerError> for SetupError {
+    fn from(e: ServerError) -> Self {
+        SetupError::Serve(e.into())
+    }
+}
+
 pub fn options(cfg: &Config) -> Options {
     let s = &cfg.subscriptions;
     Options {
@@ -115,9 +122,7 @@ impl Listeners {
         } else {
             None
         };
-        let admin = server::bind(cfg.server.admin_listen)
-            .await
-            .map_err(StartError::from)?;
+        let admin = server::bind(cfg.server.admin_listen).await?;
         Ok(Listeners { public, admin })
     }
 }
@@ -173,8 +178,7 @@ pub async fn run(
                 listeners.admin,
                 Arc::new(MetricsOnly(metrics)),
                 ConnLimits::from_config(&cfg.server)
-                    .map_err(ServerError::from)
-                    .map_err(StartError::from)?
+                    .map_err(ServerError::from)?
                     .without_tls(),
                 shutdown.clone(),
             ));

@@ -122,14 +122,7 @@ impl Running {
 
     /// The Prometheus text from the admin port.
     pub async fn metrics(&self) -> String {
-        graphbridge_core::http::client()
-            .get(format!("{}/metrics", self.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        metrics_at(&self.admin).await
     }
 
     /// Status of a GET on the admin port (`/healthz`, `/readyz`).
