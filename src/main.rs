@@ -111,43 +111,40 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Making a key needs no configuration (there may be none yet) and logs nothing.
+    if let Command::Keys {
+        command: KeysCommand::Generate { id, out, bits },
+    } = &cli.command
+    {
+        return keys_generate(id, out, *bits);
+    }
+    // Every verb logs as `[telemetry]` says (a replay Job logs JSON like the server does), so
+    // the configuration is read first; the verbs that need it read it again for their own part.
+    let cfg = Config::load(cli.config.as_deref())?;
+    let _traces = graphbridge_core::telemetry::init_tracing(&cfg.telemetry)?;
     match cli.command {
-        Command::Serve => {
-            let cfg = Config::load(cli.config.as_deref())?;
-            let _traces = graphbridge_core::telemetry::init_tracing(&cfg.telemetry)?;
-            graphbridge::app::serve(&cfg).await?;
-        }
+        Command::Serve => graphbridge::app::serve(&cfg).await?,
         #[cfg(feature = "sim")]
-        Command::Demo { dir } => {
-            graphbridge_core::telemetry::init_logging(&Config::defaults().telemetry);
-            graphbridge::demo::run(dir).await?;
-        }
+        Command::Demo { dir } => graphbridge::demo::run(dir).await?,
         #[cfg(feature = "sim")]
         Command::Simulate(args) => {
-            graphbridge_core::telemetry::init_logging(&Config::defaults().telemetry);
             if !graphbridge_sim::cli::main(*args, cli.config.as_deref()).await? {
                 anyhow::bail!("simulation found problems (see the report)");
             }
         }
         #[cfg(feature = "kafka")]
         Command::Replay(args) => {
-            graphbridge_core::telemetry::init_logging(&Config::defaults().telemetry);
             if !graphbridge::replay::cli::main(*args, cli.config.as_deref()).await? {
                 anyhow::bail!("replay stopped on an error (the summary says where to resume)");
             }
         }
-        Command::Keys {
-            command: KeysCommand::Generate { id, out, bits },
-        } => keys_generate(&id, &out, bits)?,
+        Command::Keys { .. } => unreachable!("handled above"),
         Command::Subscriptions { command } => {
-            let cfg = Config::load(cli.config.as_deref())?;
-            graphbridge_core::telemetry::init_logging(&cfg.telemetry);
-            graphbridge::subscriptions::cli::main(command, &cfg).await?;
+            graphbridge::subscriptions::cli::main(command, &cfg).await?
         }
         Command::Config {
             command: ConfigCommand::Check,
         } => {
-            let cfg = Config::load(cli.config.as_deref())?;
             print!("{}", cfg.to_redacted_toml());
             cfg.validate_for_serve()?;
             if !cfg.subscriptions.items.is_empty() {

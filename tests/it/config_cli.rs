@@ -167,3 +167,38 @@ fn demo_runs_and_reports_success() {
     assert!(stdout.contains("demo ok"), "{stdout}");
     assert!(stdout.contains("signature_mismatch"), "{stdout}");
 }
+
+/// Runs the demo with stderr on a pipe, as a container runtime or `2> file` has it.
+fn demo_log(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["demo", "--dir"])
+        .arg(dir.path().join("demo"))
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+#[test]
+fn pretty_logs_have_no_colour_codes_off_a_terminal() {
+    let log = demo_log(&[]);
+    assert!(log.contains("key loaded"), "the demo logs: {log}");
+    assert!(!log.contains('\x1b'), "escape codes in a pipe: {log:?}");
+}
+
+#[test]
+fn demo_logs_as_the_telemetry_settings_say() {
+    let log = demo_log(&[("GRAPHBRIDGE_TELEMETRY__LOG_FORMAT", "json")]);
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
+    }
+}

@@ -12,18 +12,10 @@ use prometheus_client::registry::Registry;
 
 use crate::config::{LogFormat, TelemetryConfig};
 
-/// Starts `tracing` output: JSON for log pipelines, pretty for people. RUST_LOG overrides the level.
-pub fn init_logging(cfg: &TelemetryConfig) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match cfg.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
-    };
+/// Colour codes only when a person is watching: a terminal, and no `NO_COLOR` (no-color.org).
+/// In a file, a pipe or a container log they are noise that breaks grep and log parsers.
+fn ansi(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Trace export failed to start.
@@ -52,7 +44,8 @@ impl Drop for TracingGuard {
     }
 }
 
-/// Logging as [`init_logging`], plus span export over OTLP/HTTP when
+/// Starts `tracing` output for every verb: JSON for log pipelines, pretty for people (colour
+/// only on a terminal); RUST_LOG overrides the level. Spans are exported over OTLP/HTTP when
 /// `telemetry.otlp_endpoint` is set. The log filter applies to logs only: this crate's spans
 /// (down to DEBUG, where the per-item span is, so that INFO logs do not pay for one per item)
 /// and its events at INFO are exported whatever `log_level` says, so quiet logs do not mean
@@ -61,7 +54,13 @@ pub fn init_tracing(cfg: &TelemetryConfig) -> Result<TracingGuard, TelemetryErro
     use tracing_subscriber::{prelude::*, EnvFilter, Layer};
     let log_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ));
     let fmt = match cfg.log_format {
         LogFormat::Json => fmt.json().boxed(),
         LogFormat::Pretty => fmt.compact().boxed(),
@@ -385,5 +384,18 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ansi;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(ansi(true, None));
+        assert!(!ansi(false, None), "a file or pipe gets no escape codes");
+        assert!(!ansi(true, Some("1".into())), "NO_COLOR turns colour off");
+        assert!(ansi(true, Some("".into())), "an empty NO_COLOR is unset");
     }
 }
