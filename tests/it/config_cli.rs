@@ -199,6 +199,9 @@ fn demo_logs_as_the_telemetry_settings_say() {
     for line in lines {
         let v: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
-        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
+        assert!(
+            v.get("level").is_some() && v.get("fields").is_some(),
+            "{line}"
+        );
     }
 }

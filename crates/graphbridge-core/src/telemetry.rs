@@ -387,6 +387,24 @@ impl Metrics {
     }
 }
 
+/// Holds one unit of a gauge until dropped. A request handler's future is dropped, not run to
+/// the end, when its client disconnects; an `inc` paired with a later `dec` would then leak.
+#[must_use = "the unit is released when the guard is dropped"]
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    pub fn hold(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ansi;

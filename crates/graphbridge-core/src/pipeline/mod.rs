@@ -14,7 +14,7 @@ mod open;
 mod outcome;
 mod publish;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

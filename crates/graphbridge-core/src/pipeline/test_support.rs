@@ -96,26 +96,40 @@ pub fn body(items: &[&RawValue]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "value": items })).unwrap()
 }
 
-/// A sink in memory: keeps every record it is given, or fails every publish.
+/// What a [`FakeSink`] does with every publish.
+#[derive(Clone, Copy, PartialEq)]
+enum Behaviour {
+    Keep,
+    Fail {
+        permanent: bool,
+    },
+    /// Never answers, as a broker that stopped responding.
+    Hang,
+}
+
+/// A sink in memory: keeps every record it is given, fails every publish, or never answers.
 pub struct FakeSink {
-    /// `Some(permanent)`: every publish fails, permanently or retryably.
-    fail: Option<bool>,
+    behaviour: Behaviour,
     calls: Mutex<usize>,
     records: Mutex<Vec<Record>>,
 }
 
 impl FakeSink {
     pub fn ok() -> Arc<Self> {
-        Self::new(None)
+        Self::new(Behaviour::Keep)
     }
 
     pub fn failing(permanent: bool) -> Arc<Self> {
-        Self::new(Some(permanent))
+        Self::new(Behaviour::Fail { permanent })
     }
 
-    fn new(fail: Option<bool>) -> Arc<Self> {
+    pub fn hanging() -> Arc<Self> {
+        Self::new(Behaviour::Hang)
+    }
+
+    fn new(behaviour: Behaviour) -> Arc<Self> {
         Arc::new(FakeSink {
-            fail,
+            behaviour,
             calls: Mutex::new(0),
             records: Mutex::new(Vec::new()),
         })
@@ -135,10 +149,13 @@ impl FakeSink {
 impl Sink for FakeSink {
     async fn publish(&self, records: &[Record]) -> Result<(), SinkError> {
         *lock(&self.calls) += 1;
-        match self.fail {
-            Some(true) => Err(SinkError::Permanent("fake: refused".into())),
-            Some(false) => Err(SinkError::Retryable("fake: down".into())),
-            None => {
+        match self.behaviour {
+            Behaviour::Fail { permanent: true } => {
+                Err(SinkError::Permanent("fake: refused".into()))
+            }
+            Behaviour::Fail { permanent: false } => Err(SinkError::Retryable("fake: down".into())),
+            Behaviour::Hang => std::future::pending().await,
+            Behaviour::Keep => {
                 lock(&self.records).extend_from_slice(records);
                 Ok(())
             }
@@ -146,7 +163,7 @@ impl Sink for FakeSink {
     }
 
     async fn ready(&self) -> bool {
-        self.fail.is_none()
+        self.behaviour == Behaviour::Keep
     }
 
     fn kind(&self) -> &'static str {

@@ -16,6 +16,7 @@ use super::AppState;
 use crate::auth::tokens::TokenError;
 use crate::graph::envelope::EnvelopeError;
 use crate::pipeline::{BatchError, BatchSummary};
+use crate::telemetry::GaugeGuard;
 
 #[derive(Deserialize)]
 struct Handshake {
@@ -133,7 +134,7 @@ async fn notify(
         Ok(b) => b,
         Err(response) => return response,
     };
-    metrics.in_flight.inc();
+    let _counted = GaugeGuard::hold(&metrics.in_flight);
     // One span per batch (exported with telemetry.otlp_endpoint); the pipeline adds one per item.
     let span = tracing::info_span!(
         "batch",
@@ -142,7 +143,6 @@ async fn notify(
         status = tracing::field::Empty
     );
     let result = state.pipeline.process(&body).instrument(span.clone()).await;
-    metrics.in_flight.dec();
     let response = respond(&state, result);
     span.record("status", response.status().as_u16());
     response
@@ -172,4 +172,54 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::pipeline::test_support::{body, pipeline, synthetic_item, FakeSink};
+
+    /// The in_flight gauge, polled until `done` (bounded: the test fails instead of hanging).
+    async fn wait_in_flight(state: &AppState, done: impl Fn(i64) -> bool) -> i64 {
+        let gauge = &state.pipeline.metrics().in_flight;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !done(gauge.get()) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        gauge.get()
+    }
+
+    #[tokio::test]
+    async fn a_client_that_disconnects_mid_request_leaves_in_flight_at_zero() {
+        let state =
+            AppState::new(pipeline(FakeSink::hanging(), false), &Config::defaults()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+            listener,
+            public_router(state.clone()),
+        )));
+
+        let payload = body(&[&synthetic_item()]);
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /notifications HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            payload.len()
+        );
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.write_all(&payload).await.unwrap();
+        // The batch is in the pipeline, waiting on a sink that never answers.
+        assert_eq!(wait_in_flight(&state, |n| n == 1).await, 1);
+        drop(client);
+        assert_eq!(
+            wait_in_flight(&state, |n| n == 0).await,
+            0,
+            "the abandoned request is still counted"
+        );
+    }
 }
