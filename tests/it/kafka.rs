@@ -221,3 +221,58 @@ async fn readiness_is_green_with_a_reachable_broker() {
     assert_eq!(srv.admin_status("/readyz").await, 200);
     srv.shutdown().await;
 }
+
+/// Readiness asks the cluster about the configured topics, not the whole cluster, and a topic
+/// that does not exist (and will not be created) keeps the pod out of rotation until it does.
+#[tokio::test]
+async fn readiness_asks_for_the_configured_topics_and_needs_them_to_exist() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    common::needs!(readiness_asks_for_the_configured_topics_and_needs_them_to_exist: "GRAPHBRIDGE_TEST_KAFKA");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = kafka_config(dir.path(), &unique("ready-topics"));
+    // As on clusters that create no topics on first use (MSK, Confluent Cloud, Event Hubs).
+    cfg.sink
+        .kafka
+        .properties
+        .insert("allow.auto.create.topics".into(), "false".into());
+    cfg.spool.enabled = false;
+    let srv = Running::start(&cfg).await;
+    assert_eq!(
+        srv.admin_status("/readyz").await,
+        503,
+        "the topics do not exist: every publish would fail"
+    );
+
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let t = &cfg.sink.kafka.topics;
+    let names = [
+        &t.channel_messages,
+        &t.chat_messages,
+        &t.lifecycle,
+        &t.deadletter,
+    ];
+    let new: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
+        .collect();
+    for r in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    // Topic creation propagates to the brokers' metadata asynchronously: poll, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut status = srv.admin_status("/readyz").await;
+    while status != 200 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        status = srv.admin_status("/readyz").await;
+    }
+    assert_eq!(status, 200, "ready once the configured topics exist");
+    srv.shutdown().await;
+}

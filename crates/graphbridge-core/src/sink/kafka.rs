@@ -13,6 +13,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART as UNKNOWN_TOPIC;
 use tokio::sync::oneshot;
 
 use super::{lock, Record, Sink, SinkError, Stream};
@@ -201,6 +202,32 @@ fn headers(r: &Record) -> OwnedHeaders {
     })
 }
 
+/// The cluster answers for `topic`, and knows it. A topic that does not exist (where the brokers
+/// or `allow.auto.create.topics` do not create it) fails every publish after the message timeout.
+fn topic_ready(producer: &ThreadedProducer<BatchContext>, topic: &str) -> bool {
+    // Asking for a missing topic is what makes a broker with auto-creation create it, and the
+    // answer to that very request still says "unknown": ask once more before calling it missing.
+    for attempt in 0..2 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        match producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_millis(1500))
+        {
+            Err(e) => {
+                tracing::debug!(topic, error = %e, "kafka: no metadata; not ready");
+                return false;
+            }
+            Ok(m) if m.brokers().is_empty() => return false,
+            Ok(m) if !m.topics().iter().any(|t| t.error() == Some(UNKNOWN_TOPIC)) => return true,
+            Ok(_) => {}
+        }
+    }
+    tracing::warn!(topic, "kafka: the cluster has no such topic; not ready");
+    false
+}
+
 #[async_trait::async_trait]
 impl Sink for KafkaSink {
     async fn publish(&self, records: &[Record]) -> Result<(), SinkError> {
@@ -230,17 +257,18 @@ impl Sink for KafkaSink {
     }
 
     async fn ready(&self) -> bool {
-        // The metadata fetch blocks: run it off the reactor.
+        // Metadata of the configured topics only: a probe every few seconds from every pod must
+        // not fetch every topic of a large cluster. The fetch blocks: run it off the reactor.
         let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(None, Duration::from_millis(1500))
-                .map(|m| !m.brokers().is_empty())
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false)
+        let mut topics: Vec<String> = Stream::ALL
+            .iter()
+            .filter_map(|s| self.topic(*s).map(str::to_owned))
+            .collect();
+        topics.sort();
+        topics.dedup();
+        tokio::task::spawn_blocking(move || topics.iter().all(|t| topic_ready(&producer, t)))
+            .await
+            .unwrap_or(false)
     }
 
     fn kind(&self) -> &'static str {

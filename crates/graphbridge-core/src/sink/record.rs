@@ -19,6 +19,14 @@ pub enum Stream {
 }
 
 impl Stream {
+    pub const ALL: [Stream; 5] = [
+        Stream::ChannelMessages,
+        Stream::ChatMessages,
+        Stream::Lifecycle,
+        Stream::DeadLetter,
+        Stream::Raw,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Stream::ChannelMessages => "channel_messages",
