@@ -6,9 +6,12 @@
 //!   the `CERTIFICATE`;
 //! - `<id>.pfx` / `<id>.p12`: PKCS#12 with password from `<id>.password` beside it or the
 //!   configured default (legacy RC2-40/3DES bags load, as Graph's own samples use them);
-//! - `<id>.crt` (PEM or DER) beside a `.pem` supplies the certificate for the thumbprint check.
+//! - `<id>.crt`, `<id>.cer`, `<id>.cert.pem` or `<id>.crt.pem` (PEM or DER) beside a `.pem`
+//!   supplies the certificate for the thumbprint check.
 //!
-//! Other files (and Kubernetes' hidden `..data` entries) are ignored.
+//! A `.pem` holding only certificates is a certificate, not a key. Other files are skipped with
+//! a warning (Kubernetes' hidden `..data` entries silently); a key file that does not parse is an
+//! error, since a half-loaded keyring would dead-letter notifications for the missing key.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -238,16 +241,20 @@ impl Keyring {
             }
             let key = match ext {
                 "pem" => {
-                    let cert_path = path.with_extension("crt");
-                    let cert = if cert_path.is_file() {
-                        Some(
+                    let text = read(&path)?;
+                    if holds_only_certificates(&text) {
+                        // `<id>.cert.pem`, or a TLS secret's certificate: not a key to load.
+                        tracing::debug!(file = %path.display(), "keys directory: a certificate, not a key");
+                        continue;
+                    }
+                    let cert = match companion_certificate(&path) {
+                        Some(cert_path) => Some(
                             certificate_der(&read(&cert_path)?)
                                 .map_err(|e| KeyringError::BadKey(cert_path.clone(), e))?,
-                        )
-                    } else {
-                        None
+                        ),
+                        None => None,
                     };
-                    PrivateKey::from_pem(stem, &read(&path)?, cert)
+                    PrivateKey::from_pem(stem, &text, cert)
                 }
                 "pfx" | "p12" => {
                     let pw_path = path.with_extension("password");
@@ -263,13 +270,40 @@ impl Keyring {
                     };
                     PrivateKey::from_pfx(stem, &read(&path)?, &password)
                 }
-                _ => continue,
+                // Certificates and passwords: read beside the key they belong to.
+                "crt" | "cer" | "password" => continue,
+                _ => {
+                    tracing::warn!(
+                        file = %path.display(),
+                        "keys directory: ignoring a file that is neither a key (.pem, .pfx, .p12) nor a certificate (.crt, .cer)"
+                    );
+                    continue;
+                }
             }
             .map_err(|e| KeyringError::BadKey(path.clone(), e))?;
             keys.push(key);
         }
         Ok(Keyring::new(keys))
     }
+}
+
+/// A PEM file with certificates and no key block: a certificate file, whatever its name says.
+fn holds_only_certificates(text: &[u8]) -> bool {
+    let mut kinds = <(SectionKind, Vec<u8>)>::pem_slice_iter(text).map(|s| s.map(|(k, _)| k));
+    let mut any = false;
+    kinds.all(|k| {
+        any = true;
+        matches!(k, Ok(SectionKind::Certificate))
+    }) && any
+}
+
+/// The certificate file beside key `<id>.pem`: `<id>.crt`, `<id>.cer`, `<id>.cert.pem` or
+/// `<id>.crt.pem`.
+fn companion_certificate(key: &Path) -> Option<PathBuf> {
+    ["crt", "cer", "cert.pem", "crt.pem"]
+        .iter()
+        .map(|ext| key.with_extension(ext))
+        .find(|p| p.is_file())
 }
 
 /// Accepts a certificate as PEM or raw DER.
@@ -288,4 +322,83 @@ pub fn pkcs8_der(key: &PrivateDecryptingKey) -> Vec<u8> {
     key.as_der()
         .map(|d| d.as_ref().to_vec())
         .expect("aws-lc-rs serializes its own RSA keys")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::pipeline::test_support::{fixture, SYNTH_ID};
+
+    /// Loads `dir` and returns the keyring and what was logged at WARN and above.
+    fn load_logged(dir: &Path) -> (Result<Keyring, KeyringError>, String) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let log = log.clone();
+            move || LogWriter(log.clone())
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(writer)
+            .finish();
+        let ring = tracing::subscriber::with_default(subscriber, || Keyring::load_dir(dir, None));
+        let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+        (ring, text)
+    }
+
+    struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn certificate_files_are_certificates_and_other_files_are_skipped_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = fixture("synthetic/certificate.pem");
+        std::fs::write(
+            dir.path().join(format!("{SYNTH_ID}.pem")),
+            fixture("synthetic/private_key.pem"),
+        )
+        .unwrap();
+        // The key's certificate under a name tools use, and a TLS secret's pair beside it.
+        std::fs::write(dir.path().join(format!("{SYNTH_ID}.cert.pem")), &cert).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), &cert).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &cert).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a key").unwrap();
+
+        let (ring, log) = load_logged(dir.path());
+        let ring = ring.expect("certificate files do not stop the load");
+        assert_eq!(ring.ids().collect::<Vec<_>>(), [SYNTH_ID]);
+        assert_eq!(
+            ring.get(SYNTH_ID).unwrap().thumbprint(),
+            Some(thumbprint(&certificate_der(&cert).unwrap()).as_str()),
+            "<id>.cert.pem is the key's certificate"
+        );
+        assert!(log.contains("notes.txt"), "{log}");
+        assert!(!log.contains("tls.crt") && !log.contains("ca.pem"), "{log}");
+    }
+
+    #[test]
+    fn a_pem_that_is_neither_key_nor_certificate_is_still_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("public.pem"),
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        let err = Keyring::load_dir(dir.path(), None).unwrap_err().to_string();
+        assert!(
+            err.contains("public.pem") && err.contains("no PRIVATE KEY"),
+            "{err}"
+        );
+    }
 }
