@@ -506,8 +506,9 @@ impl Controller {
             return Ok(());
         }
         let cert = d
-            .include_resource_data
-            .then_some((d.certificate.as_str(), d.certificate_id.as_str()));
+            .encryption
+            .as_ref()
+            .map(|e| (e.certificate.as_str(), e.certificate_id.as_str()));
         match self.clients[&d.tenant_id]
             .renew(&t.id, d.expiration(now), cert)
             .await
@@ -880,9 +881,7 @@ mod tests {
             change_type: "created,updated".into(),
             notification_url: "https://bridge.example.com/notifications".into(),
             lifecycle_url: None,
-            include_resource_data: false,
-            certificate: String::new(),
-            certificate_id: String::new(),
+            encryption: None,
             client_state: "state".into(),
             lifetime: Duration::from_secs(3600),
         }

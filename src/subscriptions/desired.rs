@@ -36,13 +36,19 @@ pub struct Desired {
     pub tenant_id: String,
     pub notification_url: String,
     pub lifecycle_url: Option<String>,
+    /// With `include_resource_data`: the certificate Graph encrypts resource data to.
+    pub encryption: Option<Encryption>,
+    /// Capped at Graph's limit.
+    pub lifetime: Duration,
+    pub client_state: String,
+}
+
+/// `encryptionCertificateId` and `encryptionCertificate` of a subscription with resource data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encryption {
     pub certificate_id: String,
     /// base64 DER of `<certificate_id>.crt`.
     pub certificate: String,
-    /// Capped at Graph's limit.
-    pub lifetime: Duration,
-    pub include_resource_data: bool,
-    pub client_state: String,
 }
 
 fn normalize_resource(r: &str) -> String {
@@ -102,11 +108,9 @@ impl Desired {
             lifecycle_notification_url: self.lifecycle_url.clone(),
             expiration_date_time: self.expiration(now),
             client_state: Some(self.client_state.clone()),
-            include_resource_data: Some(self.include_resource_data),
-            encryption_certificate: self.include_resource_data.then(|| self.certificate.clone()),
-            encryption_certificate_id: self
-                .include_resource_data
-                .then(|| self.certificate_id.clone()),
+            include_resource_data: Some(self.encryption.is_some()),
+            encryption_certificate: self.encryption.as_ref().map(|e| e.certificate.clone()),
+            encryption_certificate_id: self.encryption.as_ref().map(|e| e.certificate_id.clone()),
             latest_supported_tls_version: Some("v1_2".into()),
         }
     }
@@ -192,13 +196,23 @@ pub fn from_config(cfg: &Config) -> Result<Vec<Desired>, DesiredError> {
                 }
             }
         }
-        let certificate = match read_certificate(&cfg.graph.keys_dir, &item.certificate_id) {
-            Ok(c) => c,
-            Err(e) if item.include_resource_data => {
-                bad(e);
+        let encryption = match (&item.certificate_id, item.include_resource_data) {
+            (Some(id), true) => match read_certificate(&cfg.graph.keys_dir, id) {
+                Ok(certificate) => Some(Encryption {
+                    certificate_id: id.clone(),
+                    certificate,
+                }),
+                Err(e) => {
+                    bad(e);
+                    continue;
+                }
+            },
+            (None, true) => {
+                bad("certificate_id is required with include_resource_data = true (Graph encrypts the message to it)".into());
                 continue;
             }
-            Err(_) => String::new(),
+            // Graph sends no resource data, so it needs no certificate: one named is unused.
+            (_, false) => None,
         };
         let mut resource = normalize_resource(&item.resource);
         if let Some(m) = item.model {
@@ -223,10 +237,8 @@ pub fn from_config(cfg: &Config) -> Result<Vec<Desired>, DesiredError> {
             tenant_id,
             notification_url: item.notification_url.clone(),
             lifecycle_url: item.lifecycle_url.clone(),
-            certificate_id: item.certificate_id.clone(),
-            certificate,
+            encryption,
             lifetime,
-            include_resource_data: item.include_resource_data,
             client_state: client_state.clone(),
         });
     }
@@ -288,7 +300,7 @@ mod tests {
         assert!(exp <= chrono::Duration::minutes(60) && exp >= chrono::Duration::minutes(55));
         assert_eq!(d[1].lifetime, MAX_WITH_LIFECYCLE);
         let der = base64::engine::general_purpose::STANDARD
-            .decode(&d[1].certificate)
+            .decode(&d[1].encryption.as_ref().unwrap().certificate)
             .unwrap();
         assert!(x509_parser::parse_x509_certificate(&der).is_ok());
         assert!(d[0].matches(&d[0].to_subscription(now)));
@@ -306,12 +318,38 @@ mod tests {
         let mut a = item("a");
         a.change_types = vec!["created".into(), "edited".into()];
         a.tenant_id = Some("t2".into());
-        a.certificate_id = "missing".into();
+        a.certificate_id = Some("missing".into());
         let b = item("a");
         cfg.subscriptions.items = vec![a, b];
         let err = from_config(&cfg).unwrap_err().to_string();
         for needle in ["\"edited\"", "missing.crt", "tenant_id is required"] {
             assert!(err.contains(needle), "{needle}: {err}");
         }
+    }
+
+    #[test]
+    fn without_resource_data_no_certificate_is_needed_or_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = cfg(dir.path());
+        let basic: SubscriptionItem = toml::from_str(
+            "name = \"ids-only\"\nresource = \"chats/getAllMessages\"\nnotification_url = \"https://b.example/notifications\"\ninclude_resource_data = false\n",
+        )
+        .expect("certificate_id is optional");
+        let mut rich = basic.clone();
+        rich.name = "rich".into();
+        rich.include_resource_data = true;
+        cfg.subscriptions.items = vec![basic.clone()];
+        let d = from_config(&cfg).unwrap();
+        let s = d[0].to_subscription(Utc::now());
+        assert_eq!(s.include_resource_data, Some(false));
+        assert_eq!(s.encryption_certificate, None);
+        assert_eq!(s.encryption_certificate_id, None);
+
+        cfg.subscriptions.items = vec![basic, rich];
+        let err = from_config(&cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("rich") && err.contains("certificate_id is required"),
+            "{err}"
+        );
     }
 }

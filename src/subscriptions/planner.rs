@@ -189,10 +189,11 @@ fn keep<'a>(
     let fresh = o.timing.renew_at(d, s.expiration_date_time, (o.roll)());
     let tracked = tracked(o.tracked.get(&d.name), s, now, false, fresh);
     // Key rotation: the item names another certificate than Graph holds.
-    let cert_changed = d.include_resource_data
-        && s.encryption_certificate_id
+    let cert_changed = d.encryption.as_ref().is_some_and(|e| {
+        s.encryption_certificate_id
             .as_deref()
-            .is_some_and(|id| id != d.certificate_id);
+            .is_some_and(|id| id != e.certificate_id)
+    });
     let renew = tracked.renew_at <= now || cert_changed;
     Step::Keep {
         desired: d,
@@ -204,6 +205,7 @@ fn keep<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::subscriptions::desired::Encryption;
     use chrono::TimeZone;
 
     const URL: &str = "https://bridge.example.com/notifications";
@@ -225,9 +227,10 @@ mod tests {
             change_type: "created,updated,deleted".into(),
             notification_url: URL.into(),
             lifecycle_url: Some("https://bridge.example.com/lifecycle".into()),
-            include_resource_data: true,
-            certificate: "MIIB".into(),
-            certificate_id: "key-2".into(),
+            encryption: Some(Encryption {
+                certificate_id: "key-2".into(),
+                certificate: "MIIB".into(),
+            }),
             client_state: "state".into(),
             lifetime: 72 * HOUR,
         }
@@ -531,7 +534,7 @@ mod tests {
     #[test]
     fn without_resource_data_another_certificate_does_not_renew() {
         let mut d = desired("chats", "/chats/getAllMessages");
-        d.include_resource_data = false;
+        d.encryption = None;
         let d = [d];
         let (tracked, retry) = (HashMap::new(), HashMap::new());
         let subs = [listed("s1", &d[0], t0() + minutes(48 * 60), "key-1")];

@@ -38,7 +38,7 @@ fn item(name: &str, resource: &str, bridge: &str, lifecycle: bool) -> Subscripti
         tenant_id: None,
         notification_url: format!("{bridge}/notifications"),
         lifecycle_url: lifecycle.then(|| format!("{bridge}/lifecycle")),
-        certificate_id: SYNTH_ID.into(),
+        certificate_id: Some(SYNTH_ID.into()),
         lifetime: None,
         include_resource_data: true,
     }

@@ -125,8 +125,10 @@ pub struct SubscriptionItem {
     /// Public HTTPS URL of this bridge's `/lifecycle`; without it Graph caps lifetimes at 1 h.
     #[serde(default)]
     pub lifecycle_url: Option<String>,
-    /// Key id in `graph.keys_dir`: its `<id>.crt` becomes the `encryptionCertificate`.
-    pub certificate_id: String,
+    /// Key id in `graph.keys_dir`: its `<id>.crt` becomes the `encryptionCertificate`. Required
+    /// with `include_resource_data` (Graph encrypts to it); without, Graph needs no certificate.
+    #[serde(default)]
+    pub certificate_id: Option<String>,
     /// Requested lifetime, capped at Graph's limit (3 days with a lifecycle URL, 1 hour without).
     #[serde(default)]
     pub lifetime: Option<HumanDuration>,
