@@ -1,7 +1,6 @@
 //! The reconcile loop: desired subscriptions (config) against Graph's. Each round lists the
 //! app's subscriptions per tenant, creates what is missing (after checking the endpoint answers
-//! the handshake), renews what is due (PATCH, with margin and jitter, never twice within Graph's
-//! 10 minutes), replaces what cannot be PATCHed, and deletes what it owns but no longer wants.
+//! the handshake), renews what is due (PATCH, with margin and jitter), replaces what cannot be PATCHed, and deletes what it owns but no longer wants.
 //! Every action is idempotent, and a 409 adopts the existing subscription, so two replicas that
 //! overlap briefly converge instead of fighting.
 //!
@@ -27,7 +26,6 @@ use graphbridge_event::event_id;
 use graphbridge_graph_api::clock::{until, Clock};
 use graphbridge_graph_api::subscriptions::{same_resource, GraphClient, GraphError, Subscription};
 
-pub use planner::MIN_REAUTHORIZE_INTERVAL;
 /// Graph retries a delivery for up to 4 hours: anything `missed` happened within that window.
 const GRAPH_RETRY_WINDOW: Duration = Duration::from_secs(4 * 3600);
 
@@ -187,10 +185,10 @@ impl Controller {
         self.timing().renew_at(d, expires_at, roll())
     }
 
-    fn track(&mut self, d: &Desired, s: &Subscription, authorized: bool) {
+    fn track(&mut self, d: &Desired, s: &Subscription) {
         let fresh = self.renew_at(d, s.expiration_date_time);
         let prev = self.tracked.get(&d.name);
-        let t = planner::tracked(prev, s, self.clock.now(), authorized, fresh);
+        let t = planner::tracked(prev, s, self.clock.now(), fresh);
         self.remember(&d.name, t);
     }
 
@@ -445,7 +443,7 @@ impl Controller {
         match self.clients[&d.tenant_id].create(&body).await {
             Ok(s) => {
                 tracing::info!(subscription = %d.name, id = %s.id, expires = %s.expiration_date_time, "subscription created");
-                self.track(d, &s, false);
+                self.track(d, &s);
                 report.actions.push(Action::Created {
                     name: d.name.clone(),
                     id: s.id.clone(),
@@ -478,7 +476,7 @@ impl Controller {
             return Err(conflict(d, &listed, msg));
         };
         tracing::info!(subscription = %d.name, id = %s.id, "409: adopting the existing subscription");
-        self.track(d, s, false);
+        self.track(d, s);
         report.actions.push(Action::Adopted {
             name: d.name.clone(),
             id: s.id.clone(),
@@ -491,20 +489,13 @@ impl Controller {
         Ok(())
     }
 
-    /// PATCHes the expiration (and the certificate when it changed). Within 10 minutes of the
-    /// previous PATCH it is only scheduled. A 404 recreates.
+    /// PATCHes the expiration (and the certificate when it changed), which also reauthorizes.
+    /// A 404 recreates.
     async fn renew(&mut self, d: &Desired, report: &mut Report) -> Result<(), ControllerError> {
         let now = self.clock.now();
         let Some(t) = self.tracked.get(&d.name).cloned() else {
             return self.create(d, report).await;
         };
-        if let Some(earliest) = planner::renewal_deferred_until(&t, now) {
-            tracing::info!(subscription = %d.name, at = %earliest, "renewal deferred: Graph forbids two within 10 minutes");
-            if let Some(t) = self.tracked.get_mut(&d.name) {
-                t.renew_at = earliest;
-            }
-            return Ok(());
-        }
         let cert = d
             .encryption
             .as_ref()
@@ -529,7 +520,7 @@ impl Controller {
             id: id.clone(),
             ..s
         };
-        self.track(d, &s, true);
+        self.track(d, &s);
         let renew_at = self.renew_at(d, s.expiration_date_time);
         if let Some(tr) = self.tracked.get_mut(&d.name) {
             tr.renew_at = renew_at;
@@ -664,7 +655,8 @@ impl Controller {
         Some((d, t.clone()))
     }
 
-    /// `reauthorizationRequired`: renews now, or (throttled) makes the renewal due.
+    /// `reauthorizationRequired`: renews now, even right after a renewal (a PATCH is what
+    /// Graph asks for); only while Graph throttles this app is the renewal made due instead.
     async fn on_reauthorization_required(
         &mut self,
         d: &Desired,
@@ -672,6 +664,10 @@ impl Controller {
         report: &mut Report,
     ) -> Result<(), ControllerError> {
         if self.throttled() {
+            tracing::info!(
+                subscription = %d.name,
+                "reauthorizationRequired: Graph is throttling this app; renewing once it allows"
+            );
             if let Some(tr) = self.tracked.get_mut(&d.name) {
                 tr.renew_at = now;
             }

@@ -1,7 +1,12 @@
 //! What a reconcile round does for one tenant, decided without I/O: [`plan`] takes the desired
 //! subscriptions, what Graph lists and what the controller remembers, and the time, and returns
 //! the steps; the controller carries them out with the Graph client. The timing rules (renew
-//! margin and jitter, Graph's 10 minutes between two PATCHes) are pure functions here too.
+//! margin and jitter) are pure functions here too.
+//!
+//! Renewal and reauthorization are one `PATCH` with a new expiration, which Graph documents as
+//! doing both. The controller never calls `/reauthorize`, so Graph's one timing rule, no
+//! `/reauthorize` and `PATCH` of one subscription within 10 minutes, cannot be broken and a
+//! `PATCH` is never held back for it.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -11,16 +16,11 @@ use chrono::{DateTime, Utc};
 use super::desired::Desired;
 use graphbridge_graph_api::subscriptions::Subscription;
 
-/// Graph: never send reauthorize and PATCH for one subscription within 10 minutes.
-pub const MIN_REAUTHORIZE_INTERVAL: Duration = Duration::from_secs(600);
-
 /// What the controller remembers of a subscription it keeps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tracked {
     pub id: String,
     pub expires_at: DateTime<Utc>,
-    /// Last PATCH: the next may not come within 10 minutes.
-    pub last_auth: Option<DateTime<Utc>>,
     pub renew_at: DateTime<Utc>,
     /// Last time Graph showed it alive (list, create, renew).
     pub confirmed_at: DateTime<Utc>,
@@ -56,36 +56,23 @@ pub fn chrono_duration(d: Duration) -> chrono::Duration {
 
 /// `s` as remembered after Graph showed it alive at `now`; `fresh_renew_at` applies unless the
 /// same subscription with the same expiry was remembered already (its jittered time is kept
-/// rather than re-rolled every round). `authorized`: this was a PATCH.
+/// rather than re-rolled every round).
 pub fn tracked(
     prev: Option<&Tracked>,
     s: &Subscription,
     now: DateTime<Utc>,
-    authorized: bool,
     fresh_renew_at: DateTime<Utc>,
 ) -> Tracked {
     let prev = prev.filter(|p| p.id == s.id);
     Tracked {
         id: s.id.clone(),
         expires_at: s.expiration_date_time,
-        last_auth: if authorized {
-            Some(now)
-        } else {
-            prev.and_then(|p| p.last_auth)
-        },
         renew_at: prev
             .filter(|p| p.expires_at == s.expiration_date_time)
             .map_or(fresh_renew_at, |p| p.renew_at),
         confirmed_at: now,
         since: prev.map_or(now, |p| p.since),
     }
-}
-
-/// When a PATCH of `t` at `now` would come within Graph's 10 minutes of the previous one: the
-/// earliest time it may be sent.
-pub fn renewal_deferred_until(t: &Tracked, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let earliest = t.last_auth? + chrono_duration(MIN_REAUTHORIZE_INTERVAL);
-    (now < earliest).then_some(earliest)
 }
 
 /// What the controller knows besides the desired state: what Graph lists (`'l`, which steps
@@ -187,7 +174,7 @@ fn keep<'a>(
     now: DateTime<Utc>,
 ) -> Step<'a> {
     let fresh = o.timing.renew_at(d, s.expiration_date_time, (o.roll)());
-    let tracked = tracked(o.tracked.get(&d.name), s, now, false, fresh);
+    let tracked = tracked(o.tracked.get(&d.name), s, now, fresh);
     // Key rotation: the item names another certificate than Graph holds.
     let cert_changed = d.encryption.as_ref().is_some_and(|e| {
         s.encryption_certificate_id
@@ -313,7 +300,6 @@ mod tests {
         let earlier = Tracked {
             id: "s1".into(),
             expires_at: expires,
-            last_auth: None,
             renew_at: t0() - minutes(1), // rolled earlier in another round: due now
             confirmed_at: t0() - minutes(60),
             since: t0() - minutes(120),
@@ -346,40 +332,20 @@ mod tests {
     }
 
     #[test]
-    fn no_second_patch_within_ten_minutes() {
-        let t = Tracked {
-            id: "s1".into(),
-            expires_at: t0() + minutes(60),
-            last_auth: Some(t0() - minutes(4)),
-            renew_at: t0(),
-            confirmed_at: t0(),
-            since: t0(),
-        };
-        assert_eq!(renewal_deferred_until(&t, t0()), Some(t0() + minutes(6)));
-        assert_eq!(renewal_deferred_until(&t, t0() + minutes(6)), None);
-        let never = Tracked {
-            last_auth: None,
-            ..t
-        };
-        assert_eq!(renewal_deferred_until(&never, t0()), None);
-    }
-
-    #[test]
-    fn a_patch_records_the_authorization_and_a_list_keeps_the_last_one() {
+    fn a_list_keeps_what_was_remembered_of_the_same_subscription() {
         let d = desired("chats", "/chats/getAllMessages");
         let s = listed("s1", &d, t0() + minutes(60), "key-2");
-        let patched = tracked(None, &s, t0(), true, t0());
-        assert_eq!(patched.last_auth, Some(t0()));
+        let patched = tracked(None, &s, t0(), t0());
         let later = t0() + minutes(30);
-        let seen = tracked(Some(&patched), &s, later, false, later);
-        assert_eq!((seen.last_auth, seen.since), (Some(t0()), t0()));
+        let seen = tracked(Some(&patched), &s, later, later);
+        assert_eq!((seen.since, seen.confirmed_at), (t0(), later));
         // Another subscription under the same name starts afresh.
         let other = Subscription {
             id: "s2".into(),
             ..s
         };
-        let fresh = tracked(Some(&patched), &other, later, false, later);
-        assert_eq!((fresh.last_auth, fresh.since), (None, later));
+        let fresh = tracked(Some(&patched), &other, later, later);
+        assert_eq!(fresh.since, later);
     }
 
     #[test]
@@ -414,7 +380,6 @@ mod tests {
         let gone = Tracked {
             id: "s1".into(),
             expires_at: t0() + minutes(600),
-            last_auth: None,
             renew_at: t0() + minutes(300),
             confirmed_at: t0() - minutes(15),
             since: t0() - minutes(600),
@@ -564,14 +529,12 @@ mod tests {
 
     #[test]
     fn another_subscription_under_a_remembered_name_starts_afresh() {
-        // Ours was replaced by another replica: its PATCH time does not hold back this one,
-        // and this one is not reported as vanished.
+        // Ours was replaced by another replica: this one is not reported as vanished.
         let d = [desired("chats", "/chats/getAllMessages")];
         let expires = t0() + minutes(48 * 60);
         let ours = Tracked {
             id: "s1".into(),
             expires_at: expires,
-            last_auth: Some(t0() - minutes(2)),
             renew_at: t0() + minutes(60),
             confirmed_at: t0() - minutes(5),
             since: t0() - minutes(600),
@@ -584,8 +547,8 @@ mod tests {
             panic!("{steps:?}")
         };
         assert_eq!(
-            (t.id.as_str(), t.last_auth, t.since, t.renew_at),
-            ("s2", None, t0(), expires - minutes(6 * 60))
+            (t.id.as_str(), t.since, t.renew_at),
+            ("s2", t0(), expires - minutes(6 * 60))
         );
     }
 
