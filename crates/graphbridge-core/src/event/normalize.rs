@@ -1,8 +1,6 @@
 //! Turning an authenticated notification and its decrypted chatMessage into a v1 event.
 //! Pure: no I/O, no clocks (the receive time is passed in).
 
-use std::borrow::Cow;
-
 use super::v1::*;
 use crate::graph::envelope::ChangeNotification;
 use crate::graph::message::{self, ChatMessage};
@@ -105,39 +103,71 @@ fn sender(from: &message::From) -> Option<Sender> {
     })
 }
 
-/// Text of an HTML body: tags dropped (block ends become line breaks), entities decoded.
+/// Elements whose start or end is a line break in the text.
+const BLOCKS: &[&[u8]] = &[
+    b"br",
+    b"p",
+    b"div",
+    b"li",
+    b"pre",
+    b"blockquote",
+    b"tr",
+    b"hr",
+    b"ul",
+    b"ol",
+    b"h1",
+    b"h2",
+    b"h3",
+    b"h4",
+    b"h5",
+    b"h6",
+];
+
+/// Text of an HTML body: tags dropped (block elements become line breaks), character references
+/// decoded, emoji (Teams' `<emoji alt>` and emoji images) kept as their character. A WHATWG
+/// tokenizer decides where tags end, so `<pre>` is not `<p>` and a `>` inside a quoted
+/// attribute value does not end the tag.
 pub fn plain_text(content_type: &str, content: &str) -> String {
+    use html5gum::{Token, Tokenizer};
     if !content_type.eq_ignore_ascii_case("html") {
         return content.to_string();
     }
     let mut out = String::with_capacity(content.len());
-    let mut rest = content;
-    while let Some(start) = rest.find('<') {
-        out.push_str(&rest[..start]);
-        let Some(len) = rest[start..].find('>') else {
-            rest = "";
-            break;
-        };
-        let tag = rest[start + 1..start + len]
-            .trim_start_matches('/')
-            .as_bytes();
-        let opens_block = |name: &str| {
-            tag.get(..name.len())
-                .is_some_and(|t| t.eq_ignore_ascii_case(name.as_bytes()))
-        };
-        if ["br", "p", "div", "li"].into_iter().any(opens_block)
-            && !out.ends_with('\n')
-            && !out.is_empty()
-        {
+    // One line break per block boundary, without the source's indentation around it.
+    let line_break = |out: &mut String| {
+        out.truncate(out.trim_end().len());
+        if !out.is_empty() {
             out.push('\n');
         }
-        rest = &rest[start + len + 1..];
+    };
+    for token in Tokenizer::new(content).flatten() {
+        match token {
+            Token::String(text) => {
+                let text = String::from_utf8_lossy(&text);
+                let at_line_start = out.is_empty() || out.ends_with('\n');
+                out.push_str(if at_line_start {
+                    text.trim_start()
+                } else {
+                    &text
+                });
+            }
+            Token::StartTag(tag) => {
+                if BLOCKS.contains(&tag.name.as_slice()) {
+                    line_break(&mut out);
+                }
+                let emoji = tag.name.as_slice() == b"emoji"
+                    || tag.name.as_slice() == b"img"
+                        && tag.attributes.get(b"itemtype".as_slice()).is_some_and(|t| {
+                            memchr::memmem::find(&t.value, b"schema.skype.com/Emoji").is_some()
+                        });
+                if let Some(alt) = tag.attributes.get(b"alt".as_slice()).filter(|_| emoji) {
+                    out.push_str(&String::from_utf8_lossy(&alt.value));
+                }
+            }
+            Token::EndTag(tag) if BLOCKS.contains(&tag.name.as_slice()) => line_break(&mut out),
+            _ => {}
+        }
     }
-    out.push_str(rest);
-    if let Cow::Owned(decoded) = html_escape::decode_html_entities(out.trim()) {
-        return decoded;
-    }
-    // No entities: the trimmed text itself, without another copy.
     out.truncate(out.trim_end().len());
     out.drain(..out.len() - out.trim_start().len());
     out
@@ -362,5 +392,56 @@ mod tests {
             "one\ntwo x"
         );
         assert_eq!(plain_text("html", " <p> </p> "), "");
+    }
+
+    #[test]
+    fn tag_names_match_whole_and_quoted_attributes_may_hold_angle_brackets() {
+        // `<pre>` is not `<p>`, `<link>` is not `<li>`: no line breaks inside the sentence.
+        assert_eq!(
+            plain_text("html", "run <pre>make</pre> then <link rel=x>done"),
+            "run\nmake\nthen done"
+        );
+        // A `>` inside an attribute value does not end the tag, in either quote style.
+        assert_eq!(
+            plain_text(
+                "html",
+                r#"<p>see <a href="https://x.example/?q=a>b" title='1 > 0'>the docs</a>.</p>"#
+            ),
+            "see the docs."
+        );
+    }
+
+    /// Bodies in the shapes Teams sends: mentions, code blocks, emoji, links, entities.
+    #[test]
+    fn teams_message_bodies_become_readable_text() {
+        let cases = [
+            (
+                r#"<div><div><at id="0">Megan Bowen</at>&nbsp;<at id="1">Alex Wilber</at> can you review?</div></div>"#,
+                "Megan Bowen\u{a0}Alex Wilber can you review?",
+            ),
+            (
+                r#"<p>Fix:</p><codeblock class="Rust"><code>if a &lt; b &amp;&amp; c &gt; d { go() }</code></codeblock>"#,
+                "Fix:\nif a < b && c > d { go() }",
+            ),
+            (
+                r#"<p>Shipped <emoji id="1f389_partypopper" alt="🎉" title="Party popper"></emoji> thanks</p>"#,
+                "Shipped 🎉 thanks",
+            ),
+            (
+                r#"<div>ok <img alt="👍" src="https://statics.teams.cdn.office.net/evergreen-assets/skype/v2/yes/20.png" itemtype="http://schema.skype.com/Emoji" style="width:20px;height:20px"></div>"#,
+                "ok 👍",
+            ),
+            (
+                r#"<p>Spec: <a href="https://contoso.sharepoint.com/sites/eng/Shared%20Documents/spec.docx?web=1&amp;e=x" rel="noreferrer noopener" target="_blank" title="https://contoso.sharepoint.com/...">spec.docx</a></p><ul><li>one</li><li>two</li></ul>"#,
+                "Spec: spec.docx\none\ntwo",
+            ),
+            (
+                r#"<p><img src="https://graph.microsoft.com/v1.0/chats/19:x/messages/1/hostedContents/aWQ9/$value" alt="image" width="250"></p>"#,
+                "",
+            ),
+        ];
+        for (html, text) in cases {
+            assert_eq!(plain_text("html", html), text, "{html}");
+        }
     }
 }
