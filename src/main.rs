@@ -110,13 +110,14 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Making a key needs no configuration (there may be none yet) and logs nothing.
     if let Command::Keys {
         command: KeysCommand::Generate { id, out, bits },
     } = &cli.command
     {
-        return keys_generate(id, out, *bits);
+        keys_generate(id, out, *bits)?;
+        return Ok(ExitCode::SUCCESS);
     }
     // Every verb logs as `[telemetry]` says (a replay Job logs JSON like the server does), so
     // the configuration is read first; the verbs that need it read it again for their own part.
@@ -134,9 +135,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         #[cfg(feature = "kafka")]
         Command::Replay(args) => {
-            if !graphbridge::replay::cli::main(*args, cli.config.as_deref()).await? {
-                anyhow::bail!("replay stopped on an error (the summary says where to resume)");
-            }
+            let ending = graphbridge::replay::cli::main(*args, cli.config.as_deref()).await?;
+            return Ok(ExitCode::from(ending.exit_code()));
         }
         Command::Keys { .. } => unreachable!("handled above"),
         Command::Subscriptions { command } => {
@@ -153,7 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("configuration ok");
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 #[tokio::main]
@@ -161,7 +161,7 @@ async fn main() -> ExitCode {
     // One TLS crypto provider (aws-lc-rs) for every client and server in the process.
     graphbridge_core::http::install_crypto_provider();
     match run(Cli::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -68,8 +68,8 @@ pub struct Args {
     /// Only these change types.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub change_type: Vec<ChangeTypeArg>,
-    /// Count what would be published (and with --reset-group: show the offsets) without
-    /// changing anything.
+    /// Count what the same command would publish (and with --reset-group: show the offsets)
+    /// without changing anything. With a target, the target is named but not touched.
     #[arg(long)]
     pub dry_run: bool,
     /// Source records per second at most.
@@ -133,8 +133,14 @@ impl Args {
         if target.is_none() && !self.dry_run {
             anyhow::bail!("give a target (--to-topic, --to-nats or --to-file) or --dry-run");
         }
-        if target.is_some() && self.dry_run {
-            anyhow::bail!("--dry-run publishes nothing: leave out the target");
+        if let (Some(from), Some(to)) = (self.from_time, self.to_time) {
+            if from > to {
+                anyhow::bail!(
+                    "--from-time {} is later than --to-time {}: the range is backwards",
+                    from.to_rfc3339(),
+                    to.to_rfc3339()
+                );
+            }
         }
         if self.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
             anyhow::bail!("--rate must be positive");
@@ -147,6 +153,7 @@ impl Args {
                 .or_else(|| self.from_offset.clone().map(Bound::Offsets)),
             to: self.to_bound(),
             target,
+            dry_run: self.dry_run,
             reprocess: self.reprocess,
             filter: Filter {
                 tenants: self.tenant.clone(),
@@ -164,8 +171,8 @@ impl Args {
     }
 }
 
-/// Runs the verb; Ok(false) when the replay failed part-way (the summary says where to resume).
-pub async fn main(args: Args, config: Option<&Path>) -> anyhow::Result<bool> {
+/// Runs the verb. The summary's ending decides the exit status: see [`Ending::exit_code`].
+pub async fn main(args: Args, config: Option<&Path>) -> anyhow::Result<Ending> {
     let cfg = Config::load(config)?;
     if let Some(group) = &args.reset_group {
         let topic = args
@@ -181,14 +188,15 @@ pub async fn main(args: Args, config: Option<&Path>) -> anyhow::Result<bool> {
         } else {
             reset.print_human();
         }
-        return Ok(true);
+        return Ok(Ending::Complete);
     }
     let opts = args.options(&cfg)?;
-    let summary = run(&cfg, &opts, &Stop::on_sigint()).await?;
+    let stop = Stop::on_signals().context("installing the SIGINT/SIGTERM handlers")?;
+    let summary = run(&cfg, &opts, &stop).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         summary.print_human();
     }
-    Ok(summary.ending != Ending::Failed)
+    Ok(summary.ending)
 }

@@ -44,6 +44,18 @@ impl Item {
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
+    /// Makes the payload one line of JSON Lines: false (leave the record out) when it is not
+    /// JSON or empty (a null value); a JSON value spread over lines is written compactly.
+    pub fn to_json_line(&mut self) -> bool {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&self.payload) else {
+            return false;
+        };
+        if self.payload.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+            self.payload = serde_json::to_vec(&value).expect("a Value serializes");
+        }
+        true
+    }
+
     /// A record read from Kafka, classified by its payload.
     pub fn read(
         key: Option<Vec<u8>>,

@@ -85,7 +85,7 @@ impl Progress {
 pub enum Ending {
     /// Every partition reached its end.
     Complete,
-    /// SIGINT (or the caller's stop signal).
+    /// SIGINT or SIGTERM (or the caller's stop signal).
     Interrupted,
     /// `--max-messages` records were read.
     MaxMessages,
@@ -95,6 +95,16 @@ pub enum Ending {
 }
 
 impl Ending {
+    /// The process's exit status: 0 when the requested work is done, 1 when it failed,
+    /// [`EXIT_INTERRUPTED`](super::stop::EXIT_INTERRUPTED) when a signal stopped it early.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Ending::Complete | Ending::MaxMessages => 0,
+            Ending::Failed => 1,
+            Ending::Interrupted => super::stop::EXIT_INTERRUPTED,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Ending::Complete => "complete",
@@ -121,6 +131,9 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub dry_run: bool,
+    /// Where the records went, or in a dry run would go (None: a dry run without a target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     pub reprocess: bool,
     /// Source records read in range.
     pub read: u64,
@@ -128,6 +141,8 @@ pub struct Summary {
     pub published: u64,
     /// Records the filters left out.
     pub filtered: u64,
+    /// `--to-file`: records left out because their value is not JSON (or empty).
+    pub skipped_not_json: u64,
     /// With `--reprocess`: items the current code or configuration rejects, by reason.
     pub rejected: BTreeMap<String, u64>,
     pub elapsed_s: f64,
@@ -173,6 +188,16 @@ impl Summary {
             self.elapsed_s,
             self.rate_per_s
         );
+        if let Some(t) = &self.target {
+            let _ = writeln!(e, "  target: {t}");
+        }
+        if self.skipped_not_json > 0 {
+            let _ = writeln!(
+                e,
+                "  skipped {} records whose value is not JSON (the file holds one JSON per line)",
+                self.skipped_not_json
+            );
+        }
         for (reason, n) in &self.rejected {
             let _ = writeln!(e, "  rejected by the current code: {n} {reason}");
         }

@@ -242,6 +242,13 @@ pub fn resolve(
         let (Some(&f), Some(&t)) = (starts.get(&p), stops.get(&p)) else {
             continue;
         };
+        // Both ends given and the end before the start: a mistake, not an empty replay that
+        // would end "complete" and let a script believe the window was replayed.
+        if from.is_some() && to.is_some() && t < f {
+            return Err(ReplayError::Range(format!(
+                "partition {p}: the end ({t}) is before the start ({f}); the range is backwards"
+            )));
+        }
         if f < low {
             tracing::warn!(
                 partition = p,

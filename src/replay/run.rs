@@ -30,6 +30,17 @@ pub enum TargetSpec {
     File(PathBuf),
 }
 
+impl TargetSpec {
+    /// For the summary: where the records go (or would go).
+    pub fn describe(&self) -> String {
+        match self {
+            TargetSpec::Kafka(t) => format!("kafka topic {t}"),
+            TargetSpec::Nats => "nats (sink.nats)".into(),
+            TargetSpec::File(p) => format!("file {}", p.display()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub topic: String,
@@ -37,8 +48,10 @@ pub struct Options {
     pub from: Option<Bound>,
     /// End (exclusive); None = the end of the topic when the replay starts.
     pub to: Option<Bound>,
-    /// None = dry run: read, rebuild and filter, publish nothing.
+    /// Where to publish; None only in a dry run.
     pub target: Option<TargetSpec>,
+    /// Read, rebuild and filter, publish nothing (the target is named, not opened).
+    pub dry_run: bool,
     pub reprocess: bool,
     pub filter: Filter,
     /// Source records per second (None = as fast as the target confirms).
@@ -52,6 +65,7 @@ struct Counts {
     read: u64,
     published: u64,
     filtered: u64,
+    not_json: u64,
     rejected: BTreeMap<String, u64>,
 }
 
@@ -62,12 +76,13 @@ pub async fn run(cfg: &Config, opts: &Options, stop: &Stop) -> Result<Summary, R
     let k = &cfg.sink.kafka;
     let ranges = source::resolve(k, &opts.topic, opts.from.clone(), opts.to.clone()).await?;
     let reprocessor = opts.reprocess.then(|| Reprocessor::new(cfg)).transpose()?;
-    let mut target = match &opts.target {
+    let mut target = match opts.target.as_ref().filter(|_| !opts.dry_run) {
         None => None,
         Some(TargetSpec::Kafka(t)) => Some(Target::kafka(cfg, t)?),
         Some(TargetSpec::Nats) => Some(Target::nats(cfg).await?),
         Some(TargetSpec::File(p)) => Some(Target::file(p)?),
     };
+    let to_file = matches!(opts.target, Some(TargetSpec::File(_)));
     let mut src = Source::open(k, &opts.topic, &ranges)?;
     let total: u64 = ranges.iter().map(|r| r.len()).sum();
     let mut progress = Progress::new(opts.max_messages.map_or(total, |m| m.min(total)));
@@ -124,17 +139,23 @@ pub async fn run(cfg: &Config, opts: &Options, stop: &Stop) -> Result<Summary, R
             },
         };
         let before = out.len();
-        let selected: Vec<Item> = out
+        let mut selected: Vec<Item> = out
             .into_iter()
             .filter(|i| opts.filter.matches(&i.facts))
             .collect();
+        let selected_n = selected.len();
+        if to_file {
+            // One JSON per line: a record that is not JSON (or has no value) has no line.
+            selected.retain_mut(Item::to_json_line);
+            counts.not_json += (selected_n - selected.len()) as u64;
+        }
         // Not interruptible: a stop waits for the target to confirm the batch in flight.
         if let Some(t) = &mut target {
             if let Err(e) = t.publish(&selected).await {
                 break Err(e);
             }
         }
-        counts.filtered += (before - selected.len()) as u64;
+        counts.filtered += (before - selected_n) as u64;
         counts.published += selected.len() as u64;
         counts.read += batch.len() as u64;
         for r in &batch {
@@ -154,7 +175,9 @@ pub async fn run(cfg: &Config, opts: &Options, stop: &Stop) -> Result<Summary, R
         topic: opts.topic.clone(),
         ending,
         error,
-        dry_run: opts.target.is_none(),
+        dry_run: opts.dry_run,
+        target: opts.target.as_ref().map(TargetSpec::describe),
+        skipped_not_json: counts.not_json,
         reprocess: opts.reprocess,
         read: counts.read,
         published: counts.published,

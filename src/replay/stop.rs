@@ -1,6 +1,7 @@
-//! A clean stop: on SIGINT the replay finishes the batch in flight (so the target confirmed
-//! everything before the printed position), then stops and prints `--from-offset` arguments
-//! that continue without a gap or a duplicate. A second SIGINT exits at once (the position
+//! A clean stop: on SIGINT or SIGTERM (Ctrl-C, `kill`, `timeout`, a Kubernetes Job's end) the
+//! replay finishes the batch in flight (so the target confirmed everything before the printed
+//! position), then stops and prints `--from-offset` arguments that continue without a gap or a
+//! duplicate, and exits with [`EXIT_INTERRUPTED`]. A second signal exits at once (the position
 //! printed by the first stop would then be unknown, so nothing is printed).
 
 use std::sync::Arc;
@@ -10,7 +11,12 @@ use tokio::sync::watch;
 use super::range::format_spec;
 use super::source::Source;
 
-/// Stop requests for a running replay: the CLI wires SIGINT to it; tests call `stop`.
+/// Exit status of a replay stopped by a signal before the end of its range: 75, EX_TEMPFAIL
+/// ("try again"): the summary's `resume` arguments continue it. 0 is a finished replay (or one
+/// stopped by `--max-messages`), 1 an error.
+pub const EXIT_INTERRUPTED: u8 = 75;
+
+/// Stop requests for a running replay: the CLI wires SIGINT and SIGTERM to it; tests call `stop`.
 #[derive(Clone)]
 pub struct Stop {
     tx: Arc<watch::Sender<bool>>,
@@ -42,20 +48,30 @@ impl Stop {
         let _ = rx.wait_for(|s| *s).await;
     }
 
-    /// A Stop requested by SIGINT (Ctrl-C); the second one exits with status 130.
-    pub fn on_sigint() -> Self {
+    /// A Stop requested by SIGINT (Ctrl-C) or SIGTERM; a second signal exits at once with
+    /// 128 + its number, as a shell reports a process killed by it.
+    pub fn on_signals() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
         let stop = Stop::default();
         let s = stop.clone();
+        let (mut int, mut term) = (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        );
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nstopping after the batch in flight (Ctrl-C again to abort)");
-                s.stop();
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            eprintln!("\n{name}: stopping after the batch in flight (again to abort)");
+            s.stop();
+            let code = tokio::select! {
+                _ = int.recv() => 130,
+                _ = term.recv() => 143,
+            };
+            std::process::exit(code);
         });
-        stop
+        Ok(stop)
     }
 }
 

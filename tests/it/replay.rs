@@ -335,18 +335,32 @@ async fn a_replay_stopped_by_max_messages_resumes_without_gaps_or_duplicates() {
 #[tokio::test]
 async fn sigint_stops_cleanly_and_the_printed_position_resumes_exactly() {
     common::needs!(sigint_stops_cleanly_and_the_printed_position_resumes_exactly: "GRAPHBRIDGE_TEST_KAFKA");
+    stops_cleanly_on("INT", "rp-int", 1_800_000_600_000).await;
+}
+
+/// `kill`, `timeout` and a Kubernetes Job send SIGTERM: the same clean stop as Ctrl-C.
+#[tokio::test]
+async fn sigterm_stops_cleanly_and_the_printed_position_resumes_exactly() {
+    common::needs!(sigterm_stops_cleanly_and_the_printed_position_resumes_exactly: "GRAPHBRIDGE_TEST_KAFKA");
+    stops_cleanly_on("TERM", "rp-term", 1_800_000_650_000).await;
+}
+
+/// Replays 30 records at 10 a second, sends `signal` once some arrived, and checks the summary,
+/// the exit status ([`EXIT_INTERRUPTED`]) and that the printed position resumes exactly.
+async fn stops_cleanly_on(signal: &str, prefix: &str, base: i64) {
+    use graphbridge::replay::stop::EXIT_INTERRUPTED;
     let dir = tempfile::tempdir().unwrap();
-    let prefix = unique("rp-int");
+    let prefix = unique(prefix);
     let cfg = kafka_config(dir.path(), &prefix);
     let srv = Running::start(&cfg).await;
-    post(&srv, &specs(1_800_000_600_000, 30)).await;
+    post(&srv, &specs(base, 30)).await;
     let src = cfg.sink.kafka.topics.chat_messages.clone();
     let all = consume(&[&src], 30, BOUND).await;
     srv.shutdown().await;
 
     let config = common::process::write_config(&cfg, dir.path());
     let out = format!("{prefix}.out");
-    // 10 records a second: SIGINT lands mid-range.
+    // 10 records a second: the signal lands mid-range.
     let child = Command::new(env!("CARGO_BIN_EXE_graphbridge"))
         .arg("--config")
         .arg(&config)
@@ -367,7 +381,7 @@ async fn sigint_stops_cleanly_and_the_printed_position_resumes_exactly() {
         .unwrap();
     wait_records(&out, 3).await;
     let ok = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap()
         .success();
@@ -377,14 +391,16 @@ async fn sigint_stops_cleanly_and_the_printed_position_resumes_exactly() {
         tokio::task::spawn_blocking(move || child.wait_with_output()),
     )
     .await
-    .expect("replay exits after SIGINT")
+    .expect("replay exits after the signal")
     .unwrap()
     .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(i32::from(EXIT_INTERRUPTED)),
+        "an interrupted replay is told apart from a finished one: {stderr}"
     );
+    assert!(stderr.contains(&format!("SIG{signal}")), "{stderr}");
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["ending"], "interrupted");
     let read = summary["read"].as_u64().unwrap();
@@ -397,6 +413,136 @@ async fn sigint_stops_cleanly_and_the_printed_position_resumes_exactly() {
     assert_eq!((s.ending, s.read), (Ending::Complete, 30 - read));
     let got = consume(&[&out], 30, BOUND).await;
     assert_eq!(fingerprints(got.iter()), fingerprints(all.iter()));
+}
+
+/// Backwards ranges are refused with an error and a non-zero exit, never replayed as empty.
+#[tokio::test]
+async fn a_backwards_range_is_refused() {
+    common::needs!(a_backwards_range_is_refused: "GRAPHBRIDGE_TEST_KAFKA");
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("rp-back");
+    let cfg = kafka_config(dir.path(), &prefix);
+    let srv = Running::start(&cfg).await;
+    post(&srv, &specs(1_800_000_700_000, 12)).await;
+    let src = cfg.sink.kafka.topics.chat_messages.clone();
+    consume(&[&src], 12, BOUND).await;
+    srv.shutdown().await;
+    let config = common::process::write_config(&cfg, dir.path());
+    let file = dir.path().join("out.jsonl");
+    let file = file.to_str().unwrap();
+    for (range, needle) in [
+        (["--from-offset", "50", "--to-offset", "10"], "backwards"),
+        (
+            ["--from-offset", "0:40", "--to-offset", "0:12"],
+            "backwards",
+        ),
+        (
+            [
+                "--from-time",
+                "2026-12-03T12:00:00Z",
+                "--to-time",
+                "2026-12-03T11:00:00Z",
+            ],
+            "later than --to-time",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_graphbridge"))
+            .arg("--config")
+            .arg(&config)
+            .args(["replay", "--topic", &src, "--to-file", file])
+            .args(range)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{range:?}: {stderr}");
+        assert!(stderr.contains(needle), "{range:?}: {stderr}");
+        assert!(!stderr.contains("complete"), "{range:?}: {stderr}");
+    }
+    assert!(!std::path::Path::new(file).exists(), "nothing was replayed");
+}
+
+/// Operators append `--dry-run` to the real command: it is accepted, names the target, counts
+/// what would go there and publishes nothing.
+#[tokio::test]
+async fn dry_run_with_a_target_reports_and_publishes_nothing() {
+    common::needs!(dry_run_with_a_target_reports_and_publishes_nothing: "GRAPHBRIDGE_TEST_KAFKA");
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("rp-dry");
+    let cfg = kafka_config(dir.path(), &prefix);
+    let srv = Running::start(&cfg).await;
+    post(&srv, &specs(1_800_000_800_000, 9)).await;
+    let src = cfg.sink.kafka.topics.chat_messages.clone();
+    consume(&[&src], 9, BOUND).await;
+    srv.shutdown().await;
+
+    let out = format!("{prefix}.out");
+    let s = replay(&cfg, &["--topic", &src, "--to-topic", &out, "--dry-run"]).await;
+    assert!(s.dry_run);
+    assert_eq!((s.ending, s.read, s.published), (Ending::Complete, 9, 9));
+    assert_eq!(
+        s.target.as_deref(),
+        Some(format!("kafka topic {out}").as_str())
+    );
+    let probe = group_consumer(&unique("probe"));
+    let md = probe
+        .fetch_metadata(Some(&out), Duration::from_secs(5))
+        .unwrap();
+    let written: i64 = md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (low, high) = probe
+                .fetch_watermarks(&out, p.id(), Duration::from_secs(5))
+                .unwrap();
+            high - low
+        })
+        .sum();
+    assert_eq!(written, 0, "a dry run publishes nothing");
+}
+
+/// `--to-file` keeps "one JSON per line": records whose value is not JSON or is null are
+/// skipped and counted; a JSON value spread over lines is written on one.
+#[tokio::test]
+async fn to_file_skips_records_that_are_not_json() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    common::needs!(to_file_skips_records_that_are_not_json: "GRAPHBRIDGE_TEST_KAFKA");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = kafka_config(dir.path(), &unique("rp-nonjson"));
+    let topic = unique("rp-nonjson-src");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let values: [Option<&[u8]>; 4] = [
+        Some(br#"{"id":"a","n":1}"#),
+        Some(b"plain text, not JSON"),
+        None,
+        Some(b"{\n  \"id\": \"b\",\n  \"n\": 2\n}"),
+    ];
+    for v in values {
+        let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic).key("k").partition(0);
+        if let Some(v) = v {
+            rec = rec.payload(v);
+        }
+        producer.send(rec, Duration::from_secs(10)).await.unwrap();
+    }
+    let file = dir.path().join("out.jsonl");
+    let s = replay(
+        &cfg,
+        &["--topic", &topic, "--to-file", file.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!((s.ending, s.read), (Ending::Complete, 4));
+    assert_eq!((s.published, s.skipped_not_json), (2, 2));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(
+        lines,
+        [json!({"id": "a", "n": 1}), json!({"id": "b", "n": 2})]
+    );
 }
 
 /// Waits until `topic` holds at least `n` records (it may not exist yet).
