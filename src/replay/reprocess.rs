@@ -5,7 +5,9 @@
 //! collects. Event ids depend on the item alone (tenant, resource, change type, etag), and the
 //! receive time comes from the archive's `graph_received_at` header, so an unchanged item gives
 //! exactly the event first published. Validation tokens are not stored: they were checked
-//! before the item was archived.
+//! before the item was archived. Nor is the clientState: the archive holds a fingerprint of the
+//! secret that matched, and the configured secret with that fingerprint is put back
+//! ([`archive::unseal`]); older records that still hold it in clear are read as they are.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -16,8 +18,8 @@ use serde_json::value::RawValue;
 
 use super::item::Item;
 use super::ReplayError;
-use graphbridge_core::auth::Authenticator;
-use graphbridge_core::config::Config;
+use graphbridge_core::auth::{archive, Authenticator};
+use graphbridge_core::config::{Config, Secret};
 use graphbridge_core::crypto::keyring::Keyring;
 use graphbridge_core::pipeline::{Pipeline, PipelineOptions};
 use graphbridge_core::sink::record::RAW_RECEIVED_AT;
@@ -49,6 +51,8 @@ impl Sink for Collect {
 pub struct Reprocessor {
     pipeline: Pipeline,
     out: Arc<Collect>,
+    /// The configured clientStates, to restore archived items' own.
+    client_states: Vec<Secret>,
 }
 
 /// What a batch of archived items turned into.
@@ -77,7 +81,7 @@ impl Reprocessor {
         let out = Arc::new(Collect::default());
         let pipeline = Pipeline::new(
             Arc::new(ArcSwap::from_pointee(keyring)),
-            Authenticator::new(states, cfg.graph.tenants.clone()),
+            Authenticator::new(states.clone(), cfg.graph.tenants.clone()),
             out.clone(),
             Metrics::new(),
             PipelineOptions {
@@ -92,7 +96,11 @@ impl Reprocessor {
                 spool: None,
             },
         );
-        Ok(Reprocessor { pipeline, out })
+        Ok(Reprocessor {
+            pipeline,
+            out,
+            client_states: states,
+        })
     }
 
     /// Rebuilds the events of `items` (raw archive records), keeping their order.
@@ -119,19 +127,25 @@ impl Reprocessor {
         received_at: String,
         result: &mut Reprocessed,
     ) -> Result<(), ReplayError> {
-        // A record that is not JSON cannot be an archived item: count it, keep going.
+        // A record that is not JSON cannot be an archived item, and one whose fingerprint
+        // matches no configured clientState cannot be authenticated: count them, keep going.
         let mut raw = Vec::with_capacity(items.len());
         let mut sources = Vec::with_capacity(items.len());
         for i in items {
-            match std::str::from_utf8(&i.payload)
-                .ok()
-                .and_then(|t| RawValue::from_string(t.to_string()).ok())
-            {
-                Some(v) => {
+            let item = std::str::from_utf8(&i.payload)
+                .map_err(|_| "malformed_item")
+                .and_then(|t| match archive::unseal(t, &self.client_states) {
+                    Ok(t) => Ok(t),
+                    Err(archive::UnsealError::Malformed) => Err("malformed_item"),
+                    Err(archive::UnsealError::NoSecretMatches) => Err("client_state"),
+                })
+                .and_then(|t| RawValue::from_string(t).map_err(|_| "malformed_item"));
+            match item {
+                Ok(v) => {
                     raw.push(v);
                     sources.push(i);
                 }
-                None => *result.rejected.entry("malformed_item".into()).or_default() += 1,
+                Err(reason) => *result.rejected.entry(reason.into()).or_default() += 1,
             }
         }
         if raw.is_empty() {

@@ -193,7 +193,7 @@ async fn permanent_producer_errors_fail_fast_and_are_classified() {
         "k".into(),
         "t",
         "2026-01-01T00:00:00.000Z",
-        &[b'x'; 5000],
+        vec![b'x'; 5000],
     );
     rec.stream = graphbridge_core::sink::Stream::DeadLetter;
     let started = std::time::Instant::now();

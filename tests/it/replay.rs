@@ -15,7 +15,8 @@ use graphbridge::replay::progress::{Ending, Summary};
 use graphbridge::replay::range::Bound;
 use graphbridge::replay::stop::Stop;
 use graphbridge::replay::{cli, group, ReplayError};
-use graphbridge_core::config::Config;
+use graphbridge_core::auth::archive;
+use graphbridge_core::config::{Config, OneOrMany, Secret};
 use graphbridge_core::graph::envelope::ChangeType;
 use graphbridge_core::graph::resource::Conversation;
 use graphbridge_sim::generate::MessageSpec;
@@ -275,8 +276,16 @@ async fn reprocess_from_the_raw_archive_gives_the_published_events() {
     post(&srv, &specs(1_800_000_400_000, 6)).await;
     let t = &cfg.sink.kafka.topics;
     let original = consume(&[&t.channel_messages, &t.chat_messages], 9, BOUND).await;
-    consume(&[&format!("{prefix}.raw")], 11, BOUND).await;
+    let archived = consume(&[&format!("{prefix}.raw")], 11, BOUND).await;
     srv.shutdown().await;
+    // The archive keeps what reprocessing needs, not the secret that authenticates Graph.
+    for m in &archived {
+        let text = String::from_utf8_lossy(&m.payload);
+        for secret in [SYNTH_CLIENT_STATE, REAL_CLIENT_STATE] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(m.json()["clientStateFingerprint"].is_string(), "{text}");
+    }
 
     let out = format!("{prefix}.out");
     let s = replay(&cfg, &["--reprocess", "--to-topic", &out]).await;
@@ -299,6 +308,59 @@ async fn reprocess_from_the_raw_archive_gives_the_published_events() {
     for m in &rebuilt {
         assert_valid_event(&m.json());
     }
+
+    // Across a rotation: the old secret still configured beside the new one, it still matches;
+    // once it is removed, the items it authenticated are rejected, counted, not published.
+    let mut rotated = cfg.clone();
+    rotated.graph.client_state = OneOrMany::Many(vec![
+        Secret::new("the-new-client-state"),
+        Secret::new(REAL_CLIENT_STATE),
+        Secret::new(SYNTH_CLIENT_STATE),
+    ]);
+    let s = replay(&rotated, &["--reprocess", "--dry-run"]).await;
+    assert_eq!((s.read, s.published), (11, 9));
+    rotated.graph.client_state = OneOrMany::Many(vec![Secret::new("the-new-client-state")]);
+    let s = replay(&rotated, &["--reprocess", "--dry-run"]).await;
+    assert_eq!(
+        (s.published, s.rejected.get("client_state")),
+        (0, Some(&11))
+    );
+
+    // Records archived before the fingerprint (clientState in clear) are still reprocessed.
+    let old_topic = format!("{prefix}.raw-old");
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let secrets = cfg.client_states().unwrap();
+    for m in &archived {
+        let clear = archive::unseal(std::str::from_utf8(&m.payload).unwrap(), &secrets).unwrap();
+        assert!(clear.contains("\"clientState\""));
+        let headers = m
+            .headers
+            .iter()
+            .fold(rdkafka::message::OwnedHeaders::new(), |h, (k, v)| {
+                h.insert(rdkafka::message::Header {
+                    key: k,
+                    value: Some(v.as_str()),
+                })
+            });
+        let rec = rdkafka::producer::FutureRecord::to(&old_topic)
+            .key(&m.key)
+            .payload(&clear)
+            .headers(headers)
+            .partition(0);
+        producer.send(rec, Duration::from_secs(10)).await.unwrap();
+    }
+    let old_out = format!("{prefix}.out-old");
+    let s = replay(
+        &cfg,
+        &["--reprocess", "--topic", &old_topic, "--to-topic", &old_out],
+    )
+    .await;
+    assert_eq!((s.read, s.published), (11, 9));
+    let from_old = consume(&[&old_out], 9, BOUND).await;
+    assert_eq!(strip(fingerprints(from_old.iter())), rebuilt_fp);
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! (constant time, several for rotation) and the tenant allowlist. Only an [`Authenticated`]
 //! item can reach the decryptor.
 
+pub mod archive;
 pub mod jwks;
 pub mod tokens;
 

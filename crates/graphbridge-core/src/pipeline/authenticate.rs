@@ -5,10 +5,11 @@ use serde_json::value::RawValue;
 
 use super::open::ToOpen;
 use super::outcome::{reject, Outcome};
-use crate::auth::Authenticator;
+use crate::auth::{archive, Authenticator};
 use crate::event::normalize::{self, message_resource};
 use crate::event::v1::LifecycleEvent;
 use crate::graph::envelope::ChangeNotification;
+use crate::secret::Secret;
 use crate::sink::Record;
 
 /// A batch after authentication.
@@ -84,7 +85,8 @@ pub(super) fn authenticate<'a>(
     batch
 }
 
-/// The raw archive's record of an authenticated item: still encrypted, keyed like its event.
+/// The raw archive's record of an authenticated item: still encrypted, keyed like its event,
+/// its clientState replaced by a fingerprint ([`archive::seal`]).
 fn raw_record(n: &ChangeNotification<'_>, raw: &RawValue, received_at: &str) -> Record {
     let key = message_resource(n)
         .map(|(_, r)| r.conversation.key().to_string())
@@ -93,7 +95,9 @@ fn raw_record(n: &ChangeNotification<'_>, raw: &RawValue, received_at: &str) -> 
         &aws_lc_rs::digest::SHA256,
         raw.get().as_bytes(),
     ));
-    Record::raw(id, key, &n.tenant_id, received_at, raw.get().as_bytes())
+    let client_state = n.client_state.as_ref().map_or("", Secret::expose);
+    let sealed = archive::seal(raw, client_state, &n.subscription_id);
+    Record::raw(id, key, &n.tenant_id, received_at, sealed)
 }
 
 #[cfg(test)]
@@ -183,10 +187,14 @@ mod tests {
         assert_eq!(batch.raw_records.len(), 1);
         let r = &batch.raw_records[0];
         assert_eq!(r.stream, Stream::Raw);
-        assert_eq!(
-            r.payload,
-            good.get().as_bytes(),
-            "still encrypted, as received"
+        let archived = std::str::from_utf8(&r.payload).unwrap();
+        assert!(
+            !archived.contains(SYNTH_CLIENT_STATE),
+            "the archive does not hold the clientState: {archived}"
         );
+        // Still encrypted, as received, once the configured secret is put back.
+        let restored = archive::unseal(archived, &[Secret::new(SYNTH_CLIENT_STATE)]).unwrap();
+        let as_json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+        assert_eq!(as_json(&restored), as_json(good.get()));
     }
 }

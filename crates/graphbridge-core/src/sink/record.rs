@@ -148,7 +148,7 @@ impl Record {
     /// An authenticated item exactly as received, still encrypted, keyed like its event.
     /// `graph_received_at` keeps the receive time, which the event carries (`data.received_at`),
     /// so `replay --reprocess` rebuilds the very same event from the archive.
-    pub fn raw(id: String, key: String, tenant: &str, received_at: &str, item: &[u8]) -> Self {
+    pub fn raw(id: String, key: String, tenant: &str, received_at: &str, item: Vec<u8>) -> Self {
         Record {
             stream: Stream::Raw,
             id,
@@ -159,7 +159,7 @@ impl Record {
                 (RAW_RECEIVED_AT, received_at.to_string().into()),
                 ("content-type", "application/json".into()),
             ],
-            payload: item.to_vec(),
+            payload: item,
         }
     }
 }
