@@ -274,6 +274,11 @@ async fn nats_outage_gives_503_then_delivers_everything_acked() {
 /// Simulated Graph at a steady rate → `serve` with the spool; the broker stops once events flow
 /// and starts again once the spool holds a good part of the load; then everything acked must be
 /// in the broker.
+/// How soon the drain must resume once the broker serves again: the drainer retries at least
+/// every second and the clients reconnect at least every second (about 2 s at worst), with
+/// room for a loaded machine.
+const RESUME_BOUND: Duration = Duration::from_secs(5);
+
 async fn outage_with_spool(mut cfg: Config, dir: &std::path::Path, broker: &OwnBroker) {
     let target = match cfg.sink.kind {
         SinkKind::Kafka => Target::Kafka(cfg.sink.kafka.clone()),
@@ -305,8 +310,10 @@ async fn outage_with_spool(mut cfg: Config, dir: &std::path::Path, broker: &OwnB
     .await;
     let guard = Restart(broker);
     broker.run_async("stop").await;
+    // Long enough down (about 15 s at 150 items/s) that the clients' reconnect backoff has
+    // grown and a drain publish has been waiting for a while.
     wait_metric(&srv.admin, "graphbridge_spool_depth_items", bound, |v| {
-        v >= 300.0
+        v >= 2000.0
     })
     .await;
     assert_eq!(
@@ -314,13 +321,15 @@ async fn outage_with_spool(mut cfg: Config, dir: &std::path::Path, broker: &OwnB
         200,
         "spooling, still ready"
     );
-    drop(guard);
-    // Once the broker is back, the spool drains while new batches keep coming.
     let drained = metric_value(
         &srv.metrics().await,
         "graphbridge_spool_drained_items_total",
     )
     .expect("drain metric");
+    drop(guard); // returns once the broker serves again
+    let back = std::time::Instant::now();
+    // Once the broker is back, the spool drains while new batches keep coming: at once, not
+    // after a publish timeout and the client's reconnect backoff (they took 6-14 s).
     wait_metric(
         &srv.admin,
         "graphbridge_spool_drained_items_total",
@@ -328,6 +337,12 @@ async fn outage_with_spool(mut cfg: Config, dir: &std::path::Path, broker: &OwnB
         |v| v > drained,
     )
     .await;
+    let resumed = back.elapsed();
+    println!("drain resumed {resumed:?} after the broker was back");
+    assert!(
+        resumed < RESUME_BOUND,
+        "the drain resumed {resumed:?} after the broker was back"
+    );
     stop.store(true, Ordering::Relaxed);
 
     let outcomes = sim.await.unwrap().expect("simulation ran");
@@ -343,7 +358,7 @@ async fn outage_with_spool(mut cfg: Config, dir: &std::path::Path, broker: &OwnB
         outcomes.items_sent,
         "every item acked: {outcomes:?}"
     );
-    assert!(outcomes.spooled_items >= 300, "{outcomes:?}");
+    assert!(outcomes.spooled_items >= 2000, "{outcomes:?}");
     let v = verify(&target, &outcomes.acked, &outcomes.may_repeat)
         .await
         .expect("reads the broker");

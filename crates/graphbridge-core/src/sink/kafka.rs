@@ -108,6 +108,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("max.in.flight.requests.per.connection", "5"),
     ("queue.buffering.max.messages", "100000"),
     ("socket.keepalive.enable", "true"),
+    // librdkafka's reconnect backoff grows to 10 s during an outage, so a spool waited up to
+    // that long after the broker was back before it drained; one second at most instead.
+    ("reconnect.backoff.max.ms", "1000"),
 ];
 
 /// Errors that retrying cannot fix: a misconfiguration to report loudly, not a broker outage.

@@ -71,13 +71,20 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
+/// Reconnect attempts at most a second apart (async-nats' own backoff grows to several
+/// seconds): a spool waiting for the server resumes draining about a second after it is back.
+fn reconnect_delay(attempts: usize) -> Duration {
+    Duration::from_millis(100 * attempts.min(10) as u64)
+}
+
 /// Connects with the configured credentials, nkey and TLS settings; shared by the sink and the
 /// subscription controller's lifecycle consumer so both authenticate the same way.
 pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client, ConnectError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| ConnectError::Options(format!("{what}: {e}"));
     let mut opts = async_nats::ConnectOptions::new()
         .name(name)
-        .connection_timeout(Duration::from_secs(5));
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(reconnect_delay);
     if let Some(path) = &cfg.credentials_file {
         opts = opts
             .credentials_file(path)

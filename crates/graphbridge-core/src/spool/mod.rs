@@ -1,6 +1,6 @@
 //! The local spool: a write-ahead log of batches the sink could not confirm within the ack
 //! budget. Graph gets 202 once a batch is fsynced here; the drainer ([`drain`]) publishes the
-//! batches in order once the broker is back and only then forgets them.
+//! batches, oldest first, once the broker is back and only then forgets them.
 //!
 //! Layout of `spool.dir`: segments `<seq>.seg` of [`frame`]d records, each one batch's items
 //! exactly as Graph sent them (still encrypted: nothing decrypted is at rest), and `cursor`, the
@@ -262,20 +262,17 @@ impl Spool {
     }
 
     /// Forgets the `n` oldest records once the sink has confirmed them: moves the cursor
-    /// durably, then deletes the segments behind it (blocking file i/o).
+    /// durably, and only then drops them from the pending list and the gauges and deletes the
+    /// segments behind it (blocking file i/o). Until the cursor is on disk the metrics show the
+    /// records as waiting, as a restart would find them; if it cannot be written they stay
+    /// pending in memory too and are published again (consumers dedupe by event id).
     pub fn commit(&self, n: usize) -> std::io::Result<()> {
-        let (cursor, drained_items, obsolete) = {
-            let mut guard = lock(&self.state);
-            let s = &mut *guard;
-            let mut items = 0;
+        // Only the drainer removes from the front, so the first `n` stay put while the cursor
+        // is written; appends at the back land after it.
+        let (n, cursor) = {
+            let s = lock(&self.state);
             let n = n.min(s.pending.len());
-            s.refused &= n == 0;
-            for p in s.pending.drain(..n) {
-                s.pending_bytes -= p.size;
-                s.pending_items -= p.items;
-                items += p.items;
-            }
-            let cursor = match s.pending.front() {
+            let cursor = match s.pending.get(n) {
                 Some(p) => Cursor {
                     segment: p.segment,
                     offset: p.offset,
@@ -285,17 +282,29 @@ impl Spool {
                     offset: s.active_len,
                 },
             };
-            (cursor, items, cursor.segment)
+            (n, cursor)
         };
         cursor.store(&self.dir)?;
+        let drained_items = {
+            let mut guard = lock(&self.state);
+            let s = &mut *guard;
+            s.refused &= n == 0;
+            let mut items = 0;
+            for p in s.pending.drain(..n) {
+                s.pending_bytes -= p.size;
+                s.pending_items -= p.items;
+                items += p.items;
+            }
+            items
+        };
+        self.metrics.spool_drained.inc_by(drained_items);
+        self.update_gauges();
         for seq in segments(&self.dir)? {
-            if seq >= obsolete {
+            if seq >= cursor.segment {
                 break;
             }
             std::fs::remove_file(segment_path(&self.dir, seq))?;
         }
-        self.metrics.spool_drained.inc_by(drained_items);
-        self.update_gauges();
         Ok(())
     }
 
@@ -322,5 +331,57 @@ impl Spool {
 
     pub(crate) fn appended(&self) -> &tokio::sync::Notify {
         &self.appended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(n: usize) -> SpooledBatch {
+        SpooledBatch {
+            received_at: "2026-01-01T00:00:00.000Z".into(),
+            items: (0..n)
+                .map(|i| RawValue::from_string(format!("{{\"n\":{i}}}")).unwrap())
+                .collect(),
+        }
+    }
+
+    /// The depth a restart would find: what the gauges must show.
+    fn durable_depth(dir: &Path) -> i64 {
+        let metrics = Metrics::new();
+        let reopened = Spool::open(dir, 1 << 20, metrics.clone()).unwrap();
+        reopened.close();
+        metrics.spool_depth_items.get()
+    }
+
+    #[tokio::test]
+    async fn the_gauges_drop_only_once_the_cursor_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let spool = Spool::open(dir.path(), 1 << 20, metrics.clone()).unwrap();
+        for _ in 0..3 {
+            spool.append(&batch(10)).await.unwrap();
+        }
+        assert_eq!(metrics.spool_depth_items.get(), 30);
+
+        // The cursor cannot be written (its temporary name is taken by a directory): the two
+        // published batches were not forgotten durably, so they are not forgotten at all.
+        std::fs::create_dir(dir.path().join("cursor.tmp")).unwrap();
+        assert!(spool.commit(2).is_err());
+        assert_eq!(metrics.spool_depth_items.get(), 30);
+        assert_eq!(metrics.spool_drained.get(), 0);
+        assert_eq!(spool.peek(10).len(), 3, "still to be published");
+
+        std::fs::remove_dir(dir.path().join("cursor.tmp")).unwrap();
+        spool.commit(2).unwrap();
+        assert_eq!(metrics.spool_depth_items.get(), 10);
+        assert_eq!(metrics.spool_drained.get(), 20);
+        spool.close();
+        assert_eq!(
+            durable_depth(dir.path()),
+            10,
+            "what the gauge showed is what is on disk"
+        );
     }
 }
