@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::desired::Desired;
 use super::planner::{self, chrono_duration as std_to_chrono, Observed, Step, Timing, Tracked};
+use super::watermark::Watermarks;
 use graphbridge_core::event::v1::{
     CloudEvent, LifecycleData, LifecycleEvent, ResyncGap, LIFECYCLE_SCHEMA, RESYNC_REQUIRED,
     SPEC_VERSION,
@@ -27,7 +28,6 @@ use graphbridge_graph_api::clock::{until, Clock};
 use graphbridge_graph_api::subscriptions::{same_resource, GraphClient, GraphError, Subscription};
 
 /// Graph retries a delivery for up to 4 hours: anything `missed` happened within that window.
-const GRAPH_RETRY_WINDOW: Duration = Duration::from_secs(4 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -36,6 +36,8 @@ pub struct Options {
     pub poll_interval: Duration,
     pub preflight_handshake: bool,
     pub lifecycle_max_age: Duration,
+    /// `subscriptions.state_file`: see [`Watermarks`].
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +135,8 @@ pub struct Controller {
     retry_at: HashMap<String, DateTime<Utc>>,
     /// Resync events not yet accepted by the sink.
     pending: Vec<Record>,
+    /// Per subscription id: delivery known good up to then (`missed` windows start there).
+    watermarks: Watermarks,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -153,7 +157,6 @@ impl Controller {
             clients,
             clock,
             metrics,
-            opts,
             http: graphbridge_graph_api::subscriptions::http_client(),
             resync_sink,
             tracked: HashMap::new(),
@@ -161,6 +164,8 @@ impl Controller {
             throttled_until: None,
             retry_at: HashMap::new(),
             pending: Vec::new(),
+            watermarks: Watermarks::load(opts.state_file.as_deref()),
+            opts,
         }
     }
 
@@ -439,10 +444,13 @@ impl Controller {
                 self.preflight(&d.name, l).await?;
             }
         }
-        let body = d.to_subscription(self.clock.now());
+        let asked_at = self.clock.now();
+        let body = d.to_subscription(asked_at);
         match self.clients[&d.tenant_id].create(&body).await {
             Ok(s) => {
                 tracing::info!(subscription = %d.name, id = %s.id, expires = %s.expiration_date_time, "subscription created");
+                // Nothing can have been missed before it existed.
+                self.watermarks.mark(&s.id, asked_at);
                 self.track(d, &s);
                 report.actions.push(Action::Created {
                     name: d.name.clone(),
@@ -696,8 +704,9 @@ impl Controller {
         self.create(d, report).await
     }
 
-    /// `missed`: publishes `resync_required` for what Graph may have dropped: since `t` was
-    /// created or adopted, at most Graph's retry window before `received`.
+    /// `missed`: publishes `resync_required` for what Graph may have dropped: since delivery was
+    /// last known good ([`Watermarks`]), at most Graph's retry window before `received`; the
+    /// gap reported, delivery is known good up to `received`.
     async fn on_missed(
         &mut self,
         d: &Desired,
@@ -705,9 +714,8 @@ impl Controller {
         received: DateTime<Utc>,
         report: &mut Report,
     ) {
-        let window = received - std_to_chrono(GRAPH_RETRY_WINDOW);
         let gap = Gap {
-            from: t.since.max(window),
+            from: self.watermarks.missed_from(&t.id, received),
             cause: "missed".into(),
             old_id: t.id.clone(),
         };
@@ -719,6 +727,11 @@ impl Controller {
             to: ts(received),
         });
         self.flush_pending().await;
+        // Known good up to here only once the gap is in the broker: a crash before that must
+        // leave the next `missed` covering it too.
+        if self.pending.is_empty() {
+            self.watermarks.mark(&t.id, received);
+        }
     }
 
     /// Expiry per subscription and the unhealthy count.
@@ -828,11 +841,13 @@ fn resync_event(
     let now = ts(Utc::now());
     CloudEvent {
         specversion: SPEC_VERSION.into(),
+        // The window and the cause: another gap of the same subscription is another event;
+        // only the same gap published again (a retry) has the same id.
         id: event_id(
             &d.tenant_id,
             &format!("subscriptions('{}')", gap.old_id),
             RESYNC_REQUIRED,
-            &format!("{}|{}", gap.cause, from),
+            &format!("{}|{}|{}", gap.cause, from, to),
         ),
         source: format!("/tenants/{}/subscriptions/{}", d.tenant_id, gap.old_id),
         ty: format!("graph.subscription.{RESYNC_REQUIRED}").into(),
@@ -881,6 +896,28 @@ mod tests {
             client_state: "state".into(),
             lifetime: Duration::from_secs(3600),
         }
+    }
+
+    #[test]
+    fn gaps_with_one_start_and_different_ends_have_different_ids() {
+        // As the outside check saw: one subscription, one cause, one `from`, three `to`s.
+        let gap = Gap {
+            from: "2026-12-03T07:50:01.993Z".parse().unwrap(),
+            cause: "missed".into(),
+            old_id: "s1".into(),
+        };
+        let ids: std::collections::HashSet<String> =
+            ["07:50:07.499", "07:50:09.002", "07:50:10.505"]
+                .iter()
+                .map(|t| {
+                    let to = format!("2026-12-03T{t}Z").parse().unwrap();
+                    resync_event(&desired(), &gap, to, None).id
+                })
+                .collect();
+        assert_eq!(ids.len(), 3);
+        // The same gap published again is the same event.
+        let to = "2026-12-03T07:50:07.499Z".parse().unwrap();
+        assert!(ids.contains(&resync_event(&desired(), &gap, to, None).id));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod desired;
 pub mod lifecycle;
 pub mod planner;
+pub mod watermark;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,6 +60,7 @@ pub fn options(cfg: &Config) -> Options {
         poll_interval: s.poll_interval.0,
         preflight_handshake: s.preflight_handshake,
         lifecycle_max_age: s.lifecycle_max_age.0,
+        state_file: s.state_file.clone(),
     }
 }
 

@@ -24,8 +24,6 @@ pub struct Tracked {
     pub renew_at: DateTime<Utc>,
     /// Last time Graph showed it alive (list, create, renew).
     pub confirmed_at: DateTime<Utc>,
-    /// When this controller created or adopted it.
-    pub since: DateTime<Utc>,
 }
 
 /// When to renew: a margin before expiry (at most half the lifetime), plus a share of the
@@ -71,7 +69,6 @@ pub fn tracked(
             .filter(|p| p.expires_at == s.expiration_date_time)
             .map_or(fresh_renew_at, |p| p.renew_at),
         confirmed_at: now,
-        since: prev.map_or(now, |p| p.since),
     }
 }
 
@@ -302,7 +299,6 @@ mod tests {
             expires_at: expires,
             renew_at: t0() - minutes(1), // rolled earlier in another round: due now
             confirmed_at: t0() - minutes(60),
-            since: t0() - minutes(120),
         };
         let tracked = HashMap::from([("chats".to_string(), earlier.clone())]);
         let retry = HashMap::new();
@@ -314,10 +310,7 @@ mod tests {
             panic!("{steps:?}")
         };
         assert!(renew);
-        assert_eq!(
-            (t.renew_at, t.since, t.confirmed_at),
-            (earlier.renew_at, earlier.since, t0())
-        );
+        assert_eq!((t.renew_at, t.confirmed_at), (earlier.renew_at, t0()));
     }
 
     #[test]
@@ -337,15 +330,16 @@ mod tests {
         let s = listed("s1", &d, t0() + minutes(60), "key-2");
         let patched = tracked(None, &s, t0(), t0());
         let later = t0() + minutes(30);
+        // The jittered renewal time rolled before is kept, not rolled again.
         let seen = tracked(Some(&patched), &s, later, later);
-        assert_eq!((seen.since, seen.confirmed_at), (t0(), later));
+        assert_eq!((seen.renew_at, seen.confirmed_at), (t0(), later));
         // Another subscription under the same name starts afresh.
         let other = Subscription {
             id: "s2".into(),
             ..s
         };
         let fresh = tracked(Some(&patched), &other, later, later);
-        assert_eq!(fresh.since, later);
+        assert_eq!(fresh.renew_at, later);
     }
 
     #[test]
@@ -382,7 +376,6 @@ mod tests {
             expires_at: t0() + minutes(600),
             renew_at: t0() + minutes(300),
             confirmed_at: t0() - minutes(15),
-            since: t0() - minutes(600),
         };
         let tracked = HashMap::from([("chats".to_string(), gone.clone())]);
         let retry = HashMap::new();
@@ -537,7 +530,6 @@ mod tests {
             expires_at: expires,
             renew_at: t0() + minutes(60),
             confirmed_at: t0() - minutes(5),
-            since: t0() - minutes(600),
         };
         let tracked = HashMap::from([("chats".to_string(), ours)]);
         let retry = HashMap::new();
@@ -547,8 +539,8 @@ mod tests {
             panic!("{steps:?}")
         };
         assert_eq!(
-            (t.id.as_str(), t.since, t.renew_at),
-            ("s2", t0(), expires - minutes(6 * 60))
+            (t.id.as_str(), t.renew_at),
+            ("s2", expires - minutes(6 * 60))
         );
     }
 

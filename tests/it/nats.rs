@@ -83,10 +83,40 @@ async fn redelivered_batch_is_dropped_by_the_duplicate_window() {
         .map(|m| m.msg_id)
         .collect();
     assert_eq!(first.len(), 7);
+    // The events and dead letters are not stored again. The lifecycle notification is: Graph's
+    // carry no id, so a second one is a new signal (acting twice is harmless, dropping one not).
+    assert_eq!(second.len(), 8, "{second:?}");
     assert_eq!(
-        first, second,
-        "the second copy is acknowledged but not stored again"
+        second[..7],
+        first[..],
+        "the second copy's events are acknowledged but not stored again"
     );
+    srv.shutdown().await;
+}
+
+/// Three `missed` for one subscription, two of them identical in one request: three events,
+/// none dropped by JetStream's duplicate window.
+#[tokio::test]
+async fn repeated_lifecycle_notifications_are_all_kept() {
+    common::needs!(repeated_lifecycle_notifications_are_all_kept: "GRAPHBRIDGE_TEST_NATS");
+    use graphbridge_sim::generate::lifecycle_item;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = nats_config(dir.path(), &unique("missed3"));
+    let srv = Running::start(&cfg).await;
+    let missed = lifecycle_item(
+        "7f105c7d-2dc5-4530-97cd-4e7ae6534c07",
+        "9f4ebab6-520d-49c0-85cc-7b25c78d4a93",
+        SYNTH_CLIENT_STATE,
+        "missed",
+        "2026-12-04T10:00:00Z",
+    );
+    let two = serde_json::json!({ "value": [missed.clone(), missed.clone()] });
+    let one = serde_json::json!({ "value": [missed] });
+    assert_eq!(srv.post_json("/lifecycle", &two).await.status(), 202);
+    assert_eq!(srv.post_json("/lifecycle", &one).await.status(), 202);
+    let stored = read_stream(&cfg.sink.nats.stream).await;
+    let ids: std::collections::HashSet<&str> = stored.iter().map(|m| m.msg_id.as_str()).collect();
+    assert_eq!((stored.len(), ids.len()), (3, 3), "{stored:?}");
     srv.shutdown().await;
 }
 

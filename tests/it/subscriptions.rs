@@ -824,3 +824,66 @@ fn dead_url() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("http://{}", l.local_addr().unwrap())
 }
+
+/// The resync signal backfill depends on: a `missed` window reaches back to when delivery was
+/// last known good (the subscription's creation, or the previous `missed`), also after a
+/// restart; and gaps of one subscription and cause that differ in their window have different
+/// event ids (they share one `from` here and differ in `to`).
+#[tokio::test]
+async fn missed_windows_survive_a_restart_and_each_gap_has_its_own_id() {
+    use graphbridge_core::sink::file::FileSink;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let serve = Running::start(&cfg).await;
+    let (_graph, base) = standin(StandInOptions::default()).await;
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("m", "/chats/getAllMessages", &serve.base, true)],
+    );
+    cfg.subscriptions.state_file = Some(dir.path().join("subscriptions-state.json"));
+    let build = |cfg: &Config| {
+        let sink: Arc<dyn graphbridge_core::sink::Sink> =
+            Arc::new(FileSink::open(&cfg.sink.file).unwrap());
+        subscriptions::build(cfg, Arc::new(SystemClock), Metrics::new(), Some(sink)).unwrap()
+    };
+    let before_create = chrono::Utc::now();
+    let mut first = build(&cfg);
+    let id = created(&first.reconcile().await.actions).remove(0);
+    drop(first);
+
+    // A restarted controller adopts the subscription it finds listed.
+    let mut c = build(&cfg);
+    assert!(c.reconcile().await.errors.is_empty());
+    let restarted = chrono::Utc::now();
+    let windows: Vec<(String, String)> = {
+        let mut w = Vec::new();
+        for _ in 0..2 {
+            let report = c.on_lifecycle(&lifecycle_event(&id, "missed")).await;
+            for a in report.actions {
+                if let Action::ResyncPublished { from, to, .. } = a {
+                    w.push((from, to));
+                }
+            }
+        }
+        w
+    };
+    let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap();
+    let (from1, to1) = (parse(&windows[0].0), parse(&windows[0].1));
+    // Back to the creation, not to when this process first saw the subscription.
+    assert!(
+        from1 >= before_create - chrono::Duration::seconds(1) && from1 < restarted,
+        "the first window starts at the creation ({before_create}), not the restart ({restarted}): {windows:?}"
+    );
+    // The second starts where the first ended: that part was reported already.
+    assert_eq!(parse(&windows[1].0), to1, "{windows:?}");
+
+    let ids: Vec<String> = jsonl(&cfg.sink.file.path)
+        .into_iter()
+        .filter(|e| e["type"] == "graph.subscription.resync_required")
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1], "two gaps, two ids");
+    serve.shutdown().await;
+}

@@ -21,7 +21,7 @@ pub fn envelope(data: &[u8]) {
         let Ok(n) = ChangeNotification::parse(raw) else {
             continue;
         };
-        let _ = lifecycle(&n, "2026-01-01T00:00:00Z");
+        let _ = lifecycle(&n, "2026-01-01T00:00:00Z", 0);
         if let Ok((raw_resource, r)) = message_resource(&n) {
             // The body doubles as an arbitrary "decrypted" chatMessage.
             if let Ok(event) = normalize(

@@ -4,6 +4,7 @@
 use graphbridge_core::config::{Config, SinkKind};
 use serde_json::Value;
 
+#[derive(Debug)]
 pub struct Stored {
     pub subject: String,
     pub msg_id: String,

@@ -162,6 +162,11 @@ pub struct SubscriptionsConfig {
     /// asking Graph to create a subscription (turn off when the controller cannot reach the
     /// public URL).
     pub preflight_handshake: bool,
+    /// Where the controller keeps, per subscription, when delivery was last known good (the
+    /// start of a `missed` window), so a restart does not forget it. Without it a `missed`
+    /// reports Graph's whole 4-hour retry window.
+    #[serde(default)]
+    pub state_file: Option<std::path::PathBuf>,
     #[serde(default)]
     pub items: Vec<SubscriptionItem>,
 }

@@ -336,7 +336,11 @@ pub fn normalize(
 
 /// A lifecycle notification as an event. Its id covers the subscription, the event and the
 /// expiration Graph reported, so a redelivery dedupes while a later occurrence does not.
-pub fn lifecycle(n: &ChangeNotification<'_>, received_at: &str) -> LifecycleEvent {
+/// The event of a lifecycle notification, the `index`th item of a request received at
+/// `received_at`. Graph's lifecycle notifications carry no id, and a second `missed` is a new
+/// loss, not a retry: the id is the receipt's (time and place in the request), so a spooled
+/// batch delivered again keeps its ids while two equal notifications get two.
+pub fn lifecycle(n: &ChangeNotification<'_>, received_at: &str, index: usize) -> LifecycleEvent {
     let event = n.lifecycle_event.as_deref().unwrap_or_default().to_string();
     let expires = n
         .subscription_expiration_date_time
@@ -346,7 +350,7 @@ pub fn lifecycle(n: &ChangeNotification<'_>, received_at: &str) -> LifecycleEven
         &n.tenant_id,
         &format!("subscriptions('{}')", n.subscription_id),
         &event,
-        expires.as_deref().unwrap_or(""),
+        &format!("{}|{received_at}|{index}", expires.as_deref().unwrap_or("")),
     );
     CloudEvent {
         specversion: SPEC_VERSION.into(),
@@ -392,6 +396,25 @@ mod tests {
             "one\ntwo x"
         );
         assert_eq!(plain_text("html", " <p> </p> "), "");
+    }
+
+    #[test]
+    fn equal_lifecycle_notifications_are_distinct_events_and_a_redelivery_is_not() {
+        let raw = crate::pipeline::test_support::lifecycle_item("missed");
+        let n = ChangeNotification::parse(&raw).unwrap();
+        let at = "2026-12-03T07:50:01.993Z";
+        let first = lifecycle(&n, at, 0).id;
+        assert_ne!(first, lifecycle(&n, at, 1).id, "two in one request");
+        assert_ne!(
+            first,
+            lifecycle(&n, "2026-12-03T07:50:02.001Z", 0).id,
+            "one in a later request"
+        );
+        assert_eq!(
+            first,
+            lifecycle(&n, at, 0).id,
+            "the same receipt again (spool)"
+        );
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub(super) fn authenticate<'a>(
         };
         let n = authenticated.item();
         if n.is_lifecycle() {
-            let event = normalize::lifecycle(n, received_at);
+            let event = normalize::lifecycle(n, received_at, i);
             if opts.tap_lifecycle {
                 batch.tapped.push(event.clone());
             }

@@ -70,7 +70,7 @@ mod tests {
     fn records() -> Vec<Record> {
         let raw = lifecycle_item("missed");
         let n = crate::graph::envelope::ChangeNotification::parse(&raw).unwrap();
-        let event = crate::event::normalize::lifecycle(&n, RECEIVED_AT);
+        let event = crate::event::normalize::lifecycle(&n, RECEIVED_AT, 0);
         vec![Record::lifecycle(event)]
     }
 
@@ -92,6 +92,7 @@ mod tests {
         let tapped = vec![crate::event::normalize::lifecycle(
             &crate::graph::envelope::ChangeNotification::parse(&lifecycle_item("missed")).unwrap(),
             RECEIVED_AT,
+            0,
         )];
         let s = p.publish(&recs, summary(), tapped).await.unwrap();
         assert_eq!(s.lifecycle, 1);
