@@ -855,6 +855,7 @@ fn resync_event(
         time: now.clone(),
         datacontenttype: "application/json".into(),
         dataschema: LIFECYCLE_SCHEMA.into(),
+        graphbridgeorigin: None,
         data: LifecycleData {
             schema_version: 1,
             tenant_id: d.tenant_id.clone(),

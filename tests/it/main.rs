@@ -4,6 +4,7 @@
 
 mod common;
 
+mod backfill;
 mod config_cli;
 mod durability;
 mod e2e;

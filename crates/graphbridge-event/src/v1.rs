@@ -23,8 +23,15 @@ pub struct CloudEvent<T> {
     pub time: String,
     pub datacontenttype: Cow<'static, str>,
     pub dataschema: Cow<'static, str>,
+    /// Extension attribute: `backfill` for a message fetched from Graph to fill a gap in
+    /// notifications ([`ORIGIN_BACKFILL`]); absent for one that arrived as a notification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graphbridgeorigin: Option<Cow<'static, str>>,
     pub data: T,
 }
+
+/// `graphbridgeorigin` of backfilled events.
+pub const ORIGIN_BACKFILL: &str = "backfill";
 
 pub type MessageEvent = CloudEvent<MessageData>;
 pub type LifecycleEvent = CloudEvent<LifecycleData>;

@@ -302,6 +302,7 @@ pub fn normalize(
         time,
         datacontenttype: "application/json".into(),
         dataschema: MESSAGE_SCHEMA.into(),
+        graphbridgeorigin: None,
         data: MessageData {
             schema_version: 1,
             tenant_id: n.tenant_id.to_string(),
@@ -364,6 +365,7 @@ pub fn lifecycle(n: &ChangeNotification<'_>, received_at: &str, index: usize) ->
         time: received_at.to_string(),
         datacontenttype: "application/json".into(),
         dataschema: LIFECYCLE_SCHEMA.into(),
+        graphbridgeorigin: None,
         data: LifecycleData {
             schema_version: 1,
             tenant_id: n.tenant_id.to_string(),

@@ -18,6 +18,9 @@ pub struct ChatMessage {
     pub created_date_time: Option<String>,
     #[serde(default)]
     pub last_modified_date_time: Option<String>,
+    /// Set once the message text was edited (a reaction changes `lastModifiedDateTime` only).
+    #[serde(default)]
+    pub last_edited_date_time: Option<String>,
     #[serde(default)]
     pub deleted_date_time: Option<String>,
     #[serde(default)]

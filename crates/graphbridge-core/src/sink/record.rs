@@ -66,7 +66,8 @@ fn json(v: &impl Serialize) -> Vec<u8> {
 /// The CloudEvents binding headers plus the tenant id, moved out of an event already
 /// serialized.
 fn ce_headers<T>(e: CloudEvent<T>, tenant: String) -> Vec<(&'static str, Cow<'static, str>)> {
-    vec![
+    let origin = e.graphbridgeorigin.map(|o| ("ce_graphbridgeorigin", o));
+    let mut headers = vec![
         ("ce_specversion", e.specversion),
         ("ce_id", e.id.into()),
         ("ce_type", e.ty),
@@ -79,7 +80,9 @@ fn ce_headers<T>(e: CloudEvent<T>, tenant: String) -> Vec<(&'static str, Cow<'st
             "application/cloudevents+json; charset=utf-8".into(),
         ),
         ("graph_tenant_id", tenant.into()),
-    ]
+    ];
+    headers.extend(origin);
+    headers
 }
 
 impl Record {
