@@ -47,7 +47,7 @@ pub enum GraphError {
     /// 403: over the subscription quota, or the app lacks the permission for the resource.
     #[error("forbidden (403): {0}; check the app's application permissions and the tenant's subscription quota")]
     Forbidden(String),
-    /// 429 or 503: try again after the given time.
+    /// 429, 503 or 504: try again after the given time.
     #[error("throttled ({status}), retry after {retry_after:?}: {message}")]
     Throttled {
         status: u16,
@@ -134,8 +134,13 @@ impl GraphClient {
         }
     }
 
+    /// The API base, e.g. `https://graph.microsoft.com/v1.0`.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
     /// Sends a request with a bearer token; on 401 the token is fetched again once.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         url: &str,
@@ -174,7 +179,7 @@ impl GraphClient {
                 409 => GraphError::Duplicate(message),
                 404 => GraphError::NotFound(message),
                 403 => GraphError::Forbidden(message),
-                429 | 503 => GraphError::Throttled {
+                429 | 503 | 504 => GraphError::Throttled {
                     status,
                     retry_after: retry_after(&headers),
                     message,

@@ -21,6 +21,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::graph_messages::{self, MessageStore};
 use graphbridge_graph_api::clock::{Clock, SystemClock};
 use graphbridge_graph_api::subscriptions::Subscription;
 
@@ -52,6 +53,8 @@ pub struct StandInOptions {
     pub token_lifetime_s: u64,
     /// Subscriptions allowed before 403 (Graph: 10,000 per tenant for Teams).
     pub max_subscriptions: usize,
+    /// Messages per page of the message APIs (Graph: 50 for getAllMessages).
+    pub page_size: usize,
 }
 
 impl Default for StandInOptions {
@@ -63,6 +66,7 @@ impl Default for StandInOptions {
             clock: Arc::new(SystemClock),
             token_lifetime_s: 3599,
             max_subscriptions: 10_000,
+            page_size: 50,
         }
     }
 }
@@ -85,6 +89,9 @@ struct Inner {
     token_requests: AtomicUsize,
     next_id: AtomicU64,
     http: reqwest::Client,
+    messages: Mutex<MessageStore>,
+    /// `http://addr` once serving: the start of `@odata.nextLink`s.
+    base: Mutex<String>,
 }
 
 /// The stand-in; clones share one state.
@@ -145,8 +152,35 @@ impl GraphStandIn {
                     .timeout(Duration::from_secs(10))
                     .build()
                     .expect("HTTP client"),
+                messages: Mutex::new(MessageStore::default()),
+                base: Mutex::new(String::new()),
             }),
         }
+    }
+
+    pub(crate) fn messages(&self) -> &Mutex<MessageStore> {
+        &self.inner.messages
+    }
+
+    pub(crate) fn base_url(&self) -> String {
+        self.inner.base.lock().unwrap().clone()
+    }
+
+    pub(crate) fn page_size(&self) -> usize {
+        self.inner.opts.page_size.max(1)
+    }
+
+    /// Token check and injected faults, as for every Graph API request: the tenant.
+    pub(crate) fn admit_request(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<String, Response> {
+        self.admit(method, headers).map_err(|r| *r)
+    }
+
+    pub(crate) fn record_request(&self, method: &Method, path: &str, status: StatusCode) {
+        self.record(method, path, status);
     }
 
     pub fn router(&self) -> Router {
@@ -157,12 +191,30 @@ impl GraphStandIn {
                 "/v1.0/subscriptions/{id}",
                 get(get_one).patch(patch).delete(delete),
             )
+            .route("/v1.0/teams", get(graph_messages::teams))
+            .route(
+                "/v1.0/teams/{team}/channels/getAllMessages",
+                get(graph_messages::channel_all),
+            )
+            .route(
+                "/v1.0/teams/{team}/channels/{channel}/messages/delta",
+                get(graph_messages::channel_delta),
+            )
+            .route(
+                "/v1.0/users/{user}/chats/getAllMessages",
+                get(graph_messages::user_chats_all),
+            )
+            .route(
+                "/v1.0/chats/{chat}/messages",
+                get(graph_messages::chat_messages),
+            )
             .with_state(self.clone())
     }
 
     /// Serves on `listener`; returns the base URL: the authority, and `{base}/v1.0` the API.
     pub fn serve(&self, listener: TcpListener) -> String {
         let base = format!("http://{}", listener.local_addr().expect("bound"));
+        *self.inner.base.lock().unwrap() = base.clone();
         let app = self.router();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

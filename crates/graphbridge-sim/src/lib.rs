@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod generate;
 pub mod graph_api;
+mod graph_messages;
 pub mod issuer;
 pub mod report;
 pub mod run;
