@@ -170,19 +170,6 @@ impl GraphStandIn {
         self.inner.opts.page_size.max(1)
     }
 
-    /// Token check and injected faults, as for every Graph API request: the tenant.
-    pub(crate) fn admit_request(
-        &self,
-        method: &Method,
-        headers: &HeaderMap,
-    ) -> Result<String, Response> {
-        self.admit(method, headers).map_err(|r| *r)
-    }
-
-    pub(crate) fn record_request(&self, method: &Method, path: &str, status: StatusCode) {
-        self.record(method, path, status);
-    }
-
     pub fn router(&self) -> Router {
         Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
@@ -373,7 +360,7 @@ impl GraphStandIn {
         }
     }
 
-    fn record(&self, method: &Method, path: &str, status: StatusCode) {
+    pub(crate) fn record(&self, method: &Method, path: &str, status: StatusCode) {
         self.inner.log.lock().unwrap().push(Logged {
             method: method.to_string(),
             path: path.to_string(),
@@ -383,7 +370,12 @@ impl GraphStandIn {
     }
 
     /// Bearer check and injected faults; `Ok(tenant)` when the request may proceed.
-    fn admit(&self, method: &Method, headers: &HeaderMap) -> Result<String, Box<Response>> {
+    /// Token check and injected faults, as for every Graph API request: the tenant.
+    pub(crate) fn admit(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<String, Box<Response>> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

@@ -189,14 +189,14 @@ impl GraphStandIn {
         list: impl FnOnce(&str) -> Result<(Vec<Value>, Option<String>), String>,
         skip: usize,
     ) -> Response {
-        let r = match self.admit_request(method, headers) {
-            Err(r) => r,
+        let r = match self.admit(method, headers) {
+            Err(r) => *r,
             Ok(tenant) => match list(&tenant) {
                 Ok((all, delta)) => Json(self.page(uri, all, skip, delta)).into_response(),
                 Err(e) => bad_request(e),
             },
         };
-        self.record_request(method, uri.path(), r.status());
+        self.record(method, uri.path(), r.status());
         r
     }
 }
