@@ -45,6 +45,13 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    #[cfg(feature = "kafka")]
+    /// Fill the gaps Graph leaves in notifications from its message APIs, under the event ids
+    /// the notifications would have had (`run`: the worker; `fill`: one window now).
+    Backfill {
+        #[command(subcommand)]
+        command: graphbridge::backfill::cli::Command,
+    },
     /// Keep the configured Graph subscriptions alive (create, renew, recreate, delete).
     Subscriptions {
         #[command(subcommand)]
@@ -137,6 +144,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => {
             let ending = graphbridge::replay::cli::main(*args, cli.config.as_deref()).await?;
             return Ok(ExitCode::from(ending.exit_code()));
+        }
+        #[cfg(feature = "kafka")]
+        Command::Backfill { command } => {
+            return Ok(ExitCode::from(
+                graphbridge::backfill::cli::main(command, &cfg).await?,
+            ))
         }
         Command::Keys { .. } => unreachable!("handled above"),
         Command::Subscriptions { command } => {

@@ -181,6 +181,52 @@ pub struct Metrics {
     pub spool_unreadable: Counter,
     /// Subscription controller, by configured subscription name (bounded by the config).
     pub subscriptions: SubscriptionMetrics,
+    /// Backfill (`graphbridge backfill run`).
+    pub backfill: BackfillMetrics,
+}
+
+/// Backfill's metrics: gaps waiting and done, messages published from Graph's message APIs,
+/// and those calls by outcome.
+#[derive(Default)]
+pub struct BackfillMetrics {
+    /// Gaps read and not yet filled.
+    pub gaps_open: Gauge,
+    /// Gaps filled (everything in them durably published).
+    pub gaps_closed: Counter,
+    /// Seconds since the oldest open gap was read (0 when none): alert when it grows.
+    pub oldest_gap_age: Gauge<f64, AtomicU64>,
+    /// Messages fetched from Graph and published as events.
+    pub messages: Counter,
+    /// Message API reads, by `outcome` (`ok`, `throttled`, `forbidden`, `not_found`, ...).
+    pub graph_calls: Family<Labels, Counter>,
+}
+
+impl BackfillMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register("backfill_gaps_open", "Gaps read and not yet filled", self.gaps_open.clone());
+        r.register("backfill_gaps_closed", "Gaps filled", self.gaps_closed.clone());
+        r.register(
+            "backfill_oldest_gap_age_seconds",
+            "Seconds since the oldest open gap was read",
+            self.oldest_gap_age.clone(),
+        );
+        r.register(
+            "backfill_messages",
+            "Messages fetched from Graph and published",
+            self.messages.clone(),
+        );
+        r.register(
+            "backfill_graph_calls",
+            "Message API reads, by outcome",
+            self.graph_calls.clone(),
+        );
+    }
+
+    pub fn graph_call(&self, outcome: &str) {
+        self.graph_calls
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
+    }
 }
 
 /// The subscription controller's metrics (`graphbridge subscriptions run`).
@@ -264,6 +310,7 @@ impl Default for Metrics {
             spool_discarded_bytes: Counter::default(),
             spool_unreadable: Counter::default(),
             subscriptions: SubscriptionMetrics::default(),
+            backfill: BackfillMetrics::default(),
         };
         m.registry.register(
             "received",
@@ -351,6 +398,7 @@ impl Default for Metrics {
             m.spool_unreadable.clone(),
         );
         m.subscriptions.register(&mut m.registry);
+        m.backfill.register(&mut m.registry);
         m
     }
 }

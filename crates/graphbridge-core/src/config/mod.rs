@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 pub use crate::secret::Secret;
 
+pub mod backfill;
 pub mod subscriptions;
 
 /// The compiled-in defaults, also the commented reference of every key.
@@ -48,6 +49,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The subscription controller (`graphbridge subscriptions …`).
     pub subscriptions: crate::config::subscriptions::SubscriptionsConfig,
+    /// Filling notification gaps from Graph's message APIs (`graphbridge backfill …`).
+    pub backfill: crate::config::backfill::BackfillConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
