@@ -174,7 +174,11 @@ async fn fill(cfg: &Config, args: &FillArgs) -> anyhow::Result<u8> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        let verb = if args.dry_run { "would publish" } else { "published" };
+        let verb = if args.dry_run {
+            "would publish"
+        } else {
+            "published"
+        };
         eprintln!(
             "backfill of {} in {} ({} .. {}) {}: fetched {}, {verb} {}, skipped {}",
             summary.resource,

@@ -36,7 +36,9 @@ impl FillError {
     pub fn retryable(&self) -> bool {
         match self {
             FillError::Plan(_) | FillError::NoClient(_) => false,
-            FillError::Graph(e) => !matches!(e, GraphError::Forbidden(_) | GraphError::BadRequest { .. }),
+            FillError::Graph(e) => {
+                !matches!(e, GraphError::Forbidden(_) | GraphError::BadRequest { .. })
+            }
             FillError::Sink(_) => true,
         }
     }
@@ -73,24 +75,35 @@ fn in_window(w: &Window, m: &serde_json::Value) -> bool {
 impl Filler<'_> {
     async fn read(&self, fetch: &Fetch) -> Result<Messages, GraphError> {
         let got = match fetch {
-            Fetch::TeamChannels { team, window, model } => {
+            Fetch::TeamChannels {
+                team,
+                window,
+                model,
+            } => {
                 self.client
                     .team_channel_messages(team, *window, model.as_deref())
                     .await
             }
             Fetch::EveryTeam { .. } => unreachable!("expanded before reading"),
-            Fetch::UserChats { user, window, model } => {
+            Fetch::UserChats {
+                user,
+                window,
+                model,
+            } => {
                 self.client
                     .user_chat_messages(user, *window, model.as_deref())
                     .await
             }
             Fetch::Chat { chat, window } => self.client.chat_messages(chat, *window).await,
-            Fetch::ChannelDelta { team, channel, window } => {
+            Fetch::ChannelDelta {
+                team,
+                channel,
+                window,
+            } => {
                 // The delta query has no time filter: keep what falls into the window.
                 let mut all = self.client.channel_delta(team, channel, None).await?;
-                all.messages.retain(|m| {
-                    serde_json::from_str(m.get()).is_ok_and(|v| in_window(window, &v))
-                });
+                all.messages
+                    .retain(|m| serde_json::from_str(m.get()).is_ok_and(|v| in_window(window, &v)));
                 Ok(all)
             }
         };

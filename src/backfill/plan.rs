@@ -119,8 +119,12 @@ pub fn fetches(gap: &Gap, users: &[String]) -> Result<Vec<Fetch>, PlanError> {
 /// the result is ordered by tenant, resource and start.
 pub fn merge(mut gaps: Vec<Gap>) -> Vec<Gap> {
     gaps.sort_by(|a, b| {
-        (&a.tenant, &a.resource, &a.subscription_id, a.from)
-            .cmp(&(&b.tenant, &b.resource, &b.subscription_id, b.from))
+        (&a.tenant, &a.resource, &a.subscription_id, a.from).cmp(&(
+            &b.tenant,
+            &b.resource,
+            &b.subscription_id,
+            b.from,
+        ))
     });
     let mut out: Vec<Gap> = Vec::with_capacity(gaps.len());
     for g in gaps {
@@ -160,26 +164,47 @@ mod tests {
 
     #[test]
     fn each_resource_maps_to_its_message_api() {
-        let w = Window { from: t(0), to: t(10) };
+        let w = Window {
+            from: t(0),
+            to: t(10),
+        };
         let users = ["u1".to_string(), "u2".to_string()];
         assert_eq!(
             fetches(&gap("/teams/getAllMessages?model=B", 0, 10), &users).unwrap(),
-            [Fetch::EveryTeam { window: w, model: Some("B".into()) }]
+            [Fetch::EveryTeam {
+                window: w,
+                model: Some("B".into())
+            }]
         );
         assert_eq!(
             fetches(&gap("/chats/getAllMessages", 0, 10), &users).unwrap(),
             users
                 .iter()
-                .map(|u| Fetch::UserChats { user: u.clone(), window: w, model: None })
+                .map(|u| Fetch::UserChats {
+                    user: u.clone(),
+                    window: w,
+                    model: None
+                })
                 .collect::<Vec<_>>()
         );
         assert_eq!(
-            fetches(&gap("/teams/T1/channels/19:c@thread.tacv2/messages", 0, 10), &[]).unwrap(),
-            [Fetch::ChannelDelta { team: "T1".into(), channel: "19:c@thread.tacv2".into(), window: w }]
+            fetches(
+                &gap("/teams/T1/channels/19:c@thread.tacv2/messages", 0, 10),
+                &[]
+            )
+            .unwrap(),
+            [Fetch::ChannelDelta {
+                team: "T1".into(),
+                channel: "19:c@thread.tacv2".into(),
+                window: w
+            }]
         );
         assert_eq!(
             fetches(&gap("chats/19:x@unq.gbl.spaces/messages", 0, 10), &[]).unwrap(),
-            [Fetch::Chat { chat: "19:x@unq.gbl.spaces".into(), window: w }]
+            [Fetch::Chat {
+                chat: "19:x@unq.gbl.spaces".into(),
+                window: w
+            }]
         );
         assert_eq!(
             fetches(&gap("/chats/getAllMessages", 0, 10), &[]),
@@ -197,8 +222,10 @@ mod tests {
             gap("/chats/getAllMessages", 20, 30),
             gap("/teams/getAllMessages", 1, 4),
         ]);
-        let spans: Vec<(&str, DateTime<Utc>, DateTime<Utc>)> =
-            merged.iter().map(|g| (g.resource.as_str(), g.from, g.to)).collect();
+        let spans: Vec<(&str, DateTime<Utc>, DateTime<Utc>)> = merged
+            .iter()
+            .map(|g| (g.resource.as_str(), g.from, g.to))
+            .collect();
         assert_eq!(
             spans,
             [

@@ -41,7 +41,11 @@ pub fn gap_of(e: &LifecycleEvent) -> Option<Gap> {
         return None;
     }
     let r = e.data.resync.as_ref()?;
-    let t = |s: &str| DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc));
+    let t = |s: &str| {
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
     Some(Gap {
         tenant: e.data.tenant_id.clone(),
         subscription_id: e.data.subscription_id.clone(),
@@ -55,7 +59,10 @@ pub fn gap_of(e: &LifecycleEvent) -> Option<Gap> {
 enum Ack {
     None,
     #[cfg(feature = "kafka")]
-    Kafka { partition: i32, offset: i64 },
+    Kafka {
+        partition: i32,
+        offset: i64,
+    },
     #[cfg(feature = "nats")]
     Nats(Box<async_nats::jetstream::Message>),
 }
@@ -237,7 +244,11 @@ pub fn client(cfg: &Config, tenant: &str) -> Result<GraphClient, WorkerError> {
     let http = graphbridge_graph_api::subscriptions::http_client();
     let tokens = TokenSource::new(&cfg.graph.auth, tenant, http.clone())
         .map_err(|e| WorkerError::Client(tenant.to_string(), e.to_string()))?;
-    Ok(GraphClient::new(&cfg.graph.api_base, http, Arc::new(tokens)))
+    Ok(GraphClient::new(
+        &cfg.graph.api_base,
+        http,
+        Arc::new(tokens),
+    ))
 }
 
 /// Fills the gaps `source` delivers until `stop` turns true. Unfilled gaps are not committed.

@@ -288,3 +288,248 @@ mod message_apis {
         assert!(next.delta_link.is_some());
     }
 }
+
+/// The whole loop against real brokers: the bridge gets 90 % of the notifications, the
+/// controller's `resync_required` names the gaps, and the worker fills them from the Graph
+/// stand-in until every message is in the stream under its notification's event id.
+mod end_to_end {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use graphbridge::backfill::worker::{self, Source};
+    use graphbridge_core::config::{Config, Secret};
+    use graphbridge_core::event::fetched::message_event;
+    use graphbridge_core::event::v1::LifecycleEvent;
+    use graphbridge_core::graph::envelope::ChangeType;
+    use graphbridge_core::graph::resource::Conversation;
+    use graphbridge_core::sink::{Record, Sink};
+    use graphbridge_core::telemetry::Metrics;
+    use graphbridge_sim::generate::MessageSpec;
+    use graphbridge_sim::graph_api::{GraphStandIn, StandInOptions};
+    use serde_json::json;
+    use tokio::net::TcpListener;
+
+    use crate::common::{self, *};
+
+    const TENANT: &str = "6d1c5b4a-0000-4000-8000-00000000e2e0";
+    const SUB: &str = "sub-e2e";
+    const SENDER: &str = "a660dbf8-1ebf-4be9-be48-19c602bf5194";
+
+    /// `n` messages over two teams (two channels each, replies among them) and three chats,
+    /// every fifth edited and every seventh deleted, modified in the last few minutes.
+    fn specs(n: usize) -> Vec<MessageSpec> {
+        let now = chrono::Utc::now().timestamp_millis() - 5 * 60_000;
+        (0..n)
+            .map(|i| {
+                let conversation = match i % 7 {
+                    0..=3 => Conversation::Channel {
+                        team_id: format!("team-{}", i % 2),
+                        channel_id: format!("19:ch{}@thread.tacv2", i % 4 / 2),
+                    },
+                    _ => Conversation::Chat {
+                        chat_id: format!("19:chat{}@unq.gbl.spaces", i % 3),
+                    },
+                };
+                let change = if i % 7 == 6 {
+                    ChangeType::Deleted
+                } else if i % 5 == 4 {
+                    ChangeType::Updated
+                } else {
+                    ChangeType::Created
+                };
+                let id = now + i as i64 * 10;
+                let mut s = MessageSpec::new(
+                    TENANT,
+                    conversation.clone(),
+                    id,
+                    change,
+                    &format!("<p>m{i}</p>"),
+                );
+                if change != ChangeType::Created {
+                    s.modified_ms = id + 5;
+                }
+                // Every third channel message is a reply to the first message of its channel.
+                if matches!(conversation, Conversation::Channel { .. }) && i % 3 == 2 && i >= 8 {
+                    s.reply_to_id = Some((now + (i as i64 % 4) * 10).to_string());
+                }
+                s
+            })
+            .collect()
+    }
+
+    fn resync(resource: &str, from: &str, to: &str) -> LifecycleEvent {
+        serde_json::from_value(json!({
+            "specversion": "1.0",
+            "id": graphbridge_event::event_id(TENANT, resource, "resync_required", &format!("{from}|{to}")),
+            "source": format!("/tenants/{TENANT}/subscriptions/{SUB}"),
+            "type": "graph.subscription.resync_required", "subject": format!("subscriptions/{SUB}"),
+            "time": to, "datacontenttype": "application/json",
+            "dataschema": "https://graphbridge.dev/schema/lifecycle.v1.json",
+            "data": {"schema_version": 1, "tenant_id": TENANT, "subscription_id": SUB,
+                     "lifecycle_event": "resync_required", "subscription_expires_at": null,
+                     "received_at": to,
+                     "resync": {"from": from, "to": to, "cause": "missed", "subscription_name": "all",
+                                "resource": resource, "new_subscription_id": null}}
+        }))
+        .unwrap()
+    }
+
+    async fn graph(cfg: &mut Config) -> GraphStandIn {
+        let g = GraphStandIn::new(StandInOptions::default());
+        let base = g.serve(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        cfg.graph.api_base = format!("{base}/v1.0");
+        cfg.graph.auth.authority = base;
+        cfg.graph.auth.client_id = Some(StandInOptions::default().client_id);
+        cfg.graph.auth.client_secret = Some(Secret::new(StandInOptions::default().client_secret));
+        cfg.backfill.users = vec![SENDER.into()];
+        g
+    }
+
+    /// Sends 90 % of the notifications to the bridge at `srv`, all messages to Graph's store,
+    /// then the two gaps to the lifecycle stream through `sink`; returns every expected event
+    /// id and the ids of the dropped ones.
+    async fn scenario(
+        cfg: &Config,
+        graph: &GraphStandIn,
+        srv: &Running,
+        sink: &dyn Sink,
+        n: usize,
+    ) -> (HashSet<String>, HashSet<String>) {
+        let specs = specs(n);
+        let r = synthetic_recipient();
+        let mut expected = HashSet::new();
+        let mut dropped = HashSet::new();
+        let mut delivered = Vec::new();
+        for (i, s) in specs.iter().enumerate() {
+            let body = serde_json::to_vec(&s.chat_message()).unwrap();
+            graph.put_message(TENANT, s.chat_message());
+            let id = message_event(TENANT, SUB, &body, "2026-01-01T00:00:00.000Z", false)
+                .unwrap()
+                .id;
+            expected.insert(id.clone());
+            if i % 10 == 3 {
+                dropped.insert(id);
+            } else {
+                delivered.push(s.notification(SUB, SYNTH_CLIENT_STATE, &r));
+            }
+        }
+        for chunk in delivered.chunks(50) {
+            let resp = srv
+                .post_json("/notifications", &json!({ "value": chunk }))
+                .await;
+            assert_eq!(resp.status(), 202);
+        }
+        let from = (chrono::Utc::now() - chrono::Duration::minutes(30)).to_rfc3339();
+        let to = (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339();
+        let gaps = ["/teams/getAllMessages", "/chats/getAllMessages"]
+            .map(|r| Record::lifecycle(resync(r, &from, &to)));
+        sink.publish(&gaps).await.unwrap();
+        let _ = cfg;
+        (expected, dropped)
+    }
+
+    #[tokio::test]
+    async fn kafka_every_dropped_notification_is_backfilled_under_its_id() {
+        common::needs!(kafka_every_dropped_notification_is_backfilled_under_its_id: "GRAPHBRIDGE_TEST_KAFKA");
+        use common::kafka::*;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = kafka_config(dir.path(), &unique("bf"));
+        cfg.backfill.consumer_group = unique("bf-group");
+        let graph = graph(&mut cfg).await;
+        let srv = Running::start(&cfg).await;
+        let sink: Arc<dyn Sink> =
+            Arc::new(graphbridge_core::sink::kafka::KafkaSink::new(&cfg.sink.kafka).unwrap());
+        let (expected, dropped) = scenario(&cfg, &graph, &srv, sink.as_ref(), 400).await;
+
+        let metrics = Metrics::new();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let source = Source::broker(&cfg).await.unwrap();
+        let run = {
+            let (cfg, sink, metrics) = (cfg.clone(), sink.clone(), metrics.clone());
+            tokio::spawn(async move { worker::run(&cfg, source, sink, metrics, stop).await })
+        };
+        let t = &cfg.sink.kafka.topics;
+        let got = consume_until_distinct(
+            &[&t.channel_messages, &t.chat_messages],
+            expected.len(),
+            Duration::from_secs(90),
+        )
+        .await;
+        let ids: HashSet<String> = got.iter().map(|m| m.headers["ce_id"].clone()).collect();
+        assert_eq!(ids, expected, "every message, under its notification's id");
+        for m in got.iter().filter(|m| dropped.contains(&m.headers["ce_id"])) {
+            assert_eq!(
+                m.headers.get("ce_graphbridgeorigin").map(String::as_str),
+                Some("backfill")
+            );
+            assert_valid_event(&m.json());
+        }
+        let duplicates = got.len() - ids.len();
+        println!(
+            "{} messages, {} notifications dropped, {} records, {duplicates} duplicates by id",
+            expected.len(),
+            dropped.len(),
+            got.len()
+        );
+        let _ = stop_tx.send(true);
+        run.await.unwrap();
+        assert_eq!(metrics.backfill.gaps_closed.get(), 2);
+        assert!(metrics.backfill.messages.get() >= expected.len() as u64);
+        srv.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn nats_every_dropped_notification_is_backfilled_under_its_id() {
+        common::needs!(nats_every_dropped_notification_is_backfilled_under_its_id: "GRAPHBRIDGE_TEST_NATS");
+        use common::nats::*;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = nats_config(dir.path(), &unique("bf"));
+        cfg.backfill.consumer_group = unique("bf-group");
+        let graph = graph(&mut cfg).await;
+        let srv = Running::start(&cfg).await;
+        let sink: Arc<dyn Sink> = Arc::new(
+            graphbridge_core::sink::nats::NatsSink::connect(&cfg.sink.nats)
+                .await
+                .unwrap(),
+        );
+        let (expected, dropped) = scenario(&cfg, &graph, &srv, sink.as_ref(), 300).await;
+
+        let metrics = Metrics::new();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let source = Source::broker(&cfg).await.unwrap();
+        let run = {
+            let (cfg, sink, metrics) = (cfg.clone(), sink.clone(), metrics.clone());
+            tokio::spawn(async move { worker::run(&cfg, source, sink, metrics, stop).await })
+        };
+        // Both gaps filled: everything they hold is in the stream.
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while metrics.backfill.gaps_closed.get() < 2 {
+            assert!(std::time::Instant::now() < deadline, "gaps not filled");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let stored: Vec<Stored> = read_stream(&cfg.sink.nats.stream)
+            .await
+            .into_iter()
+            .filter(|m| {
+                m.payload["type"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("graph.teams."))
+            })
+            .collect();
+        let ids: HashSet<String> = stored.iter().map(|m| m.msg_id.clone()).collect();
+        assert_eq!(ids, expected, "every message, under its notification's id");
+        assert_eq!(
+            stored.len(),
+            ids.len(),
+            "JetStream dropped the backfilled copies by id"
+        );
+        for m in stored.iter().filter(|m| dropped.contains(&m.msg_id)) {
+            assert_eq!(m.payload["graphbridgeorigin"], "backfill");
+            assert_valid_event(&m.payload);
+        }
+        let _ = stop_tx.send(true);
+        run.await.unwrap();
+        srv.shutdown().await;
+    }
+}

@@ -203,8 +203,16 @@ pub struct BackfillMetrics {
 
 impl BackfillMetrics {
     fn register(&self, r: &mut Registry) {
-        r.register("backfill_gaps_open", "Gaps read and not yet filled", self.gaps_open.clone());
-        r.register("backfill_gaps_closed", "Gaps filled", self.gaps_closed.clone());
+        r.register(
+            "backfill_gaps_open",
+            "Gaps read and not yet filled",
+            self.gaps_open.clone(),
+        );
+        r.register(
+            "backfill_gaps_closed",
+            "Gaps filled",
+            self.gaps_closed.clone(),
+        );
         r.register(
             "backfill_oldest_gap_age_seconds",
             "Seconds since the oldest open gap was read",
