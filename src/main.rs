@@ -48,10 +48,7 @@ enum Command {
     #[cfg(feature = "kafka")]
     /// Fill the gaps Graph leaves in notifications from its message APIs, under the event ids
     /// the notifications would have had (`run`: the worker; `fill`: one window now).
-    Backfill {
-        #[command(subcommand)]
-        command: graphbridge::backfill::cli::Command,
-    },
+    Backfill(Box<graphbridge::backfill::cli::Args>),
     /// Keep the configured Graph subscriptions alive (create, renew, recreate, delete).
     Subscriptions {
         #[command(subcommand)]
@@ -146,9 +143,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(ending.exit_code()));
         }
         #[cfg(feature = "kafka")]
-        Command::Backfill { command } => {
+        Command::Backfill(args) => {
             return Ok(ExitCode::from(
-                graphbridge::backfill::cli::main(command, &cfg).await?,
+                graphbridge::backfill::cli::main(*args, &cfg).await?,
             ))
         }
         Command::Keys { .. } => unreachable!("handled above"),

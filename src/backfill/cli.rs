@@ -17,21 +17,31 @@ use graphbridge_core::server::listener::ConnLimits;
 use graphbridge_core::server::{self, MetricsOnly, ServerError};
 use graphbridge_core::telemetry::Metrics;
 
-#[derive(clap::Subcommand)]
+/// `graphbridge backfill --tenant … (--team|--chat|--user|--resource) … --from … --to …` fills
+/// one window now; `graphbridge backfill run` is the worker.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub fill: FillArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Fill every gap the subscription controller reports (`resync_required` on the lifecycle
     /// stream) until SIGTERM; admin port with /healthz and /metrics.
     Run,
-    /// Fill one window now, for operators: a team's channels, a chat, a user's chats, or a
-    /// subscription's resource.
-    Fill(Box<FillArgs>),
 }
 
+/// One window, for operators: a team's channels, a chat, a user's chats, or a subscription's
+/// resource.
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["team", "chat", "user", "resource"])))]
 pub struct FillArgs {
-    #[arg(long)]
-    pub tenant: String,
+    #[arg(long, required = true)]
+    pub tenant: Option<String>,
     /// Every channel of this team (`/teams/{id}/channels/getAllMessages`).
     #[arg(long)]
     pub team: Option<String>,
@@ -48,11 +58,14 @@ pub struct FillArgs {
     #[arg(long, default_value = "backfill")]
     pub subscription_id: String,
     /// Start of the window (exclusive), RFC 3339.
-    #[arg(long, value_parser = parse_time)]
-    pub from: DateTime<Utc>,
+    #[arg(long, value_parser = parse_time, required = true)]
+    pub from: Option<DateTime<Utc>>,
     /// End of the window (exclusive), RFC 3339.
-    #[arg(long, value_parser = parse_time)]
-    pub to: DateTime<Utc>,
+    #[arg(long, value_parser = parse_time, required = true)]
+    pub to: Option<DateTime<Utc>>,
+    /// Messages published per second at most.
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Read from Graph and count, publish nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -63,8 +76,14 @@ pub struct FillArgs {
 
 impl FillArgs {
     fn gap(&self) -> anyhow::Result<Gap> {
-        if self.from >= self.to {
-            anyhow::bail!("--from must be before --to");
+        let (Some(tenant), Some(from), Some(to)) = (&self.tenant, self.from, self.to) else {
+            anyhow::bail!("--tenant, --from and --to are required");
+        };
+        if from >= to {
+            anyhow::bail!("--from must be before --to: the window is empty or backwards");
+        }
+        if self.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+            anyhow::bail!("--rate must be positive");
         }
         let resource = match (&self.team, &self.chat, &self.user, &self.resource) {
             (Some(t), ..) => format!("/teams/{t}/channels/getAllMessages"),
@@ -74,11 +93,11 @@ impl FillArgs {
             _ => unreachable!("clap requires one"),
         };
         Ok(Gap {
-            tenant: self.tenant.clone(),
+            tenant: tenant.clone(),
             subscription_id: self.subscription_id.clone(),
             resource,
-            from: self.from,
-            to: self.to,
+            from,
+            to,
         })
     }
 }
@@ -99,13 +118,13 @@ struct Summary<'a> {
 
 /// Runs the verb; the exit status of `fill` follows replay's (0 done, 1 failed, 75 stopped by
 /// a signal).
-pub async fn main(cmd: Command, cfg: &Config) -> anyhow::Result<u8> {
-    match cmd {
-        Command::Run => {
+pub async fn main(args: Args, cfg: &Config) -> anyhow::Result<u8> {
+    match args.command {
+        Some(Command::Run) => {
             run(cfg).await?;
             Ok(0)
         }
-        Command::Fill(args) => fill(cfg, &args).await,
+        None => fill(cfg, &args.fill).await,
     }
 }
 
@@ -148,6 +167,8 @@ async fn fill(cfg: &Config, args: &FillArgs) -> anyhow::Result<u8> {
         sink: sink.clone(),
         metrics: &metrics,
         include_resource: cfg.graph.include_resource,
+        rate: args.rate,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let stop = Stop::on_signals().context("installing the SIGINT/SIGTERM handlers")?;
     // Stopping abandons the window: it is filled again from the start when run again.

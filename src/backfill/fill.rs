@@ -63,6 +63,10 @@ pub struct Filler<'a> {
     pub sink: Option<Arc<dyn Sink>>,
     pub metrics: &'a Metrics,
     pub include_resource: bool,
+    /// Messages published per second at most (None: as fast as the sink confirms).
+    pub rate: Option<f64>,
+    /// Show reads and messages on stderr as they go (a terminal).
+    pub progress: bool,
 }
 
 fn in_window(w: &Window, m: &serde_json::Value) -> bool {
@@ -143,7 +147,8 @@ impl Filler<'_> {
         let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut done = Filled::default();
         let mut seen = HashSet::new();
-        for f in &fetches {
+        let started = std::time::Instant::now();
+        for (i, f) in fetches.iter().enumerate() {
             let got = self.read(f).await?;
             done.fetched += got.messages.len() as u64;
             let mut records = Vec::with_capacity(got.messages.len());
@@ -165,14 +170,31 @@ impl Filler<'_> {
             }
             done.published += records.len() as u64;
             if let Some(sink) = &self.sink {
+                let mut sent = done.published - records.len() as u64;
                 for chunk in records.chunks(CHUNK) {
+                    if let Some(rate) = self.rate {
+                        let due = started + std::time::Duration::from_secs_f64(sent as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                    }
                     sink.publish(chunk)
                         .await
                         .map_err(|e| FillError::Sink(e.to_string()))?;
+                    sent += chunk.len() as u64;
                 }
                 self.metrics.backfill.messages.inc_by(records.len() as u64);
                 self.metrics.published(sink.kind(), records.len() as u64);
             }
+            if self.progress {
+                eprint!(
+                    "\r\x1b[2Kbackfill: read {}/{}, {} messages",
+                    i + 1,
+                    fetches.len(),
+                    done.fetched
+                );
+            }
+        }
+        if self.progress {
+            eprint!("\r\x1b[2K");
         }
         Ok(done)
     }

@@ -337,6 +337,8 @@ async fn fill(
         sink: Some(sink.clone()),
         metrics,
         include_resource: cfg.graph.include_resource,
+        rate: None,
+        progress: false,
     }
     .fill(gap)
     .await

@@ -533,3 +533,183 @@ mod end_to_end {
         srv.shutdown().await;
     }
 }
+
+/// `graphbridge backfill …` as an operator runs it: a window filled into the file sink, a dry
+/// run, refusal of a backwards window, and SIGTERM during a throttled read.
+mod cli {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use graphbridge::replay::stop::EXIT_INTERRUPTED;
+    use graphbridge_core::graph::envelope::ChangeType;
+    use graphbridge_core::graph::resource::Conversation;
+    use graphbridge_sim::generate::MessageSpec;
+    use graphbridge_sim::graph_api::{Fault, GraphStandIn, StandInOptions};
+    use serde_json::Value;
+    use tokio::net::TcpListener;
+
+    use crate::common::{self, *};
+
+    const TENANT: &str = "7e2d6c5b-0000-4000-8000-0000000000c1";
+    const CHAT: &str = "19:cli@unq.gbl.spaces";
+
+    async fn setup(dir: &std::path::Path) -> (GraphStandIn, std::path::PathBuf) {
+        let graph = GraphStandIn::new(StandInOptions::default());
+        let base = graph.serve(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let mut cfg = test_config(dir);
+        cfg.graph.api_base = format!("{base}/v1.0");
+        cfg.graph.auth.authority = base;
+        cfg.graph.auth.client_id = Some(StandInOptions::default().client_id);
+        // A written configuration redacts secrets: the client secret goes in a file.
+        let secret = dir.join("client-secret");
+        std::fs::write(&secret, StandInOptions::default().client_secret).unwrap();
+        cfg.graph.auth.client_secret_file = Some(secret);
+        let start = 1_800_000_000_000; // 2027-01-15T08:00:00Z
+        for i in 0..12 {
+            let s = MessageSpec::new(
+                TENANT,
+                Conversation::Chat {
+                    chat_id: CHAT.into(),
+                },
+                start + i * 1000,
+                ChangeType::Created,
+                "<p>cli</p>",
+            );
+            graph.put_message(TENANT, s.chat_message());
+        }
+        (graph, common::process::write_config(&cfg, dir))
+    }
+
+    fn backfill(config: &std::path::Path, extra: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_graphbridge"));
+        c.arg("--config").arg(config).args([
+            "backfill",
+            "--tenant",
+            TENANT,
+            "--chat",
+            CHAT,
+            // Ten of the twelve messages: 1..=10 seconds after the first.
+            "--from",
+            "2027-01-15T08:00:00.500Z",
+            "--to",
+            "2027-01-15T08:00:10.500Z",
+        ]);
+        c.args(extra);
+        c
+    }
+
+    #[tokio::test]
+    async fn a_window_is_filled_counted_and_a_dry_run_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_graph, config) = setup(dir.path()).await;
+        let events = dir.path().join("events.jsonl");
+
+        let out = tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || {
+                backfill(&config, &["--dry-run", "--json"])
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{:?} {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (summary["ending"].as_str(), summary["published"].as_u64()),
+            (Some("complete"), Some(10))
+        );
+        assert!(
+            !events.exists() || jsonl(&events).is_empty(),
+            "a dry run publishes nothing"
+        );
+
+        let out = tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || backfill(&config, &["--json"]).output().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = jsonl(&events);
+        assert_eq!(got.len(), 10);
+        for e in &got {
+            assert_valid_event(e);
+            assert_eq!(e["graphbridgeorigin"], "backfill");
+        }
+
+        let out = Command::new(env!("CARGO_BIN_EXE_graphbridge"))
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "backfill",
+                "--tenant",
+                TENANT,
+                "--chat",
+                CHAT,
+                "--from",
+                "2027-01-15T09:00:00Z",
+                "--to",
+                "2027-01-15T08:00:00Z",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("backwards"));
+    }
+
+    #[tokio::test]
+    async fn sigterm_while_throttled_stops_with_the_interrupted_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let (graph, config) = setup(dir.path()).await;
+        graph.inject(Fault {
+            method: None,
+            status: 429,
+            retry_after_s: Some(60),
+        });
+        let child = backfill(&config, &["--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until Graph has answered 429: the backfill now waits out Retry-After.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while graph.count("GET", "/v1.0/chats/", 429) == 0 {
+            assert!(Instant::now() < deadline, "no throttled read");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(EXIT_INTERRUPTED)),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["ending"], "interrupted");
+        assert_eq!(
+            graph.count("GET", "/v1.0/chats/", 200),
+            0,
+            "no call before Retry-After"
+        );
+    }
+}
