@@ -107,6 +107,8 @@ impl Source {
                     .set("auto.offset.reset", "earliest")
                     // Committed by hand, after the gap is filled: the bookkeeping.
                     .set("enable.auto.commit", "false")
+                    // A replacement for a killed worker takes its partitions after this long.
+                    .set("session.timeout.ms", "10000")
                     .set("topic.metadata.refresh.interval.ms", "10000");
                 let consumer: rdkafka::consumer::StreamConsumer =
                     cc.create().map_err(|e| WorkerError::Source(e.to_string()))?;

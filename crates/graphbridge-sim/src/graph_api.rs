@@ -55,6 +55,9 @@ pub struct StandInOptions {
     pub max_subscriptions: usize,
     /// Messages per page of the message APIs (Graph: 50 for getAllMessages).
     pub page_size: usize,
+    /// Time each message API page takes to answer (Graph's latency; tests use it to act
+    /// mid-read).
+    pub page_delay: Duration,
 }
 
 impl Default for StandInOptions {
@@ -67,6 +70,7 @@ impl Default for StandInOptions {
             token_lifetime_s: 3599,
             max_subscriptions: 10_000,
             page_size: 50,
+            page_delay: Duration::ZERO,
         }
     }
 }
@@ -168,6 +172,10 @@ impl GraphStandIn {
 
     pub(crate) fn page_size(&self) -> usize {
         self.inner.opts.page_size.max(1)
+    }
+
+    pub(crate) fn page_delay(&self) -> Duration {
+        self.inner.opts.page_delay
     }
 
     pub fn router(&self) -> Router {

@@ -209,6 +209,7 @@ pub(crate) async fn channel_all(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    tokio::time::sleep(g.page_delay()).await;
     let skip = q.skiptoken.unwrap_or(0);
     g.answer(
         &method,
@@ -232,6 +233,7 @@ pub(crate) async fn user_chats_all(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    tokio::time::sleep(g.page_delay()).await;
     let skip = q.skiptoken.unwrap_or(0);
     // The user's chats: those they wrote in (the stand-in keeps no member lists).
     let chats: BTreeSet<String> = g
@@ -265,6 +267,7 @@ pub(crate) async fn chat_messages(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    tokio::time::sleep(g.page_delay()).await;
     let skip = q.skiptoken.unwrap_or(0);
     g.answer(
         &method,
@@ -286,6 +289,7 @@ pub(crate) async fn channel_delta(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    tokio::time::sleep(g.page_delay()).await;
     let skip = q.skiptoken.unwrap_or(0);
     let since = q.deltatoken.unwrap_or(0);
     g.answer(
@@ -319,6 +323,7 @@ pub(crate) async fn teams(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    tokio::time::sleep(g.page_delay()).await;
     let skip = q.skiptoken.unwrap_or(0);
     g.answer(
         &method,
