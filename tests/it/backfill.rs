@@ -838,3 +838,186 @@ async fn kill_9_mid_gap_resumes_and_nothing_is_missing() {
         got.len() - ids.len()
     );
 }
+
+/// The controller and the worker together, with real Kafka: a subscription the controller
+/// created, 10 % of its notifications never delivered and then `missed`; later the subscription
+/// removed and recreated. Both windows are filled from the Graph stand-in, every message under
+/// its notification's event id.
+#[tokio::test]
+async fn missed_and_removed_windows_from_the_controller_are_filled() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use common::kafka::*;
+    use graphbridge::backfill::worker::{self, Source};
+    use graphbridge::subscriptions;
+    use graphbridge::subscriptions::controller::Action;
+    use graphbridge_core::config::subscriptions::SubscriptionItem;
+    use graphbridge_core::config::Secret;
+    use graphbridge_core::event::v1::LifecycleEvent;
+    use graphbridge_core::sink::kafka::KafkaSink;
+    use graphbridge_core::sink::Sink;
+    use graphbridge_core::telemetry::Metrics;
+    use graphbridge_graph_api::clock::SystemClock;
+    use graphbridge_sim::graph_api::{GraphStandIn, StandInOptions};
+
+    common::needs!(missed_and_removed_windows_from_the_controller_are_filled: "GRAPHBRIDGE_TEST_KAFKA");
+    const TENANT: &str = "9a4f8e7d-0000-4000-8000-0000000000c0";
+    const SENDER: &str = "b771ecf9-2fc0-4cfa-8f59-2ad703cf6205";
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = kafka_config(dir.path(), &unique("bf-ctl"));
+    let srv = Running::start(&cfg).await;
+    let graph = GraphStandIn::new(StandInOptions::default());
+    let base = graph.serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    cfg.graph.api_base = format!("{base}/v1.0");
+    cfg.graph.auth.authority = base;
+    cfg.graph.auth.tenant_id = Some(TENANT.into());
+    cfg.graph.auth.client_id = Some(StandInOptions::default().client_id);
+    cfg.graph.auth.client_secret = Some(Secret::new(StandInOptions::default().client_secret));
+    cfg.backfill.users = vec![SENDER.into()];
+    cfg.backfill.consumer_group = unique("bf-ctl-group");
+    cfg.subscriptions.items = vec![SubscriptionItem {
+        name: "chats".into(),
+        resource: "/chats/getAllMessages".into(),
+        model: None,
+        change_types: vec!["created".into(), "updated".into(), "deleted".into()],
+        tenant_id: None,
+        notification_url: format!("{}/notifications", srv.base),
+        lifecycle_url: Some(format!("{}/lifecycle", srv.base)),
+        certificate_id: Some(SYNTH_ID.into()),
+        lifetime: None,
+        include_resource_data: true,
+    }];
+    let sink: Arc<dyn Sink> = Arc::new(KafkaSink::new(&cfg.sink.kafka).unwrap());
+    let mut controller = subscriptions::build(
+        &cfg,
+        Arc::new(SystemClock),
+        Metrics::new(),
+        Some(sink.clone()),
+    )
+    .unwrap();
+    let report = controller.reconcile().await;
+    let sub = report
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Created { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .expect("created");
+
+    let lifecycle = |id: &str, kind: &str| -> LifecycleEvent {
+        let now = chrono::Utc::now().to_rfc3339();
+        serde_json::from_value(json!({
+            "specversion": "1.0", "id": "0".repeat(64),
+            "source": format!("/tenants/{TENANT}/subscriptions/{id}"),
+            "type": format!("graph.subscription.{kind}"), "subject": format!("subscriptions/{id}"),
+            "time": now, "datacontenttype": "application/json",
+            "dataschema": "https://graphbridge.dev/schema/lifecycle.v1.json",
+            "data": {"schema_version": 1, "tenant_id": TENANT, "subscription_id": id,
+                     "lifecycle_event": kind, "subscription_expires_at": null, "received_at": now}
+        }))
+        .unwrap()
+    };
+    // Messages sent after the subscription exists, with a notification each, but for every
+    // tenth one that Graph never delivers.
+    let messages = |n: usize, tag: &str| -> Vec<MessageSpec> {
+        let at = chrono::Utc::now().timestamp_millis();
+        (0..n)
+            .map(|i| {
+                let mut s = MessageSpec::new(
+                    TENANT,
+                    Conversation::Chat {
+                        chat_id: format!("19:{tag}{}@unq.gbl.spaces", i % 5),
+                    },
+                    at + i as i64,
+                    ChangeType::Created,
+                    "<p>ctl</p>",
+                );
+                s.from_id = SENDER.into();
+                s
+            })
+            .collect()
+    };
+    let wait_past = |ms: i64| async move {
+        while chrono::Utc::now().timestamp_millis() <= ms + 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let id_of = |s: &MessageSpec| {
+        let body = serde_json::to_vec(&s.chat_message()).unwrap();
+        message_event(TENANT, &sub, &body, "2026-01-01T00:00:00.000Z", false)
+            .unwrap()
+            .id
+    };
+    wait_past(chrono::Utc::now().timestamp_millis()).await;
+    let first = messages(2000, "ctl-a");
+    let r = synthetic_recipient();
+    let mut delivered = Vec::new();
+    for (i, s) in first.iter().enumerate() {
+        graph.put_message(TENANT, s.chat_message());
+        if i % 10 != 7 {
+            delivered.push(s.notification(&sub, SYNTH_CLIENT_STATE, &r));
+        }
+    }
+    for chunk in delivered.chunks(100) {
+        let resp = srv
+            .post_json("/notifications", &json!({ "value": chunk }))
+            .await;
+        assert_eq!(resp.status(), 202);
+    }
+    wait_past(first.last().unwrap().modified_ms).await;
+    let report = controller.on_lifecycle(&lifecycle(&sub, "missed")).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+
+    // Removed by Graph; messages sent while it was gone have no notification at all.
+    assert_eq!(graph.remove(&sub).await.unwrap(), 202);
+    let during = messages(50, "ctl-b");
+    for s in &during {
+        graph.put_message(TENANT, s.chat_message());
+    }
+    wait_past(during.last().unwrap().modified_ms).await;
+    let report = controller
+        .on_lifecycle(&lifecycle(&sub, "subscriptionRemoved"))
+        .await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(
+        report
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ResyncPublished { .. })),
+        "{:?}",
+        report.actions
+    );
+
+    let expected: HashSet<String> = first.iter().chain(&during).map(id_of).collect();
+    let metrics = Metrics::new();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let source = Source::broker(&cfg).await.unwrap();
+    let run = {
+        let (cfg, sink, metrics) = (cfg.clone(), sink.clone(), metrics.clone());
+        tokio::spawn(async move { worker::run(&cfg, source, sink, metrics, stop).await })
+    };
+    let got = consume_until_distinct(
+        &[&cfg.sink.kafka.topics.chat_messages],
+        expected.len(),
+        Duration::from_secs(120),
+    )
+    .await;
+    let ids: HashSet<String> = got.iter().map(|m| m.headers["ce_id"].clone()).collect();
+    let missing: Vec<&String> = expected.difference(&ids).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "both windows filled, under the notifications' ids; missing {missing:?}"
+    );
+    println!(
+        "{} messages ({} notified), {} records: {} duplicates by id",
+        expected.len(),
+        delivered.len(),
+        got.len(),
+        got.len() - ids.len()
+    );
+    let _ = stop_tx.send(true);
+    run.await.unwrap();
+    srv.shutdown().await;
+}
