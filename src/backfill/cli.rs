@@ -6,6 +6,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::delta::DeltaLinks;
 use super::fill::{Filled, Filler};
 use super::plan::Gap;
 use super::worker::{self, Source};
@@ -160,6 +161,7 @@ async fn fill(cfg: &Config, args: &FillArgs) -> anyhow::Result<u8> {
     } else {
         Some(graphbridge_core::sink::build(&cfg.sink).await?)
     };
+    let delta_links = std::sync::Mutex::new(DeltaLinks::load(cfg.backfill.state_file.as_deref()));
     let metrics = Metrics::new();
     let filler = Filler {
         cfg: &cfg.backfill,
@@ -169,6 +171,7 @@ async fn fill(cfg: &Config, args: &FillArgs) -> anyhow::Result<u8> {
         include_resource: cfg.graph.include_resource,
         rate: args.rate,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        delta_links: Some(&delta_links),
     };
     let stop = Stop::on_signals().context("installing the SIGINT/SIGTERM handlers")?;
     // Stopping abandons the window: it is filled again from the start when run again.

@@ -13,6 +13,7 @@ use graphbridge_graph_api::messages::{Messages, Window};
 use graphbridge_graph_api::subscriptions::{GraphClient, GraphError};
 use serde::Serialize;
 
+use super::delta::{self, DeltaLinks};
 use super::plan::{self, Fetch, Gap, PlanError};
 
 /// Records per sink call.
@@ -67,6 +68,8 @@ pub struct Filler<'a> {
     pub rate: Option<f64>,
     /// Show reads and messages on stderr as they go (a terminal).
     pub progress: bool,
+    /// Channels' delta links, read and stored (None: read channels whole).
+    pub delta_links: Option<&'a std::sync::Mutex<DeltaLinks>>,
 }
 
 fn in_window(w: &Window, m: &serde_json::Value) -> bool {
@@ -77,7 +80,13 @@ fn in_window(w: &Window, m: &serde_json::Value) -> bool {
 }
 
 impl Filler<'_> {
-    async fn read(&self, fetch: &Fetch) -> Result<Messages, GraphError> {
+    /// What `fetch` returns, and for a delta read the key and link to keep once published.
+    async fn read(
+        &self,
+        tenant: &str,
+        fetch: &Fetch,
+    ) -> Result<(Messages, Option<String>), GraphError> {
+        let mut link_key = None;
         let got = match fetch {
             Fetch::TeamChannels {
                 team,
@@ -104,18 +113,30 @@ impl Filler<'_> {
                 channel,
                 window,
             } => {
-                // The delta query has no time filter: keep what falls into the window.
-                let mut all = self.client.channel_delta(team, channel, None).await?;
-                all.messages
-                    .retain(|m| serde_json::from_str(m.get()).is_ok_and(|v| in_window(window, &v)));
-                Ok(all)
+                let k = delta::key(tenant, team, channel);
+                let stored = self
+                    .delta_links
+                    .and_then(|l| l.lock().expect("not poisoned").get(&k).map(str::to_string));
+                link_key = Some(k);
+                match stored {
+                    // What changed since the last read: all of it may be missing downstream.
+                    Some(link) => self.client.channel_delta(team, channel, Some(&link)).await,
+                    // A first read returns the whole channel: keep what falls into the window.
+                    None => {
+                        let mut all = self.client.channel_delta(team, channel, None).await?;
+                        all.messages.retain(|m| {
+                            serde_json::from_str(m.get()).is_ok_and(|v| in_window(window, &v))
+                        });
+                        Ok(all)
+                    }
+                }
             }
         };
         self.metrics.backfill.graph_call(match &got {
             Ok(_) => "ok",
             Err(e) => e.reason(),
         });
-        got
+        got.map(|m| (m, link_key))
     }
 
     /// `EveryTeam` becomes one read per team: the configured ones, or the tenant's.
@@ -149,7 +170,7 @@ impl Filler<'_> {
         let mut seen = HashSet::new();
         let started = std::time::Instant::now();
         for (i, f) in fetches.iter().enumerate() {
-            let got = self.read(f).await?;
+            let (got, link_key) = self.read(&gap.tenant, f).await?;
             done.fetched += got.messages.len() as u64;
             let mut records = Vec::with_capacity(got.messages.len());
             for m in &got.messages {
@@ -183,6 +204,12 @@ impl Filler<'_> {
                 }
                 self.metrics.backfill.messages.inc_by(records.len() as u64);
                 self.metrics.published(sink.kind(), records.len() as u64);
+            }
+            // Published: the next read of this channel may start here.
+            if let (Some(links), Some(k), Some(link), Some(_)) =
+                (self.delta_links, link_key, got.delta_link, &self.sink)
+            {
+                links.lock().expect("not poisoned").set(k, link);
             }
             if self.progress {
                 eprint!(

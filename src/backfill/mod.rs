@@ -7,6 +7,7 @@
 //! `worker` is the long-running consumer, `cli` the operator's verb.
 
 pub mod cli;
+pub mod delta;
 pub mod fill;
 pub mod plan;
 pub mod worker;

@@ -18,6 +18,7 @@ use graphbridge_core::telemetry::Metrics;
 use graphbridge_graph_api::oauth::TokenSource;
 use graphbridge_graph_api::subscriptions::GraphClient;
 
+use super::delta::DeltaLinks;
 use super::fill::{FillError, Filled, Filler};
 use super::plan::{self, Gap};
 
@@ -262,6 +263,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut clients: HashMap<String, GraphClient> = HashMap::new();
+    let delta_links = std::sync::Mutex::new(DeltaLinks::load(cfg.backfill.state_file.as_deref()));
     loop {
         let first = tokio::select! {
             d = source.next() => d,
@@ -286,11 +288,11 @@ pub async fn run(
                     .oldest_gap_age
                     .set(read_at.elapsed().as_secs_f64());
                 let result = match clients.get(&gap.tenant) {
-                    Some(c) => fill(cfg, c, &sink, &metrics, gap).await,
+                    Some(c) => fill(cfg, &delta_links, c, &sink, &metrics, gap).await,
                     None => match client(cfg, &gap.tenant) {
                         Ok(c) => {
                             let c = clients.entry(gap.tenant.clone()).or_insert(c);
-                            fill(cfg, c, &sink, &metrics, gap).await
+                            fill(cfg, &delta_links, c, &sink, &metrics, gap).await
                         }
                         Err(e) => Err(FillError::NoClient(e.to_string())),
                     },
@@ -328,6 +330,7 @@ pub async fn run(
 
 async fn fill(
     cfg: &Config,
+    delta_links: &std::sync::Mutex<DeltaLinks>,
     client: &GraphClient,
     sink: &Arc<dyn Sink>,
     metrics: &Metrics,
@@ -341,6 +344,7 @@ async fn fill(
         include_resource: cfg.graph.include_resource,
         rate: None,
         progress: false,
+        delta_links: Some(delta_links),
     }
     .fill(gap)
     .await

@@ -581,6 +581,26 @@ mod cli {
         (graph, common::process::write_config(&cfg, dir))
     }
 
+    /// The config `setup` wrote, plus `backfill.state_file` in `dir`.
+    fn with_state_file(dir: &std::path::Path) -> std::path::PathBuf {
+        let written = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "toml"))
+            .unwrap();
+        let mut text = std::fs::read_to_string(&written).unwrap();
+        text = text.replace(
+            "[backfill]\n",
+            &format!(
+                "[backfill]\nstate_file = {:?}\n",
+                dir.join("backfill-state.json")
+            ),
+        );
+        let path = dir.join("with-state.cfg.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     fn backfill(config: &std::path::Path, extra: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_graphbridge"));
         c.arg("--config").arg(config).args([
@@ -668,6 +688,79 @@ mod cli {
             .unwrap();
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("backwards"));
+    }
+
+    /// A subscription on one channel is backfilled with the delta query; its deltaLink is kept
+    /// in `backfill.state_file`, so the next gap reads only what changed since.
+    #[tokio::test]
+    async fn a_channel_gap_reads_the_delta_since_the_stored_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (graph, _) = setup(dir.path()).await;
+        let channel = Conversation::Channel {
+            team_id: "team-d".into(),
+            channel_id: "19:delta@thread.tacv2".into(),
+        };
+        let start = 1_800_000_000_000; // 2027-01-15T08:00:00Z
+        let put = |i: i64| {
+            let s = MessageSpec::new(
+                TENANT,
+                channel.clone(),
+                start + i * 1000,
+                ChangeType::Created,
+                "<p>d</p>",
+            );
+            graph.put_message(TENANT, s.chat_message());
+        };
+        for i in 0..4 {
+            put(i);
+        }
+        let config = with_state_file(dir.path());
+        let run = |config: std::path::PathBuf| {
+            tokio::task::spawn_blocking(move || {
+                Command::new(env!("CARGO_BIN_EXE_graphbridge"))
+                    .arg("--config")
+                    .arg(&config)
+                    .args([
+                        "backfill",
+                        "--tenant",
+                        TENANT,
+                        "--resource",
+                        "/teams/team-d/channels/19:delta@thread.tacv2/messages",
+                        "--from",
+                        "2027-01-15T07:00:00Z",
+                        "--to",
+                        "2027-01-15T09:00:00Z",
+                        "--json",
+                    ])
+                    .output()
+                    .unwrap()
+            })
+        };
+        let first = run(config.clone()).await.unwrap();
+        assert!(
+            first.status.success(),
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        let summary: Value = serde_json::from_slice(&first.stdout).unwrap();
+        assert_eq!(summary["published"], 4);
+        put(9);
+        let second = run(config).await.unwrap();
+        assert!(
+            second.status.success(),
+            "{}",
+            String::from_utf8_lossy(&second.stderr)
+        );
+        let summary: Value = serde_json::from_slice(&second.stdout).unwrap();
+        assert_eq!(
+            summary["published"], 1,
+            "only what changed since the stored link"
+        );
+        assert!(graph
+            .log()
+            .iter()
+            .any(|l| l.path.ends_with("/messages/delta") && l.status == 200));
+        assert_eq!(jsonl(&dir.path().join("events.jsonl")).len(), 5);
     }
 
     #[tokio::test]

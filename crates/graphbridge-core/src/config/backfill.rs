@@ -15,4 +15,9 @@ pub struct BackfillConfig {
     /// `GET /users/{id}/chats/getAllMessages`); Graph has no tenant-wide chat read.
     #[serde(default)]
     pub users: Vec<String>,
+    /// Where to keep each channel's delta link (`/teams/{id}/channels/{id}/messages`
+    /// subscriptions), so the next gap reads only what changed since; without it every such
+    /// gap reads the channel whole.
+    #[serde(default)]
+    pub state_file: Option<std::path::PathBuf>,
 }
