@@ -137,6 +137,8 @@ pub struct Controller {
     pending: Vec<Record>,
     /// Per subscription id: delivery known good up to then (`missed` windows start there).
     watermarks: Watermarks,
+    /// In-process backfill's queue (file and stdout sinks).
+    resync_tap: Option<tokio::sync::mpsc::Sender<LifecycleEvent>>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -165,6 +167,7 @@ impl Controller {
             retry_at: HashMap::new(),
             pending: Vec::new(),
             watermarks: Watermarks::load(opts.state_file.as_deref()),
+            resync_tap: None,
             opts,
         }
     }
@@ -564,7 +567,7 @@ impl Controller {
             return;
         };
         let to = self.clock.now();
-        let record = Record::lifecycle(resync_event(d, &gap, to, new_id));
+        let record = Record::lifecycle(self.tap_resync(resync_event(d, &gap, to, new_id)));
         report.actions.push(Action::ResyncPublished {
             name: d.name.clone(),
             from: ts(gap.from),
@@ -572,6 +575,22 @@ impl Controller {
         });
         self.pending.push(record);
         self.flush_pending().await;
+    }
+
+    /// Hands a copy of `e` to the in-process backfill (file sink: no broker to carry it).
+    fn tap_resync(&self, e: LifecycleEvent) -> LifecycleEvent {
+        if let Some(tap) = &self.resync_tap {
+            if tap.try_send(e.clone()).is_err() {
+                tracing::warn!("in-process backfill queue full or gone; this gap is not filled");
+            }
+        }
+        e
+    }
+
+    /// Sends every `resync_required` this controller publishes to `tap` as well (in-process
+    /// backfill with the file or stdout sink).
+    pub fn tap_resync_events(&mut self, tap: tokio::sync::mpsc::Sender<LifecycleEvent>) {
+        self.resync_tap = Some(tap);
     }
 
     async fn flush_pending(&mut self) {
@@ -719,7 +738,7 @@ impl Controller {
             cause: "missed".into(),
             old_id: t.id.clone(),
         };
-        let record = Record::lifecycle(resync_event(d, &gap, received, None));
+        let record = Record::lifecycle(self.tap_resync(resync_event(d, &gap, received, None)));
         self.pending.push(record);
         report.actions.push(Action::ResyncPublished {
             name: d.name.clone(),

@@ -145,12 +145,29 @@ pub async fn run(
         Some(public) => {
             let state = crate::app::build(cfg).await?;
             state.pipeline.tap_lifecycle(tx);
-            let controller = build(
+            #[cfg_attr(not(feature = "kafka"), allow(unused_mut))]
+            let mut controller = build(
                 cfg,
                 clock,
                 state.pipeline.metrics().clone(),
                 Some(state.pipeline.sink().clone()),
             )?;
+            // No broker to carry resync_required to a backfill worker: fill the gaps here.
+            #[cfg(feature = "kafka")]
+            let backfill = {
+                let (gaps, queue) = tokio::sync::mpsc::channel(1024);
+                controller.tap_resync_events(gaps);
+                let (cfg, sink, metrics, stop) = (
+                    cfg.clone(),
+                    state.pipeline.sink().clone(),
+                    state.pipeline.metrics().clone(),
+                    shutdown.clone(),
+                );
+                tokio::spawn(async move {
+                    let source = crate::backfill::worker::Source::InProcess(queue);
+                    crate::backfill::worker::run(&cfg, source, sink, metrics, stop).await
+                })
+            };
             let mut stop = shutdown.clone();
             let server = tokio::spawn(crate::app::run(
                 state,
@@ -161,6 +178,8 @@ pub async fn run(
                 },
             ));
             controller.run(rx, shutdown).await;
+            #[cfg(feature = "kafka")]
+            let _ = backfill.await;
             server
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))??;

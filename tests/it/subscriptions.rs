@@ -559,6 +559,9 @@ async fn file_sink_in_process_removed_recreates_and_resync_is_published() {
         vec![item("f", "/chats/getAllMessages", &bridge, true)],
     );
     cfg.subscriptions.poll_interval = HumanDuration::parse("1h").unwrap();
+    // Backfill runs in the same process: the chats of this user are read from the stand-in.
+    let sender = "c0ffee00-1ebf-4be9-be48-19c602bf5194";
+    cfg.backfill.users = vec![sender.into()];
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let run_cfg = cfg.clone();
     let task = tokio::spawn(async move {
@@ -574,6 +577,27 @@ async fn file_sink_in_process_removed_recreates_and_resync_is_published() {
     .await;
     let old = graph.subscriptions()[0].id.clone();
     let events_path = cfg.sink.file.path.clone();
+    // Sent while the subscription is about to go away: no notification ever arrives for them.
+    let sent_at = chrono::Utc::now().timestamp_millis();
+    let unseen: Vec<graphbridge_sim::generate::MessageSpec> = (0..3)
+        .map(|i| {
+            let mut s = graphbridge_sim::generate::MessageSpec::new(
+                TENANT,
+                graphbridge_core::graph::resource::Conversation::Chat {
+                    chat_id: "19:inproc@unq.gbl.spaces".into(),
+                },
+                sent_at + i,
+                graphbridge_core::graph::envelope::ChangeType::Created,
+                "<p>unseen</p>",
+            );
+            s.from_id = sender.into();
+            graph.put_message(TENANT, s.chat_message());
+            s
+        })
+        .collect();
+    while chrono::Utc::now().timestamp_millis() <= sent_at + 3 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let resyncs = || -> Vec<Value> {
         jsonl(&events_path)
             .into_iter()
@@ -601,6 +625,16 @@ async fn file_sink_in_process_removed_recreates_and_resync_is_published() {
     );
     assert_eq!(d["resync"]["resource"], "/chats/getAllMessages");
     assert_eq!(d["resync"]["subscription_name"], "f");
+    // ... and the in-process backfill filled the gap into the same file.
+    until(Duration::from_secs(15), "backfilled", || {
+        let ids: Vec<String> = jsonl(&events_path)
+            .into_iter()
+            .filter(|e| e["graphbridgeorigin"] == "backfill")
+            .map(|e| e["data"]["message_id"].as_str().unwrap_or("").to_string())
+            .collect();
+        unseen.iter().all(|s| ids.contains(&s.message_id))
+    })
+    .await;
     assert!(d["resync"]["from"].as_str().unwrap() <= d["resync"]["to"].as_str().unwrap());
     // Graph's own event was published too.
     assert!(jsonl(&events_path)
