@@ -98,6 +98,10 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Act as Graph failing to deliver: never send this fraction of the good notifications,
+    /// then POST a `missed` lifecycle notification for the subscription (backfill's test).
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_fraction: f64,
 }
 
 /// The app id the simulator's tokens are addressed to unless --app-id says otherwise.
@@ -121,6 +125,8 @@ impl Args {
             issuer,
             stop: None,
             pregenerate: self.pregenerate,
+            drop_fraction: self.drop_fraction.clamp(0.0, 1.0),
+            graph: None,
         }
     }
 

@@ -104,6 +104,12 @@ pub struct GraphStandIn {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for GraphStandIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphStandIn").finish_non_exhaustive()
+    }
+}
+
 /// Token Graph sends in the handshake: it needs URL-decoding, like Graph's.
 const HANDSHAKE_TOKEN: &str = "Validation: Testing client application reachability for subscription Request-Id: 7a1e2f0c & more";
 

@@ -125,6 +125,16 @@ impl GraphStandIn {
         self.messages().lock().unwrap().put(tenant, message);
     }
 
+    /// Every stored message, with its tenant: what Graph holds now.
+    pub fn stored_messages(&self) -> Vec<(String, Value)> {
+        let store = self.messages().lock().unwrap();
+        store
+            .messages
+            .iter()
+            .map(|m| (m.tenant.clone(), m.json.clone()))
+            .collect()
+    }
+
     /// One page of `all` at `skip`, with the link to the next.
     fn page(&self, uri: &Uri, all: Vec<Value>, skip: usize, delta_link: Option<String>) -> Value {
         let size = self.page_size();

@@ -48,6 +48,13 @@ pub struct RunOptions {
     /// while the load runs the simulator only sends: its own work then does not compete with
     /// the bridge for the cores. Needs a count.
     pub pregenerate: bool,
+    /// Graph's failure to deliver: this fraction of the good notifications is never sent, and
+    /// after the run a `missed` lifecycle notification goes to `{target}/lifecycle` for their
+    /// subscription, as Graph sends one. The withheld ids are in [`Outcomes::dropped`].
+    pub drop_fraction: f64,
+    /// Every generated message is also put into this stand-in's message store, as Graph holds
+    /// the messages it notifies about (what backfill reads).
+    pub graph: Option<crate::graph_api::GraphStandIn>,
 }
 
 /// Everything the run observed.
@@ -73,6 +80,8 @@ pub struct Outcomes {
     /// again after a non-2xx or a timeout (the first attempt may have reached the broker), or
     /// it was spooled after a direct publish that did not confirm in time.
     pub may_repeat: HashSet<String>,
+    /// Event ids of the notifications withheld (`drop_fraction`): only backfill brings them.
+    pub dropped: Vec<String>,
     pub elapsed: Duration,
 }
 
@@ -103,6 +112,8 @@ pub async fn handshake(client: &reqwest::Client, target: &str) -> anyhow::Result
 
 struct Shared {
     workload: Workload,
+    /// Withheld notifications: (tenant, event id).
+    dropped: Vec<(String, String)>,
     produced: u64,
     next_slot: Instant,
     outcomes: Outcomes,
@@ -129,6 +140,42 @@ impl Batch {
         }
         Batch { items, body }
     }
+}
+
+/// Whether Graph "loses" this item: a deterministic share of the good ones, by event id.
+fn withheld(opts: &RunOptions, item: &Item) -> bool {
+    match &item.expect {
+        Expect::Event(id) if opts.drop_fraction > 0.0 => {
+            let h = u64::from_str_radix(id.get(..16).unwrap_or("0"), 16).unwrap_or(0);
+            (h as f64 / u64::MAX as f64) < opts.drop_fraction
+        }
+        _ => false,
+    }
+}
+
+/// Stores the items' messages in the stand-in and takes out the withheld ones.
+fn as_graph_would(
+    opts: &RunOptions,
+    items: Vec<Item>,
+    dropped: &mut Vec<(String, String)>,
+) -> Vec<Item> {
+    if let Some(g) = &opts.graph {
+        for i in &items {
+            if let Some(m) = &i.message {
+                g.put_message(&i.tenant_id, m.clone());
+            }
+        }
+    }
+    items
+        .into_iter()
+        .filter(|i| {
+            let w = withheld(opts, i);
+            if let (true, Expect::Event(id)) = (w, &i.expect) {
+                dropped.push((i.tenant_id.clone(), id.clone()));
+            }
+            !w
+        })
+        .collect()
 }
 
 /// The size of the next batch, given the items produced so far.
@@ -257,11 +304,14 @@ async fn worker(
                     slot.max(Instant::now()) + Duration::from_secs_f64(n as f64 / opts.rate);
             }
             let next = match s.ready.pop_front() {
-                Some(batch) => {
-                    debug_assert_eq!(batch.items.len(), n, "pregenerated in the same sizes");
-                    Next::Ready(batch)
+                Some(batch) => Next::Ready(batch),
+                None => {
+                    let items = (0..n).map(|_| s.workload.next_item()).collect();
+                    let mut dropped = std::mem::take(&mut s.dropped);
+                    let kept = as_graph_would(&opts, items, &mut dropped);
+                    s.dropped = dropped;
+                    Next::Items(kept)
                 }
-                None => Next::Items((0..n).map(|_| s.workload.next_item()).collect()),
             };
             (next, slot)
         };
@@ -270,6 +320,9 @@ async fn worker(
             Next::Ready(batch) => batch,
             Next::Items(items) => Batch::new(items, opts.issuer.as_deref()),
         };
+        if items.is_empty() {
+            continue; // every item of it withheld
+        }
 
         let first = Instant::now();
         let mut backoff = opts.retry.base;
@@ -303,21 +356,26 @@ async fn worker(
     }
 }
 
-/// Every batch of a counted run, in the sizes the workers will take them.
-fn pregenerate(opts: &RunOptions, workload: &mut Workload) -> anyhow::Result<VecDeque<Batch>> {
+/// Every batch of a counted run, in the sizes the workers will take them (smaller by what is
+/// withheld), and the withheld notifications.
+type Pregenerated = (VecDeque<Batch>, Vec<(String, String)>);
+
+fn pregenerate(opts: &RunOptions, workload: &mut Workload) -> anyhow::Result<Pregenerated> {
     if opts.count.is_none() {
         bail!("--pregenerate needs a --count");
     }
     let mut ready = VecDeque::new();
+    let mut dropped = Vec::new();
     let mut produced = 0;
     loop {
         let n = next_batch_size(opts, produced);
         if n == 0 {
-            return Ok(ready);
+            return Ok((ready, dropped));
         }
         produced += n as u64;
         let items = (0..n).map(|_| workload.next_item()).collect();
-        ready.push_back(Batch::new(items, opts.issuer.as_deref()));
+        let kept = as_graph_would(opts, items, &mut dropped);
+        ready.push_back(Batch::new(kept, opts.issuer.as_deref()));
     }
 }
 
@@ -331,19 +389,24 @@ pub async fn run(opts: RunOptions, mut workload: Workload) -> anyhow::Result<Out
         .build()?;
     handshake(&client, &opts.target).await?;
     // Seconds of encryption and signing: off the reactor, which also serves the token issuer.
-    let (workload, ready) = if opts.pregenerate {
+    let (workload, (ready, dropped)) = if opts.pregenerate {
         let o = opts.clone();
         tokio::task::spawn_blocking(move || {
             pregenerate(&o, &mut workload).map(|ready| (workload, ready))
         })
         .await??
     } else {
-        (workload, VecDeque::new())
+        (workload, (VecDeque::new(), Vec::new()))
+    };
+    let (subscription, client_state) = {
+        let (s, c) = workload.subscription();
+        (s.to_string(), c.to_string())
     };
     let started = Instant::now();
     let deadline = opts.duration.map(|d| started + d);
     let shared = Arc::new(Mutex::new(Shared {
         workload,
+        dropped,
         produced: 0,
         next_slot: started,
         outcomes: Outcomes::default(),
@@ -368,5 +431,29 @@ pub async fn run(opts: RunOptions, mut workload: Workload) -> anyhow::Result<Out
         .into_inner()
         .expect("lock");
     s.outcomes.elapsed = started.elapsed();
+    if !s.dropped.is_empty() {
+        // Graph tells the lifecycle URL it missed some: once per tenant that lost any.
+        let tenants: std::collections::BTreeSet<&str> =
+            s.dropped.iter().map(|(t, _)| t.as_str()).collect();
+        let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        for tenant in tenants {
+            let item = crate::generate::lifecycle_item(
+                &subscription,
+                tenant,
+                &client_state,
+                "missed",
+                &expires,
+            );
+            let resp = client
+                .post(format!("{}/lifecycle", opts.target))
+                .json(&json!({ "value": [item] }))
+                .send()
+                .await?;
+            if !resp.status().is_success() {
+                bail!("the bridge answered {} to missed", resp.status());
+            }
+        }
+    }
+    s.outcomes.dropped = s.dropped.into_iter().map(|(_, id)| id).collect();
     Ok(s.outcomes)
 }

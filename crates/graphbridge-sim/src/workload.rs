@@ -42,6 +42,8 @@ pub struct WorkloadConfig {
 
 /// One notification item, ready to send, and what must come of it.
 pub struct Item {
+    /// The chatMessage as Graph holds it (its message APIs return it), for good items.
+    pub message: Option<Value>,
     pub json: Value,
     pub expect: Expect,
     pub tenant_id: String,
@@ -80,7 +82,8 @@ const WORDS: &[&str] = &[
     "green",
     "red",
 ];
-const PEOPLE: &[(&str, &str)] = &[
+/// The people messages are from: Entra object ids and display names.
+pub const PEOPLE: &[(&str, &str)] = &[
     ("a660dbf8-1ebf-4be9-be48-19c602bf5194", "Megan Bowen"),
     ("8ea0e38b-efb3-4757-924a-5f94061cf8c2", "Alex Wilber"),
     ("97f62344-57dc-409c-88ad-c4af14158ff5", "Lidia Holloway"),
@@ -103,6 +106,18 @@ impl Workload {
             fixed_key,
             cfg,
         }
+    }
+
+    /// Messages from `epoch_ms` on (default: a fixed past time, for reproducible runs); a run
+    /// whose gaps are backfilled needs them now, inside the gap's window.
+    pub fn starting_at(mut self, epoch_ms: i64) -> Self {
+        self.clock = epoch_ms;
+        self
+    }
+
+    /// The subscription id and clientState the items carry.
+    pub fn subscription(&self) -> (&str, &str) {
+        (&self.cfg.subscription_id, &self.cfg.client_state)
     }
 
     fn tick(&mut self) -> i64 {
@@ -235,7 +250,8 @@ impl Workload {
             spec.change_type.as_str(),
             &spec.modified_ms.to_string(),
         );
-        let plaintext = serde_json::to_vec(&spec.chat_message()).expect("json");
+        let message = spec.chat_message();
+        let plaintext = serde_json::to_vec(&message).expect("json");
         let content = match &self.fixed_key {
             Some((key, wrapped)) => self
                 .recipient
@@ -251,6 +267,7 @@ impl Workload {
             None => {}
         }
         Item {
+            message: bad.is_none().then_some(message),
             json: spec.notification_with(&self.cfg.subscription_id, &client_state, &encrypted),
             expect: match bad {
                 Some(reason) => Expect::Rejected(reason, id),

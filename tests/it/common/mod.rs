@@ -227,6 +227,8 @@ pub fn sim_options(target: &str, count: u64) -> graphbridge_sim::run::RunOptions
         issuer: None,
         stop: None,
         pregenerate: false,
+        drop_fraction: 0.0,
+        graph: None,
     }
 }
 
