@@ -12,4 +12,5 @@ pub mod backfill;
 pub mod demo;
 #[cfg(feature = "kafka")]
 pub mod replay;
+pub mod state_file;
 pub mod subscriptions;

@@ -17,23 +17,11 @@ pub fn key(tenant: &str, team: &str, channel: &str) -> String {
 }
 
 impl DeltaLinks {
-    /// Reads `path`; a missing or unreadable file is an empty state (logged when unreadable).
+    /// Reads `path` (missing or unreadable: empty, and the next reads start over).
     pub fn load(path: Option<&Path>) -> Self {
-        let links = path
-            .and_then(|p| match std::fs::read(p) {
-                Ok(b) => serde_json::from_slice(&b)
-                    .map_err(|e| tracing::warn!(file = %p.display(), error = %e, "backfill state unreadable; delta queries start over"))
-                    .ok(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => {
-                    tracing::warn!(file = %p.display(), error = %e, "backfill state unreadable; delta queries start over");
-                    None
-                }
-            })
-            .unwrap_or_default();
         DeltaLinks {
             path: path.map(Path::to_path_buf),
-            links,
+            links: crate::state_file::load(path, "backfill state"),
         }
     }
 
@@ -51,15 +39,7 @@ impl DeltaLinks {
     }
 
     fn save(&self) -> std::io::Result<()> {
-        use std::io::Write;
-        let Some(path) = &self.path else {
-            return Ok(());
-        };
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(&self.links).expect("serializes"))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        crate::state_file::save(self.path.as_deref(), &self.links)
     }
 }
 

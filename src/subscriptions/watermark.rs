@@ -27,21 +27,9 @@ impl Watermarks {
     /// Reads `path` (a missing file is an empty state; an unreadable one is logged and
     /// treated as empty: the windows are then the full 4 hours, never too short).
     pub fn load(path: Option<&Path>) -> Self {
-        let by_id = path
-            .and_then(|p| match std::fs::read(p) {
-                Ok(bytes) => serde_json::from_slice(&bytes)
-                    .map_err(|e| tracing::warn!(file = %p.display(), error = %e, "subscription state unreadable; missed windows fall back to 4 hours"))
-                    .ok(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => {
-                    tracing::warn!(file = %p.display(), error = %e, "subscription state unreadable; missed windows fall back to 4 hours");
-                    None
-                }
-            })
-            .unwrap_or_default();
         Watermarks {
             path: path.map(Path::to_path_buf),
-            by_id,
+            by_id: crate::state_file::load(path, "subscription state"),
         }
     }
 
@@ -66,15 +54,7 @@ impl Watermarks {
     }
 
     fn save(&self) -> std::io::Result<()> {
-        use std::io::Write;
-        let Some(path) = &self.path else {
-            return Ok(());
-        };
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(&self.by_id).expect("serializes"))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        crate::state_file::save(self.path.as_deref(), &self.by_id)
     }
 }
 

@@ -360,20 +360,7 @@ mod end_to_end {
     }
 
     fn resync(resource: &str, from: &str, to: &str) -> LifecycleEvent {
-        serde_json::from_value(json!({
-            "specversion": "1.0",
-            "id": graphbridge_event::event_id(TENANT, resource, "resync_required", &format!("{from}|{to}")),
-            "source": format!("/tenants/{TENANT}/subscriptions/{SUB}"),
-            "type": "graph.subscription.resync_required", "subject": format!("subscriptions/{SUB}"),
-            "time": to, "datacontenttype": "application/json",
-            "dataschema": "https://graphbridge.dev/schema/lifecycle.v1.json",
-            "data": {"schema_version": 1, "tenant_id": TENANT, "subscription_id": SUB,
-                     "lifecycle_event": "resync_required", "subscription_expires_at": null,
-                     "received_at": to,
-                     "resync": {"from": from, "to": to, "cause": "missed", "subscription_name": "all",
-                                "resource": resource, "new_subscription_id": null}}
-        }))
-        .unwrap()
+        common::resync_event(TENANT, SUB, resource, from, to)
     }
 
     async fn graph(cfg: &mut Config) -> GraphStandIn {
@@ -866,21 +853,16 @@ async fn kill_9_mid_gap_resumes_and_nothing_is_missing() {
             graph.put_message(TENANT, s.chat_message());
         }
     }
-    let gap: graphbridge_core::event::v1::LifecycleEvent = serde_json::from_value(json!({
-        "specversion": "1.0", "id": "a".repeat(64),
-        "source": format!("/tenants/{TENANT}/subscriptions/sub-k9"),
-        "type": "graph.subscription.resync_required", "subject": "subscriptions/sub-k9",
-        "time": "2026-12-03T00:00:00Z", "datacontenttype": "application/json",
-        "dataschema": "https://graphbridge.dev/schema/lifecycle.v1.json",
-        "data": {"schema_version": 1, "tenant_id": TENANT, "subscription_id": "sub-k9",
-                 "lifecycle_event": "resync_required", "subscription_expires_at": null,
-                 "received_at": "2026-12-03T00:00:00Z",
-                 "resync": {"from": chrono::DateTime::from_timestamp_millis(start - 1000).unwrap().to_rfc3339(),
-                            "to": chrono::Utc::now().to_rfc3339(), "cause": "missed",
-                            "subscription_name": "chats", "resource": "/chats/getAllMessages",
-                            "new_subscription_id": null}}
-    }))
-    .unwrap();
+    let from = chrono::DateTime::from_timestamp_millis(start - 1000)
+        .unwrap()
+        .to_rfc3339();
+    let gap = common::resync_event(
+        TENANT,
+        "sub-k9",
+        "/chats/getAllMessages",
+        &from,
+        &chrono::Utc::now().to_rfc3339(),
+    );
     KafkaSink::new(&cfg.sink.kafka)
         .unwrap()
         .publish(&[Record::lifecycle(gap)])
@@ -947,7 +929,6 @@ async fn missed_and_removed_windows_from_the_controller_are_filled() {
     use graphbridge::subscriptions::controller::Action;
     use graphbridge_core::config::subscriptions::SubscriptionItem;
     use graphbridge_core::config::Secret;
-    use graphbridge_core::event::v1::LifecycleEvent;
     use graphbridge_core::sink::kafka::KafkaSink;
     use graphbridge_core::sink::Sink;
     use graphbridge_core::telemetry::Metrics;
@@ -999,19 +980,7 @@ async fn missed_and_removed_windows_from_the_controller_are_filled() {
         })
         .expect("created");
 
-    let lifecycle = |id: &str, kind: &str| -> LifecycleEvent {
-        let now = chrono::Utc::now().to_rfc3339();
-        serde_json::from_value(json!({
-            "specversion": "1.0", "id": "0".repeat(64),
-            "source": format!("/tenants/{TENANT}/subscriptions/{id}"),
-            "type": format!("graph.subscription.{kind}"), "subject": format!("subscriptions/{id}"),
-            "time": now, "datacontenttype": "application/json",
-            "dataschema": "https://graphbridge.dev/schema/lifecycle.v1.json",
-            "data": {"schema_version": 1, "tenant_id": TENANT, "subscription_id": id,
-                     "lifecycle_event": kind, "subscription_expires_at": null, "received_at": now}
-        }))
-        .unwrap()
-    };
+    let lifecycle = |id: &str, kind: &str| common::lifecycle_event(TENANT, id, kind);
     // Messages sent after the subscription exists, with a notification each, but for every
     // tenth one that Graph never delivers.
     let messages = |n: usize, tag: &str| -> Vec<MessageSpec> {
@@ -1127,7 +1096,6 @@ async fn simulated_losses_are_backfilled() {
     use common::kafka::*;
     use graphbridge::backfill::worker::{self, Source};
     use graphbridge_core::config::Secret;
-    use graphbridge_core::event::v1::LifecycleEvent;
     use graphbridge_core::sink::kafka::KafkaSink;
     use graphbridge_core::sink::{Record, Sink};
     use graphbridge_core::telemetry::Metrics;
@@ -1189,20 +1157,7 @@ async fn simulated_losses_are_backfilled() {
     let mut gaps = Vec::new();
     for t in &tenants {
         for resource in ["/teams/getAllMessages", "/chats/getAllMessages"] {
-            let ev: LifecycleEvent = serde_json::from_value(json!({
-                "specversion": "1.0",
-                "id": graphbridge_event::event_id(t, resource, "resync_required", &from),
-                "source": format!("/tenants/{t}/subscriptions/{subscription}"),
-                "type": "graph.subscription.resync_required", "subject": format!("subscriptions/{subscription}"),
-                "time": to, "datacontenttype": "application/json",
-                "dataschema": "https://graphbridge.dev/schema/lifecycle.v1.json",
-                "data": {"schema_version": 1, "tenant_id": t, "subscription_id": subscription,
-                         "lifecycle_event": "resync_required", "subscription_expires_at": null,
-                         "received_at": to,
-                         "resync": {"from": from, "to": to, "cause": "missed", "subscription_name": "sim",
-                                    "resource": resource, "new_subscription_id": null}}
-            }))
-            .unwrap();
+            let ev = common::resync_event(t, &subscription, resource, &from, &to);
             gaps.push(Record::lifecycle(ev));
         }
     }

@@ -80,17 +80,7 @@ async fn until(bound: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 fn lifecycle_event(sub_id: &str, kind: &str) -> LifecycleEvent {
-    let now = chrono::Utc::now().to_rfc3339();
-    serde_json::from_value(json!({
-        "specversion": "1.0", "id": "0".repeat(64),
-        "source": format!("/tenants/{TENANT}/subscriptions/{sub_id}"),
-        "type": format!("graph.subscription.{kind}"), "subject": format!("subscriptions/{sub_id}"),
-        "time": now, "datacontenttype": "application/json",
-        "dataschema": "https://graphbridge.dev/schema/lifecycle.v1.json",
-        "data": {"schema_version": 1, "tenant_id": TENANT, "subscription_id": sub_id,
-                 "lifecycle_event": kind, "subscription_expires_at": null, "received_at": now}
-    }))
-    .unwrap()
+    common::lifecycle_event(TENANT, sub_id, kind)
 }
 
 fn label_value(metrics: &str, prefix: &str) -> Option<f64> {

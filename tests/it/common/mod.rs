@@ -412,3 +412,48 @@ pub async fn with_tokens(cfg: &mut Config) -> std::sync::Arc<graphbridge_sim::is
     cfg.graph.app_ids = vec![issuer.app_id.clone()];
     issuer
 }
+
+/// A lifecycle event as the ingress publishes it (`kind`: `missed`, `subscriptionRemoved`, ...),
+/// received now.
+pub fn lifecycle_event(
+    tenant: &str,
+    subscription: &str,
+    kind: &str,
+) -> graphbridge_core::event::v1::LifecycleEvent {
+    let now = chrono::Utc::now().to_rfc3339();
+    serde_json::from_value(serde_json::json!({
+        "specversion": "1.0",
+        "id": graphbridge_event::event_id(tenant, subscription, kind, &now),
+        "source": format!("/tenants/{tenant}/subscriptions/{subscription}"),
+        "type": format!("graph.subscription.{kind}"),
+        "subject": format!("subscriptions/{subscription}"),
+        "time": now, "datacontenttype": "application/json",
+        "dataschema": "https://graphbridge.dev/schema/lifecycle.v1.json",
+        "data": {"schema_version": 1, "tenant_id": tenant, "subscription_id": subscription,
+                 "lifecycle_event": kind, "subscription_expires_at": null, "received_at": now}
+    }))
+    .unwrap()
+}
+
+/// A `resync_required` event as the controller publishes it: `resource` may be missing
+/// messages between `from` and `to` (RFC 3339).
+pub fn resync_event(
+    tenant: &str,
+    subscription: &str,
+    resource: &str,
+    from: &str,
+    to: &str,
+) -> graphbridge_core::event::v1::LifecycleEvent {
+    let mut e = lifecycle_event(tenant, subscription, "resync_required");
+    e.id =
+        graphbridge_event::event_id(tenant, resource, "resync_required", &format!("{from}|{to}"));
+    e.data.resync = Some(graphbridge_core::event::v1::ResyncGap {
+        from: from.into(),
+        to: to.into(),
+        cause: "missed".into(),
+        subscription_name: "test".into(),
+        resource: resource.into(),
+        new_subscription_id: None,
+    });
+    e
+}
