@@ -428,7 +428,7 @@ mod end_to_end {
         let srv = Running::start(&cfg).await;
         let sink: Arc<dyn Sink> =
             Arc::new(graphbridge_core::sink::kafka::KafkaSink::new(&cfg.sink.kafka).unwrap());
-        let (expected, dropped) = scenario(&cfg, &graph, &srv, sink.as_ref(), 400).await;
+        let (expected, dropped) = scenario(&cfg, &graph, &srv, sink.as_ref(), 2000).await;
 
         let metrics = Metrics::new();
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -481,7 +481,7 @@ mod end_to_end {
                 .await
                 .unwrap(),
         );
-        let (expected, dropped) = scenario(&cfg, &graph, &srv, sink.as_ref(), 300).await;
+        let (expected, dropped) = scenario(&cfg, &graph, &srv, sink.as_ref(), 2000).await;
 
         let metrics = Metrics::new();
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
