@@ -300,6 +300,7 @@ pub async fn run(
                 match result {
                     Ok(f) => {
                         tracing::info!(tenant = %gap.tenant, resource = %gap.resource, from = %gap.from, to = %gap.to, fetched = f.fetched, published = f.published, "backfill: gap filled");
+                        metrics.backfill.gaps_closed.inc();
                         break;
                     }
                     Err(e) if e.retryable() => {
@@ -320,7 +321,6 @@ pub async fn run(
                     }
                 }
             }
-            metrics.backfill.gaps_closed.inc();
             metrics.backfill.gaps_open.set((gaps.len() - i - 1) as i64);
         }
         metrics.backfill.oldest_gap_age.set(0.0);
