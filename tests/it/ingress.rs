@@ -156,13 +156,35 @@ async fn mixed_batch_yields_exactly_the_expected_events_and_dead_letters() {
     let raw_dead = std::fs::read_to_string(&cfg.sink.file.deadletter_path).unwrap();
     assert!(!raw_dead.contains(SYNTH_CLIENT_STATE) && !raw_dead.contains("guessed-state"));
 
-    // A Graph redelivery of the same batch yields the same event ids.
+    // A Graph redelivery of the same batch yields the same message event ids. The lifecycle
+    // notification in it carries no id of Graph's: each receipt is a signal of its own.
     let again = srv.post_json("/notifications", &batch).await;
     assert_eq!(again.status(), 202);
     let all = jsonl(&cfg.sink.file.path);
-    let first: Vec<&Value> = all[..4].iter().map(|e| &e["id"]).collect();
-    let second: Vec<&Value> = all[4..].iter().map(|e| &e["id"]).collect();
+    let is_message = |e: &&Value| {
+        e["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("graph.teams."))
+    };
+    let first: Vec<&Value> = all[..4]
+        .iter()
+        .filter(is_message)
+        .map(|e| &e["id"])
+        .collect();
+    let second: Vec<&Value> = all[4..]
+        .iter()
+        .filter(is_message)
+        .map(|e| &e["id"])
+        .collect();
+    assert_eq!(first.len(), 3);
     assert_eq!(first, second);
+    let lifecycle: Vec<&Value> = all
+        .iter()
+        .filter(|e| !is_message(e))
+        .map(|e| &e["id"])
+        .collect();
+    assert_eq!(lifecycle.len(), 2);
+    assert_ne!(lifecycle[0], lifecycle[1]);
 
     let metrics = srv.metrics().await;
     assert!(

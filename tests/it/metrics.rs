@@ -39,6 +39,12 @@ const FAMILIES: &[(&str, &str)] = &[
     ("graphbridge_subscription_renewals_total", "counter"),
     ("graphbridge_subscription_failures_total", "counter"),
     ("graphbridge_subscriptions_unhealthy", "gauge"),
+    // Backfill's, in the same registry; `backfill run` drives them (tests/backfill.rs).
+    ("graphbridge_backfill_gaps_open", "gauge"),
+    ("graphbridge_backfill_gaps_closed_total", "counter"),
+    ("graphbridge_backfill_oldest_gap_age_seconds", "gauge"),
+    ("graphbridge_backfill_messages_total", "counter"),
+    ("graphbridge_backfill_graph_calls_total", "counter"),
 ];
 
 /// The README's rejection reasons: items dead-lettered and requests refused whole.

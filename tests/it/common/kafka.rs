@@ -45,7 +45,7 @@ pub fn kafka_config(dir: &std::path::Path, prefix: &str) -> Config {
 }
 
 /// Reads `topics` from the beginning until `done` says enough arrived (bounded by `bound`).
-async fn consume_until(
+pub async fn consume_until(
     brokers: &str,
     topics: &[&str],
     bound: Duration,
