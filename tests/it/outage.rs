@@ -314,7 +314,6 @@ const RESUME_BOUND: Duration = Duration::from_secs(5);
 /// Simulated Graph at a steady rate → `serve` with the spool; the broker stops once events flow
 /// and starts again once the spool holds a good part of the load; then everything acked must be
 /// in the broker.
-
 async fn outage_with_spool(mut cfg: Config, dir: &std::path::Path, broker: &OwnBroker) {
     let target = match cfg.sink.kind {
         SinkKind::Kafka => Target::Kafka(cfg.sink.kafka.clone()),
