@@ -124,32 +124,16 @@ impl Source {
             }
             #[cfg(feature = "nats")]
             SinkKind::Nats => {
-                use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-                let n = &cfg.sink.nats;
-                let err = |e: &dyn std::fmt::Display| WorkerError::Source(e.to_string());
-                let client = graphbridge_core::sink::nats::connect(n, "graphbridge-backfill")
-                    .await
-                    .map_err(|e| err(&e))?;
-                let js = async_nats::jetstream::new(client);
-                let stream = js.get_stream(&n.stream).await.map_err(|e| err(&e))?;
-                let subject = n.subjects.lifecycle.replace("{event}", RESYNC_REQUIRED);
-                let durable = group.replace(['.', '*', '>', ' '], "_");
-                let consumer = stream
-                    .get_or_create_consumer(
-                        &durable,
-                        pull::Config {
-                            durable_name: Some(durable.clone()),
-                            filter_subject: subject.clone(),
-                            deliver_policy: DeliverPolicy::All,
-                            ack_policy: AckPolicy::Explicit,
-                            // A gap may take minutes to fill; it is acked after that.
-                            ack_wait: Duration::from_secs(30 * 60),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(|e| err(&e))?;
-                let messages = consumer.messages().await.map_err(|e| err(&e))?;
+                // A gap may take minutes to fill; it is acked after that.
+                let (messages, subject, durable) = crate::subscriptions::lifecycle::nats_messages(
+                    &cfg.sink.nats,
+                    "graphbridge-backfill",
+                    group,
+                    RESYNC_REQUIRED,
+                    Some(Duration::from_secs(30 * 60)),
+                )
+                .await
+                .map_err(|e| WorkerError::Source(e.to_string()))?;
                 tracing::info!(subject, durable, "backfill: reading resync_required from NATS");
                 Ok(Source::Nats(Box::new(messages)))
             }
