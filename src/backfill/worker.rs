@@ -125,7 +125,7 @@ impl Source {
             #[cfg(feature = "nats")]
             SinkKind::Nats => {
                 // A gap may take minutes to fill; it is acked after that.
-                let (messages, subject, durable) = crate::subscriptions::lifecycle::nats_messages(
+                let (messages, subject, durable) = graphbridge_core::sink::nats::lifecycle_consumer(
                     &cfg.sink.nats,
                     "graphbridge-backfill",
                     group,

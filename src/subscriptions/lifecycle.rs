@@ -111,57 +111,6 @@ fn kafka(
     }))
 }
 
-/// A durable JetStream pull consumer (`group`, made a valid name) on the lifecycle subjects of
-/// `event` (`*`: every event), shared by the controller and backfill; messages are acked by
-/// the caller once handled. Returns the messages, the subject filter and the durable name.
-#[cfg(feature = "nats")]
-pub async fn nats_messages(
-    cfg: &NatsConfig,
-    client_name: &str,
-    group: &str,
-    event: &str,
-    ack_wait: Option<Duration>,
-) -> Result<
-    (
-        async_nats::jetstream::consumer::pull::Stream,
-        String,
-        String,
-    ),
-    LifecycleError,
-> {
-    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-    let err = |what: &str, e: &dyn std::fmt::Display| LifecycleError::Nats(format!("{what}: {e}"));
-    let client = graphbridge_core::sink::nats::connect(cfg, client_name)
-        .await
-        .map_err(|e| LifecycleError::Nats(e.to_string()))?;
-    let js = async_nats::jetstream::new(client);
-    let stream = js
-        .get_stream(&cfg.stream)
-        .await
-        .map_err(|e| err(&format!("stream {}", cfg.stream), &e))?;
-    let filter = cfg.subjects.lifecycle.replace("{event}", event);
-    let durable = group.replace(['.', '*', '>', ' '], "_");
-    let mut config = pull::Config {
-        durable_name: Some(durable.clone()),
-        filter_subject: filter.clone(),
-        deliver_policy: DeliverPolicy::All,
-        ack_policy: AckPolicy::Explicit,
-        ..Default::default()
-    };
-    if let Some(wait) = ack_wait {
-        config.ack_wait = wait;
-    }
-    let consumer = stream
-        .get_or_create_consumer(&durable, config)
-        .await
-        .map_err(|e| err(&format!("consumer {durable}"), &e))?;
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(|e| err("subscribe", &e))?;
-    Ok((messages, filter, durable))
-}
-
 #[cfg(feature = "nats")]
 async fn nats(
     cfg: &NatsConfig,
@@ -169,8 +118,15 @@ async fn nats(
     tx: mpsc::Sender<LifecycleEvent>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, LifecycleError> {
-    let (mut messages, filter, durable) =
-        nats_messages(cfg, "graphbridge-subscriptions", group, "*", None).await?;
+    let (mut messages, filter, durable) = graphbridge_core::sink::nats::lifecycle_consumer(
+        cfg,
+        "graphbridge-subscriptions",
+        group,
+        "*",
+        None,
+    )
+    .await
+    .map_err(LifecycleError::Nats)?;
     tracing::info!(subject = %filter, durable, "reading lifecycle events from NATS");
     Ok(tokio::spawn(async move {
         loop {

@@ -103,6 +103,50 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
         .map_err(|e| ConnectError::Connect(format!("connect to {}: {e}", cfg.url)))
 }
 
+/// The lifecycle stream a consumer reads: the messages, the subject filter and the durable name.
+pub type LifecycleMessages = (jetstream::consumer::pull::Stream, String, String);
+
+/// A durable JetStream pull consumer (`group`, made a valid name) on the lifecycle subjects of
+/// `event` (`*`: every event), shared by the subscription controller and backfill; messages
+/// are acked by the caller once handled.
+pub async fn lifecycle_consumer(
+    cfg: &NatsConfig,
+    client_name: &str,
+    group: &str,
+    event: &str,
+    ack_wait: Option<Duration>,
+) -> Result<LifecycleMessages, String> {
+    use jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    let err = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+    let client = connect(cfg, client_name).await.map_err(|e| e.to_string())?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_stream(&cfg.stream)
+        .await
+        .map_err(|e| err(&format!("stream {}", cfg.stream), &e))?;
+    let filter = cfg.subjects.lifecycle.replace("{event}", event);
+    let durable = group.replace(['.', '*', '>', ' '], "_");
+    let mut config = pull::Config {
+        durable_name: Some(durable.clone()),
+        filter_subject: filter.clone(),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ..Default::default()
+    };
+    if let Some(wait) = ack_wait {
+        config.ack_wait = wait;
+    }
+    let consumer = stream
+        .get_or_create_consumer(&durable, config)
+        .await
+        .map_err(|e| err(&format!("consumer {durable}"), &e))?;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| err("subscribe", &e))?;
+    Ok((messages, filter, durable))
+}
+
 pub struct NatsSink {
     client: async_nats::Client,
     js: jetstream::Context,
