@@ -49,6 +49,13 @@ enum Command {
     /// Fill the gaps Graph leaves in notifications from its message APIs, under the event ids
     /// the notifications would have had (`run`: the worker; `fill`: one window now).
     Backfill(Box<graphbridge::backfill::cli::Args>),
+    #[cfg(feature = "kafka")]
+    /// Apply DLP verdicts to Graph (the message's policyViolation): `run` the worker on the
+    /// verdict topic, or `apply` one now.
+    Verdicts {
+        #[command(subcommand)]
+        command: graphbridge::verdicts::cli::Command,
+    },
     /// Keep the configured Graph subscriptions alive (create, renew, recreate, delete).
     Subscriptions {
         #[command(subcommand)]
@@ -146,6 +153,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backfill(args) => {
             return Ok(ExitCode::from(
                 graphbridge::backfill::cli::main(*args, &cfg).await?,
+            ))
+        }
+        #[cfg(feature = "kafka")]
+        Command::Verdicts { command } => {
+            return Ok(ExitCode::from(
+                graphbridge::verdicts::cli::main(command, &cfg).await?,
             ))
         }
         Command::Keys { .. } => unreachable!("handled above"),

@@ -15,7 +15,6 @@ use graphbridge_core::config::Config;
 use graphbridge_core::event::v1::{LifecycleEvent, RESYNC_REQUIRED};
 use graphbridge_core::sink::Sink;
 use graphbridge_core::telemetry::Metrics;
-use graphbridge_graph_api::oauth::TokenSource;
 use graphbridge_graph_api::subscriptions::GraphClient;
 
 use super::delta::DeltaLinks;
@@ -228,14 +227,7 @@ impl Source {
 
 /// A Graph client for `tenant` with the controller's app credentials.
 pub fn client(cfg: &Config, tenant: &str) -> Result<GraphClient, WorkerError> {
-    let http = graphbridge_graph_api::subscriptions::http_client();
-    let tokens = TokenSource::new(&cfg.graph.auth, tenant, http.clone())
-        .map_err(|e| WorkerError::Client(tenant.to_string(), e.to_string()))?;
-    Ok(GraphClient::new(
-        &cfg.graph.api_base,
-        http,
-        Arc::new(tokens),
-    ))
+    crate::graph_client(cfg, tenant).map_err(|e| WorkerError::Client(tenant.to_string(), e))
 }
 
 /// Fills the gaps `source` delivers until `stop` turns true. Unfilled gaps are not committed.

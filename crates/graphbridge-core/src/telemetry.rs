@@ -183,6 +183,75 @@ pub struct Metrics {
     pub subscriptions: SubscriptionMetrics,
     /// Backfill (`graphbridge backfill run`).
     pub backfill: BackfillMetrics,
+    /// The verdict worker (`graphbridge verdicts run`).
+    pub verdicts: VerdictMetrics,
+}
+
+/// The verdict worker's metrics: outcomes, Graph's PATCH latency and throttling, and how far
+/// the worker is behind its input.
+pub struct VerdictMetrics {
+    /// Verdicts done, by `outcome` (`applied`, `failed`) and `reason` (`ok`, `bad_json`,
+    /// `invalid_verdict`, `not_found`, `forbidden`, `bad_request`, `graph_error`).
+    pub verdicts: Family<Labels, Counter>,
+    /// Seconds of each PATCH call to Graph (every attempt).
+    pub patch_latency: Histogram,
+    /// Graph's answers that made the worker wait and retry, by `cause` (`throttled`, `network`,
+    /// `auth`, `server`).
+    pub retries: Family<Labels, Counter>,
+    /// Verdicts in the input not yet done (Kafka: high watermark minus position of the
+    /// partitions read; JetStream: the consumer's pending count).
+    pub consumer_lag: Gauge,
+}
+
+impl Default for VerdictMetrics {
+    fn default() -> Self {
+        VerdictMetrics {
+            verdicts: Family::default(),
+            patch_latency: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            retries: Family::default(),
+            consumer_lag: Gauge::default(),
+        }
+    }
+}
+
+impl VerdictMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "verdicts",
+            "Verdicts done, by outcome and reason",
+            self.verdicts.clone(),
+        );
+        r.register(
+            "verdict_patch_seconds",
+            "Seconds of each policyViolation PATCH to Graph",
+            self.patch_latency.clone(),
+        );
+        r.register(
+            "verdict_retries",
+            "PATCH calls retried, by cause",
+            self.retries.clone(),
+        );
+        r.register(
+            "verdict_consumer_lag",
+            "Verdicts waiting in the input",
+            self.consumer_lag.clone(),
+        );
+    }
+
+    pub fn done(&self, outcome: &str, reason: &str) {
+        self.verdicts
+            .get_or_create(&vec![
+                ("outcome", outcome.to_string()),
+                ("reason", reason.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn retry(&self, cause: &str) {
+        self.retries
+            .get_or_create(&vec![("cause", cause.to_string())])
+            .inc();
+    }
 }
 
 /// Backfill's metrics: gaps waiting and done, messages published from Graph's message APIs,
@@ -319,6 +388,7 @@ impl Default for Metrics {
             spool_unreadable: Counter::default(),
             subscriptions: SubscriptionMetrics::default(),
             backfill: BackfillMetrics::default(),
+            verdicts: VerdictMetrics::default(),
         };
         m.registry.register(
             "received",
@@ -407,6 +477,7 @@ impl Default for Metrics {
         );
         m.subscriptions.register(&mut m.registry);
         m.backfill.register(&mut m.registry);
+        m.verdicts.register(&mut m.registry);
         m
     }
 }

@@ -58,6 +58,10 @@ pub struct MessageData {
     pub mentions: Vec<Mention>,
     pub attachments: Vec<Attachment>,
     pub reactions: Vec<Reaction>,
+    /// The message's `policyViolation` as Graph reports it: set once a DLP app (for example
+    /// `graphbridge verdicts`) flagged it. Absent when Graph reported none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_violation: Option<crate::verdict::PolicyViolation>,
     pub subscription_id: String,
     pub received_at: String,
     /// The decrypted chatMessage as Graph sent it, when `graph.include_resource` is on.

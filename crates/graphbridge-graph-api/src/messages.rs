@@ -196,3 +196,21 @@ impl GraphClient {
         Ok(out)
     }
 }
+
+impl GraphClient {
+    /// `PATCH {path}` (a message, under the API base) with only `policyViolation`: Graph's call
+    /// for a DLP verdict, which hides a blocked message from its readers. One attempt; the
+    /// caller waits out throttling (it owns the rate and the retries).
+    pub async fn patch_policy_violation(
+        &self,
+        path: &str,
+        policy_violation: &serde_json::Value,
+    ) -> Result<u16, GraphError> {
+        let url = self.url(path, &[])?;
+        let body = serde_json::json!({ "policyViolation": policy_violation });
+        let (status, _) = self
+            .send(reqwest::Method::PATCH, url.as_str(), Some(&body))
+            .await?;
+        Ok(status)
+    }
+}

@@ -266,6 +266,8 @@ pub fn assert_valid_event(event: &Value) {
     let file = match event["dataschema"].as_str() {
         Some(s) if s.ends_with("teams-message.v1.json") => "teams-message.v1.json",
         Some(s) if s.ends_with("lifecycle.v1.json") => "lifecycle.v1.json",
+        Some(s) if s.ends_with("message-verdict.v1.json") => "message-verdict.v1.json",
+        Some(s) if s.ends_with("message-verdict-audit.v1.json") => "message-verdict-audit.v1.json",
         other => panic!("unknown dataschema {other:?}"),
     };
     let schema: Value = serde_json::from_slice(

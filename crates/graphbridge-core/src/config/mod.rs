@@ -15,6 +15,7 @@ pub use crate::secret::Secret;
 
 pub mod backfill;
 pub mod subscriptions;
+pub mod verdicts;
 
 /// The compiled-in defaults, also the commented reference of every key.
 pub const DEFAULT_TOML: &str = include_str!("../../../../config/default.toml");
@@ -51,6 +52,8 @@ pub struct Config {
     pub subscriptions: crate::config::subscriptions::SubscriptionsConfig,
     /// Filling notification gaps from Graph's message APIs (`graphbridge backfill …`).
     pub backfill: crate::config::backfill::BackfillConfig,
+    /// Applying DLP verdicts to Graph (`graphbridge verdicts …`).
+    pub verdicts: crate::config::verdicts::VerdictsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -292,6 +292,10 @@ pub fn normalize(
         m.web_url.take(),
         m.message_type.take(),
     );
+    let policy_violation = m
+        .policy_violation
+        .take()
+        .and_then(|v| graphbridge_event::verdict::PolicyViolation::from_graph(&v));
     let (body, mentions, attachments, reactions) = message_data(m);
     Ok(CloudEvent {
         specversion: SPEC_VERSION.into(),
@@ -324,6 +328,7 @@ pub fn normalize(
             mentions,
             attachments,
             reactions,
+            policy_violation,
             subscription_id: n.subscription_id.to_string(),
             received_at: received_at.to_string(),
             resource: if include_resource {

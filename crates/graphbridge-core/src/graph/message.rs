@@ -45,6 +45,9 @@ pub struct ChatMessage {
     pub mentions: Vec<Mention>,
     #[serde(default)]
     pub reactions: Vec<Reaction>,
+    /// Set by a DLP app (a verdict); `null` on most messages.
+    #[serde(default)]
+    pub policy_violation: Option<serde_json::Value>,
 }
 
 /// `chatMessageFromIdentitySet`: exactly one of the three is set for a normal message.

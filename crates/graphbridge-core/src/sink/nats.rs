@@ -103,8 +103,8 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
         .map_err(|e| ConnectError::Connect(format!("connect to {}: {e}", cfg.url)))
 }
 
-/// The lifecycle stream a consumer reads: the messages, the subject filter and the durable name.
-pub type LifecycleMessages = (jetstream::consumer::pull::Stream, String, String);
+/// What a durable consumer reads: the messages, the subject filter and the durable name.
+pub type DurableMessages = (jetstream::consumer::pull::Stream, String, String);
 
 /// A durable JetStream pull consumer (`group`, made a valid name) on the lifecycle subjects of
 /// `event` (`*`: every event), shared by the subscription controller and backfill; messages
@@ -115,16 +115,34 @@ pub async fn lifecycle_consumer(
     group: &str,
     event: &str,
     ack_wait: Option<Duration>,
-) -> Result<LifecycleMessages, String> {
+) -> Result<DurableMessages, String> {
+    let client = connect(cfg, client_name).await.map_err(|e| e.to_string())?;
+    let filter = cfg.subjects.lifecycle.replace("{event}", event);
+    durable_consumer(
+        &jetstream::new(client),
+        &cfg.stream,
+        filter,
+        group,
+        ack_wait,
+    )
+    .await
+}
+
+/// A durable pull consumer `group` (made a valid name) of `stream`, reading `filter` from the
+/// start, explicit acks.
+pub async fn durable_consumer(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: String,
+    group: &str,
+    ack_wait: Option<Duration>,
+) -> Result<DurableMessages, String> {
     use jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
     let err = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
-    let client = connect(cfg, client_name).await.map_err(|e| e.to_string())?;
-    let js = jetstream::new(client);
     let stream = js
-        .get_stream(&cfg.stream)
+        .get_stream(stream)
         .await
-        .map_err(|e| err(&format!("stream {}", cfg.stream), &e))?;
-    let filter = cfg.subjects.lifecycle.replace("{event}", event);
+        .map_err(|e| err(&format!("stream {stream}"), &e))?;
     let durable = group.replace(['.', '*', '>', ' '], "_");
     let mut config = pull::Config {
         durable_name: Some(durable.clone()),
@@ -145,6 +163,28 @@ pub async fn lifecycle_consumer(
         .await
         .map_err(|e| err("subscribe", &e))?;
     Ok((messages, filter, durable))
+}
+
+/// Creates or updates stream `name` capturing `subjects`, with the sink's limits (file storage,
+/// duplicate window, maximum age).
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    cfg: &NatsConfig,
+    name: &str,
+    subjects: Vec<String>,
+) -> Result<(), String> {
+    let config = stream::Config {
+        name: name.to_string(),
+        subjects,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(cfg.duplicate_window_s),
+        max_age: Duration::from_secs(cfg.max_age_s),
+        ..Default::default()
+    };
+    js.create_or_update_stream(config)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("create stream {name}: {e}"))
 }
 
 pub struct NatsSink {
@@ -223,26 +263,15 @@ fn precheck(subject: &str, size: usize, max_payload: usize) -> Result<(), SinkEr
 
 impl NatsSink {
     pub async fn connect(cfg: &NatsConfig) -> Result<Self, SinkError> {
-        let permanent = |what: &str, e: &dyn std::fmt::Display| {
-            SinkError::Permanent(format!("nats {what}: {e}"))
-        };
         let client = connect(cfg, "graphbridge").await.map_err(|e| match e {
             ConnectError::Options(what) => SinkError::Permanent(format!("nats {what}")),
             ConnectError::Connect(what) => SinkError::Retryable(format!("nats {what}")),
         })?;
         let js = jetstream::new(client.clone());
         if cfg.create_stream {
-            let config = stream::Config {
-                name: cfg.stream.clone(),
-                subjects: stream_subjects(&cfg.subjects),
-                storage: stream::StorageType::File,
-                duplicate_window: Duration::from_secs(cfg.duplicate_window_s),
-                max_age: Duration::from_secs(cfg.max_age_s),
-                ..Default::default()
-            };
-            js.create_or_update_stream(config)
+            ensure_stream(&js, cfg, &cfg.stream, stream_subjects(&cfg.subjects))
                 .await
-                .map_err(|e| permanent(&format!("create stream {}", cfg.stream), &e))?;
+                .map_err(|e| SinkError::Permanent(format!("nats {e}")))?;
         }
         Ok(NatsSink {
             client,
