@@ -145,6 +145,7 @@ fn batch(c: &mut Criterion) {
             subscription_id: "bench-subscription".into(),
             client_state: "synthetic-client-state".into(),
             reuse_key: true,
+            sensitive_fraction: 0.0,
         },
         recipient,
     );

@@ -102,6 +102,10 @@ pub struct Args {
     /// then POST a `missed` lifecycle notification for the subscription (backfill's test).
     #[arg(long, default_value_t = 0.0)]
     pub drop_fraction: f64,
+    /// Fraction of new messages whose text carries a test payment card number (what a DLP
+    /// service flags; see examples/dlp_service.rs).
+    #[arg(long, default_value_t = 0.0)]
+    pub sensitive_fraction: f64,
 }
 
 /// The app id the simulator's tokens are addressed to unless --app-id says otherwise.
@@ -146,6 +150,7 @@ impl Args {
                 subscription_id: format!("00000000-5157-4000-8000-{:012x}", self.seed),
                 client_state: self.client_state.clone(),
                 reuse_key: self.reuse_key,
+                sensitive_fraction: self.sensitive_fraction.clamp(0.0, 1.0),
             },
             recipient,
         ))

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::graph_messages::{self, MessageStore};
+use crate::graph_verdicts;
 use graphbridge_graph_api::clock::{Clock, SystemClock};
 use graphbridge_graph_api::subscriptions::Subscription;
 
@@ -58,6 +59,9 @@ pub struct StandInOptions {
     /// Time each message API page takes to answer (Graph's latency; tests use it to act
     /// mid-read).
     pub page_delay: Duration,
+    /// Signs the validation tokens of the change notifications the stand-in sends itself (the
+    /// `updated` after a policyViolation PATCH); none without it.
+    pub issuer: Option<Arc<crate::issuer::Issuer>>,
 }
 
 impl Default for StandInOptions {
@@ -71,6 +75,7 @@ impl Default for StandInOptions {
             max_subscriptions: 10_000,
             page_size: 50,
             page_delay: Duration::ZERO,
+            issuer: None,
         }
     }
 }
@@ -96,6 +101,8 @@ struct Inner {
     messages: Mutex<MessageStore>,
     /// `http://addr` once serving: the start of `@odata.nextLink`s.
     base: Mutex<String>,
+    /// `updated` notifications delivered after policyViolation PATCHes.
+    updated_notifications: AtomicUsize,
 }
 
 /// The stand-in; clones share one state.
@@ -164,6 +171,7 @@ impl GraphStandIn {
                     .expect("HTTP client"),
                 messages: Mutex::new(MessageStore::default()),
                 base: Mutex::new(String::new()),
+                updated_notifications: AtomicUsize::new(0),
             }),
         }
     }
@@ -174,6 +182,35 @@ impl GraphStandIn {
 
     pub(crate) fn base_url(&self) -> String {
         self.inner.base.lock().unwrap().clone()
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    pub(crate) fn issuer(&self) -> Option<&crate::issuer::Issuer> {
+        self.inner.opts.issuer.as_deref()
+    }
+
+    pub(crate) fn count_updated_notification(&self) {
+        self.inner
+            .updated_notifications
+            .fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `updated` notifications the bridge acknowledged after policyViolation PATCHes.
+    pub fn updated_notifications(&self) -> usize {
+        self.inner.updated_notifications.load(Ordering::SeqCst)
+    }
+
+    /// Live subscriptions of `tenant`, with their certificates and client states.
+    pub(crate) fn subscriptions_of(&self, tenant: &str) -> Vec<Subscription> {
+        self.purge();
+        let subs = self.inner.subs.lock().unwrap();
+        subs.values()
+            .filter(|s| s.tenant == tenant)
+            .map(|s| s.sub.clone())
+            .collect()
     }
 
     pub(crate) fn page_size(&self) -> usize {
@@ -208,6 +245,18 @@ impl GraphStandIn {
             .route(
                 "/v1.0/chats/{chat}/messages",
                 get(graph_messages::chat_messages),
+            )
+            .route(
+                "/v1.0/chats/{chat}/messages/{id}",
+                axum::routing::patch(graph_verdicts::patch_chat_message),
+            )
+            .route(
+                "/v1.0/teams/{team}/channels/{channel}/messages/{id}",
+                axum::routing::patch(graph_verdicts::patch_channel_message),
+            )
+            .route(
+                "/v1.0/teams/{team}/channels/{channel}/messages/{parent}/replies/{id}",
+                axum::routing::patch(graph_verdicts::patch_channel_reply),
             )
             .with_state(self.clone())
     }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod generate;
 pub mod graph_api;
 mod graph_messages;
+mod graph_verdicts;
 pub mod issuer;
 pub mod report;
 pub mod run;

@@ -38,7 +38,18 @@ pub struct WorkloadConfig {
     /// Reuse one wrapped key for every item: measures the pipeline without RSA cost (the
     /// bridge's unwrapped-key cache answers); Graph itself uses a fresh key per notification.
     pub reuse_key: bool,
+    /// Fraction of new messages (0..=1) whose text carries a payment card number from
+    /// [`TEST_CARDS`]: what a DLP service should flag.
+    pub sensitive_fraction: f64,
 }
+
+/// Well-known test card numbers (they pass the Luhn check, no bank issues them), as people
+/// paste them: with spaces, dashes, or none.
+pub const TEST_CARDS: [&str; 3] = [
+    "4111 1111 1111 1111",
+    "5500-0000-0000-0004",
+    "378282246310005",
+];
 
 /// One notification item, ready to send, and what must come of it.
 pub struct Item {
@@ -162,6 +173,13 @@ impl Workload {
             .collect();
         for (i, (_, name)) in mentions.iter().enumerate() {
             text.insert(0, format!("<at id=\"{i}\">{name}</at>"));
+        }
+        // Only drawn when asked for, so seeded workloads without it stay as they were.
+        if self.cfg.sensitive_fraction > 0.0
+            && self.rng.gen_bool(self.cfg.sensitive_fraction.min(1.0))
+        {
+            let card = TEST_CARDS[self.rng.gen_range(0..TEST_CARDS.len())];
+            text.push(format!("card {card} exp 12/29"));
         }
         format!("<p>{} &amp; more</p>", text.join(" "))
     }

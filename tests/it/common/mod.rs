@@ -202,6 +202,7 @@ pub fn sim_workload_keyed(
             subscription_id: format!("sim-sub-{seed}"),
             client_state: SYNTH_CLIENT_STATE.into(),
             reuse_key,
+            sensitive_fraction: 0.0,
         },
         synthetic_recipient(),
     )
