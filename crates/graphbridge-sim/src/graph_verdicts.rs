@@ -1,6 +1,6 @@
 //! The stand-in's side of the DLP loop: `PATCH` of a channel message, a reply or a chat message
 //! with only `policyViolation` (Graph refuses any other property: 400), 404 for a message it
-//! does not hold. The stored message gets the policyViolation and a new etag and
+//! does not hold or that was deleted. The stored message gets the policyViolation and a new etag and
 //! `lastModifiedDateTime`, and then, as Graph does, an `updated` change notification goes to
 //! every subscription covering the message: resource data encrypted with the subscription's
 //! certificate, its clientState, and validation tokens when the stand-in has an issuer.
@@ -173,7 +173,8 @@ impl GraphStandIn {
         let current = store
             .messages
             .iter()
-            .find(|m| m.tenant == tenant && target.matches(&m.json))?
+            // A deleted message is gone for Graph's message APIs too: 404.
+            .find(|m| m.tenant == tenant && target.matches(&m.json) && m.json["deletedDateTime"].is_null())?
             .json
             .clone();
         let mut updated = current;
