@@ -41,9 +41,13 @@ fn now() -> String {
 }
 
 impl Outcome {
-    fn refused(r: Refused) -> Self {
+    /// A record refused before Graph; its id when it has one, so the audit names it.
+    fn refused(r: Refused, payload: &[u8]) -> Self {
+        let verdict_id = serde_json::from_slice::<Value>(payload)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_string));
         Outcome {
-            verdict_id: None,
+            verdict_id,
             message: None,
             applied: Err(Failure {
                 reason: r.reason,
@@ -132,7 +136,7 @@ pub async fn decide(
 ) -> Option<Outcome> {
     let v = match verdict::parse(payload) {
         Ok(v) => v,
-        Err(r) => return Some(Outcome::refused(r)),
+        Err(r) => return Some(Outcome::refused(r, payload)),
     };
     let applied = applier.apply(&v, stop).await?;
     let (applied, attempts) = match applied {

@@ -23,3 +23,4 @@ mod spool;
 mod subscriptions;
 mod tokens;
 mod vectors;
+mod verdicts;

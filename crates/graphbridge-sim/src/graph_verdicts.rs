@@ -174,7 +174,9 @@ impl GraphStandIn {
             .messages
             .iter()
             // A deleted message is gone for Graph's message APIs too: 404.
-            .find(|m| m.tenant == tenant && target.matches(&m.json) && m.json["deletedDateTime"].is_null())?
+            .find(|m| {
+                m.tenant == tenant && target.matches(&m.json) && m.json["deletedDateTime"].is_null()
+            })?
             .json
             .clone();
         let mut updated = current;

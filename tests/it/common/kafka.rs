@@ -158,3 +158,19 @@ fn to_consumed(msg: &impl Message) -> Consumed {
         payload: msg.payload().unwrap_or_default().to_vec(),
     }
 }
+
+/// Everything `topics` hold now (read up to the high watermarks at the time of the call).
+pub async fn snapshot(topics: &[&str], bound: Duration) -> Vec<Consumed> {
+    let probe: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", super::unique("test-probe"))
+        .create()
+        .expect("consumer");
+    let n = total_messages(&probe, topics) as usize;
+    if n == 0 {
+        return Vec::new();
+    }
+    consume_until(&brokers(), topics, bound, |got| got.len() >= n)
+        .await
+        .1
+}
