@@ -19,6 +19,9 @@ use graphbridge_core::telemetry::Metrics;
 use graphbridge_event::event_id;
 use graphbridge_event::verdict::{AuditData, MessageRef, AUDIT_SCHEMA, AUDIT_TYPE};
 
+/// `ce_type` header of verdict dead letters.
+pub const DEADLETTER_TYPE: &str = "dev.graphbridge.teams.message.verdict.deadletter.v1";
+
 /// Source attribute of audit events.
 pub const AUDIT_SOURCE: &str = "/graphbridge/verdicts";
 
@@ -177,18 +180,15 @@ async fn record(
     let dead = o
         .dead_letter(&d.payload)
         .map(|v| serde_json::to_vec(&v).expect("JSON serializes"));
+    // Its own id: with NATS both share one stream, whose Nats-Msg-Id deduplication would
+    // otherwise drop the audit event as a copy of the dead letter.
+    let dead_id = format!("deadletter-{}", audit.id);
     let mut backoff = Duration::from_millis(200);
     loop {
         let mut result = Ok(());
         if let Some(dead) = &dead {
             result = output
-                .publish(
-                    Out::DeadLetter,
-                    o.key(),
-                    &audit.id,
-                    "dev.graphbridge.teams.message.verdict.deadletter.v1",
-                    dead,
-                )
+                .publish(Out::DeadLetter, o.key(), &dead_id, DEADLETTER_TYPE, dead)
                 .await;
         }
         if result.is_ok() {

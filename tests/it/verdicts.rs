@@ -669,7 +669,10 @@ async fn malformed_verdicts_and_graphs_404_are_dead_letters_and_nothing_malforme
         .map(|a| a["data"]["outcome"].as_str().unwrap())
         .collect();
     outcomes.sort();
-    assert_eq!(outcomes, ["applied", "failed", "failed", "failed", "failed"]);
+    assert_eq!(
+        outcomes,
+        ["applied", "failed", "failed", "failed", "failed"]
+    );
     let text = metrics.render();
     for (reason, n) in [
         ("bad_json", 1.0),
@@ -735,8 +738,20 @@ async fn kill_9_of_the_worker_loses_no_verdict_and_repeats_are_harmless() {
         "killed mid-stream ({before} applied)"
     );
 
+    // A producer that crashed republishes: five verdicts arrive a second time.
+    publish_kafka(&cfg, &records(&verdicts[..5])).await;
     let mut second = spawn();
     let audits = audited(&cfg, verdicts.len()).await;
+    until(
+        "the republished verdicts applied again",
+        Duration::from_secs(60),
+        || {
+            let n = graph.count("PATCH", "/v1.0/chats/", 204);
+            let want = verdicts.len() + 5;
+            async move { (n >= want).then_some(()) }
+        },
+    )
+    .await;
     second.kill().unwrap();
     second.wait().unwrap();
     assert_eq!(
@@ -750,6 +765,12 @@ async fn kill_9_of_the_worker_loses_no_verdict_and_repeats_are_harmless() {
         .filter_map(|a| a["data"]["verdict_id"].as_str())
         .collect();
     assert_eq!(ids.len(), verdicts.len());
+    let distinct_audits: HashSet<&str> = audits.iter().filter_map(|a| a["id"].as_str()).collect();
+    assert_eq!(
+        distinct_audits.len(),
+        verdicts.len(),
+        "a repeated verdict's audit has the same id"
+    );
     assert!(audits.iter().all(|a| a["data"]["outcome"] == "applied"));
     println!(
         "kill -9 after {before} of {} verdicts: {patched} PATCHes in all ({} repeated, each a no-op)",
