@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::v1::{CloudEvent, Conversation};
+// The policyViolation is part of the message event too; it lives with it.
+pub use crate::v1::{PolicyTip, PolicyViolation, DLP_ACTIONS, USER_ACTIONS, VERDICT_DETAILS};
 
 pub const VERDICT_TYPE: &str = "dev.graphbridge.teams.message.verdict.v1";
 pub const VERDICT_SCHEMA: &str = "https://graphbridge.dev/schema/message-verdict.v1.json";
@@ -18,19 +20,6 @@ pub const AUDIT_SCHEMA: &str = "https://graphbridge.dev/schema/message-verdict-a
 
 pub type VerdictEvent = CloudEvent<VerdictData>;
 pub type AuditEvent = CloudEvent<AuditData>;
-
-/// Graph's `chatMessagePolicyViolationDlpActionType` values.
-pub const DLP_ACTIONS: [&str; 4] = ["None", "NotifySender", "BlockAccess", "BlockAccessExternal"];
-/// Graph's `chatMessagePolicyViolationVerdictDetailsType` values (a flags enum: Graph takes
-/// several joined by commas).
-pub const VERDICT_DETAILS: [&str; 4] = [
-    "None",
-    "AllowFalsePositiveOverride",
-    "AllowOverrideWithoutJustification",
-    "AllowOverrideWithJustification",
-];
-/// Graph's `chatMessagePolicyViolationUserActionType` values.
-pub const USER_ACTIONS: [&str; 3] = ["None", "Override", "ReportFalsePositive"];
 
 /// The message a verdict is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,125 +65,6 @@ impl MessageRef {
                 format!("/chats/{chat_id}/messages/{}", self.message_id)
             }
         }
-    }
-}
-
-/// A chatMessage's `policyViolation`, field for field (snake_case here, Graph's camelCase on
-/// the wire to Graph). Values are kept as Graph spells them; [`PolicyViolation::problems`]
-/// checks them against Graph's enums.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyViolation {
-    /// [`DLP_ACTIONS`]: `BlockAccess` hides the message from its readers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dlp_action: Option<String>,
-    /// [`VERDICT_DETAILS`], several joined by commas.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verdict_details: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_tip: Option<PolicyTip>,
-    /// Set by Teams when the sender overrides; a verdict does not send it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_action: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub justification_text: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyTip {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub general_text: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compliance_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub matched_condition_descriptions: Vec<String>,
-}
-
-impl PolicyViolation {
-    /// Why Graph would refuse these values (empty: none): unknown enum values.
-    pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        match self.dlp_action.as_deref() {
-            None => out.push("policy_violation.dlp_action is required".to_string()),
-            Some(a) if !DLP_ACTIONS.contains(&a) => out.push(format!(
-                "unknown dlp_action {a:?} (Graph's values: {})",
-                DLP_ACTIONS.join(", ")
-            )),
-            Some(_) => {}
-        }
-        if let Some(d) = &self.verdict_details {
-            for flag in d.split(',').map(str::trim) {
-                if !VERDICT_DETAILS.contains(&flag) {
-                    out.push(format!(
-                        "unknown verdict_details value {flag:?} (Graph's values: {})",
-                        VERDICT_DETAILS.join(", ")
-                    ));
-                }
-            }
-        }
-        if let Some(u) = &self.user_action {
-            if !USER_ACTIONS.contains(&u.as_str()) {
-                out.push(format!("unknown user_action {u:?}"));
-            }
-        }
-        out
-    }
-
-    /// The `policyViolation` object as Graph takes it in a PATCH and returns it.
-    pub fn to_graph(&self) -> serde_json::Value {
-        let mut v = serde_json::Map::new();
-        let mut put = |k: &str, val: Option<&String>| {
-            if let Some(val) = val {
-                v.insert(k.into(), val.clone().into());
-            }
-        };
-        put("dlpAction", self.dlp_action.as_ref());
-        put("verdictDetails", self.verdict_details.as_ref());
-        put("userAction", self.user_action.as_ref());
-        put("justificationText", self.justification_text.as_ref());
-        if let Some(t) = &self.policy_tip {
-            let mut tip = serde_json::Map::new();
-            if let Some(g) = &t.general_text {
-                tip.insert("generalText".into(), g.clone().into());
-            }
-            if let Some(c) = &t.compliance_url {
-                tip.insert("complianceUrl".into(), c.clone().into());
-            }
-            tip.insert(
-                "matchedConditionDescriptions".into(),
-                t.matched_condition_descriptions.clone().into(),
-            );
-            v.insert("policyTip".into(), tip.into());
-        }
-        v.into()
-    }
-
-    /// Reads Graph's `policyViolation` object (camelCase); `None` for null or not an object.
-    pub fn from_graph(v: &serde_json::Value) -> Option<Self> {
-        let o = v.as_object()?;
-        let s = |k: &str| o.get(k).and_then(|x| x.as_str()).map(str::to_string);
-        let policy_tip = o.get("policyTip").and_then(|t| t.as_object()).map(|t| {
-            let s = |k: &str| t.get(k).and_then(|x| x.as_str()).map(str::to_string);
-            PolicyTip {
-                general_text: s("generalText"),
-                compliance_url: s("complianceUrl"),
-                matched_condition_descriptions: t
-                    .get("matchedConditionDescriptions")
-                    .and_then(|m| m.as_array())
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }
-        });
-        Some(PolicyViolation {
-            dlp_action: s("dlpAction"),
-            verdict_details: s("verdictDetails"),
-            policy_tip,
-            user_action: s("userAction"),
-            justification_text: s("justificationText"),
-        })
     }
 }
 
