@@ -45,6 +45,11 @@ const FAMILIES: &[(&str, &str)] = &[
     ("graphbridge_backfill_oldest_gap_age_seconds", "gauge"),
     ("graphbridge_backfill_messages_total", "counter"),
     ("graphbridge_backfill_graph_calls_total", "counter"),
+    // The verdict worker's; `verdicts run` drives them (tests/verdicts.rs).
+    ("graphbridge_verdicts_total", "counter"),
+    ("graphbridge_verdict_patch_seconds", "histogram"),
+    ("graphbridge_verdict_retries_total", "counter"),
+    ("graphbridge_verdict_consumer_lag", "gauge"),
 ];
 
 /// The README's rejection reasons: items dead-lettered and requests refused whole.
@@ -216,6 +221,7 @@ fn assert_bounded_labels(text: &str) {
             || name.ends_with("published_total")
             || name.ends_with("unavailable_total")
             || name.starts_with("graphbridge_subscription")
+            || name.starts_with("graphbridge_verdict")
         {
             continue;
         }
