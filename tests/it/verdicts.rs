@@ -90,34 +90,29 @@ fn tenants(n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Stored messages that carry a policyViolation.
-fn flagged_in_graph(g: &GraphStandIn) -> BTreeSet<MessageKey> {
+/// The stand-in's stored messages that `keep` selects.
+fn in_graph(g: &GraphStandIn, keep: impl Fn(&Value) -> bool) -> impl Iterator<Item = MessageKey> {
     g.stored_messages()
         .into_iter()
-        .filter(|(_, m)| !m["policyViolation"].is_null())
+        .filter(move |(_, m)| keep(m))
         .map(|(tenant, m)| {
             let conv = m["chatId"]
                 .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| m["channelIdentity"]["teamId"].as_str().unwrap().to_string());
+                .or(m["channelIdentity"]["teamId"].as_str())
+                .unwrap()
+                .to_string();
             (tenant, conv, m["id"].as_str().unwrap().to_string())
         })
-        .collect()
+}
+
+/// Stored messages that carry a policyViolation.
+fn flagged_in_graph(g: &GraphStandIn) -> BTreeSet<MessageKey> {
+    in_graph(g, |m| !m["policyViolation"].is_null()).collect()
 }
 
 /// Deleted messages in the stand-in (a verdict on one gets Graph's 404).
 fn deleted_in_graph(g: &GraphStandIn) -> HashSet<MessageKey> {
-    g.stored_messages()
-        .into_iter()
-        .filter(|(_, m)| !m["deletedDateTime"].is_null())
-        .map(|(tenant, m)| {
-            let conv = m["chatId"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| m["channelIdentity"]["teamId"].as_str().unwrap().to_string());
-            (tenant, conv, m["id"].as_str().unwrap().to_string())
-        })
-        .collect()
+    in_graph(g, |m| !m["deletedDateTime"].is_null()).collect()
 }
 
 /// Polls `attempt` until it gives a value (bounded).
