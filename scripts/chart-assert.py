@@ -161,6 +161,14 @@ def assert_scenario(d, scenario):
     else:
         check(not subs, f"{scenario}: no subscriptions controller unless enabled")
         check("validation_tokens" not in cfg.get("graph", {}), f"{scenario}: production token settings untouched")
+    verdicts = find(docs, "Deployment", "-verdicts")
+    if scenario.startswith("kafka"):
+        check(len(verdicts) == 1, f"{scenario}: verdicts Deployment")
+        if verdicts:
+            c = verdicts[0]["spec"]["template"]["spec"]["containers"][0]
+            check(c["args"][2:4] == ["verdicts", "run"], f"{scenario}: runs `verdicts run`")
+    else:
+        check(not verdicts, f"{scenario}: no verdict worker unless enabled")
     kinds = {x["kind"] for x in docs}
     if "monitoring" in scenario:
         check({"ServiceMonitor", "PrometheusRule", "Ingress"} <= kinds, f"{scenario}: ServiceMonitor, PrometheusRule, Ingress with the CRDs present")

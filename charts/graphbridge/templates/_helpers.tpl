@@ -162,6 +162,20 @@ app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | qu
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/* A worker Deployment's labels: dict "ctx" (the root context) and "component". */}}
+{{- define "graphbridge.componentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "graphbridge.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "graphbridge.componentLabels" -}}
+helm.sh/chart: {{ include "graphbridge.chart" .ctx }}
+{{ include "graphbridge.componentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Values.image.tag | default .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- end }}
+
 {{/* helm test objects: never matched by serve's selectors. */}}
 {{- define "graphbridge.testLabels" -}}
 helm.sh/chart: {{ include "graphbridge.chart" . }}
