@@ -103,7 +103,7 @@ impl Outcome {
                 error,
                 attempts: self.attempts,
                 latency_ms: latency.as_millis() as u64,
-                applied_at: now(),
+                decided_at: now(),
             },
         }
     }

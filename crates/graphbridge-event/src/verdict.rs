@@ -126,7 +126,8 @@ pub struct AuditData {
     pub attempts: u32,
     /// Milliseconds from reading the verdict to Graph's final answer.
     pub latency_ms: u64,
-    pub applied_at: String,
+    /// When Graph gave its final answer (or the record was refused).
+    pub decided_at: String,
 }
 
 #[cfg(test)]
