@@ -37,6 +37,8 @@ pub enum StartError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error("{0}")]
+    EventHubs(String),
 }
 
 impl From<std::io::Error> for StartError {
@@ -142,13 +144,20 @@ pub async fn run(
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let teardown = start_drainer(&state);
+    Ok(server::run(state, public, admin, shutdown, teardown).await?)
+}
+
+/// Starts the spool's drainer (when there is a spool); the returned future stops it, flushes
+/// the sink and closes the spool: what runs after the last batch was accepted.
+fn start_drainer(state: &Arc<AppState>) -> impl Future<Output = ()> {
     let (stop_drain, drain_rx) = tokio::sync::watch::channel(false);
     let drainer = state.pipeline.spool().cloned().map(|spool| {
         let state = state.clone();
         tokio::spawn(async move { drain::run(&state.pipeline, &spool, drain_rx).await })
     });
     let storage = state.clone();
-    let teardown = async move {
+    async move {
         let _ = stop_drain.send(true);
         if let Some(d) = drainer {
             let _ = d.await;
@@ -158,8 +167,42 @@ pub async fn run(
             let spool = spool.clone();
             let _ = tokio::task::spawn_blocking(move || spool.close()).await;
         }
-    };
-    Ok(server::run(state, public, admin, shutdown, teardown).await?)
+    }
+}
+
+/// `graphbridge serve --source eventhubs`: the same pipeline fed from Azure Event Hubs instead
+/// of the webhook; only the admin port listens. Runs until SIGINT/SIGTERM.
+#[cfg(feature = "kafka")]
+pub async fn serve_eventhubs(cfg: &Config) -> Result<(), StartError> {
+    let state = build(cfg).await?;
+    let consumer = crate::eventhubs::consumer(&cfg.eventhubs).map_err(StartError::EventHubs)?;
+    let admin = server::bind(cfg.server.admin_listen).await?;
+    tracing::info!(
+        hub = %cfg.eventhubs.topic,
+        group = %cfg.eventhubs.consumer_group,
+        admin = %admin.local_addr()?,
+        sink = state.pipeline.sink().kind(),
+        "graphbridge reading Graph's notifications from Event Hubs"
+    );
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    let limits = server::listener::ConnLimits::from_config(&cfg.server)
+        .map_err(server::ServerError::from)?
+        .without_tls();
+    let admin = tokio::spawn(server::serve_admin(
+        admin,
+        state.clone(),
+        limits,
+        rx.clone(),
+    ));
+    let teardown = start_drainer(&state);
+    crate::eventhubs::run(state, consumer, rx).await;
+    teardown.await;
+    let _ = admin.await;
+    Ok(())
 }
 
 /// `graphbridge serve`: binds the configured addresses and runs until SIGINT/SIGTERM.

@@ -10,6 +10,9 @@ pub mod app;
 pub mod backfill;
 #[cfg(feature = "sim")]
 pub mod demo;
+/// Graph's notifications from Azure Event Hubs, read through its Kafka endpoint.
+#[cfg(feature = "kafka")]
+pub mod eventhubs;
 #[cfg(feature = "kafka")]
 pub mod replay;
 pub mod state_file;

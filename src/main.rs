@@ -23,8 +23,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the ingress: Graph's notification and lifecycle URLs plus the admin port.
-    Serve,
+    /// Run the ingress: Graph's notification and lifecycle URLs plus the admin port, or
+    /// (`--source eventhubs`) Graph's notifications from an Azure event hub.
+    Serve {
+        #[arg(long, value_enum, default_value_t = Source::Webhook)]
+        source: Source,
+    },
     #[cfg(feature = "sim")]
     /// Run serve in-process with a fresh key and the file sink, drive it like Graph, print the result.
     Demo {
@@ -66,6 +70,15 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+/// Where `serve` gets Graph's notifications.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Source {
+    /// HTTPS POSTs to /notifications and /lifecycle.
+    Webhook,
+    /// An Azure event hub (`[eventhubs]`), through its Kafka endpoint.
+    Eventhubs,
 }
 
 #[derive(Subcommand)]
@@ -135,7 +148,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(cli.config.as_deref())?;
     let _traces = graphbridge_core::telemetry::init_tracing(&cfg.telemetry)?;
     match cli.command {
-        Command::Serve => graphbridge::app::serve(&cfg).await?,
+        Command::Serve {
+            source: Source::Webhook,
+        } => graphbridge::app::serve(&cfg).await?,
+        #[cfg(feature = "kafka")]
+        Command::Serve {
+            source: Source::Eventhubs,
+        } => graphbridge::app::serve_eventhubs(&cfg).await?,
+        #[cfg(not(feature = "kafka"))]
+        Command::Serve {
+            source: Source::Eventhubs,
+        } => anyhow::bail!("this build has no Event Hubs source (cargo feature `kafka`)"),
         #[cfg(feature = "sim")]
         Command::Demo { dir } => graphbridge::demo::run(dir).await?,
         #[cfg(feature = "sim")]

@@ -185,6 +185,9 @@ pub struct Metrics {
     pub backfill: BackfillMetrics,
     /// The verdict worker (`graphbridge verdicts run`).
     pub verdicts: VerdictMetrics,
+    /// Events read from Azure Event Hubs (`serve --source eventhubs`), by `outcome`: `accepted`,
+    /// `validation` (Graph's reachability test, skipped), `deadletter`, `retried`.
+    pub eventhubs_events: Family<Labels, Counter>,
 }
 
 /// The verdict worker's metrics: outcomes, Graph's PATCH latency and throttling, and how far
@@ -389,6 +392,7 @@ impl Default for Metrics {
             subscriptions: SubscriptionMetrics::default(),
             backfill: BackfillMetrics::default(),
             verdicts: VerdictMetrics::default(),
+            eventhubs_events: Family::default(),
         };
         m.registry.register(
             "received",
@@ -478,6 +482,11 @@ impl Default for Metrics {
         m.subscriptions.register(&mut m.registry);
         m.backfill.register(&mut m.registry);
         m.verdicts.register(&mut m.registry);
+        m.registry.register(
+            "eventhubs_events",
+            "Events read from Event Hubs, by outcome",
+            m.eventhubs_events.clone(),
+        );
         m
     }
 }
@@ -497,6 +506,12 @@ impl Metrics {
     pub fn unavailable(&self, reason: &str) {
         self.unavailable
             .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
+
+    pub fn eventhubs_event(&self, outcome: &str) {
+        self.eventhubs_events
+            .get_or_create(&vec![("outcome", outcome.to_string())])
             .inc();
     }
 

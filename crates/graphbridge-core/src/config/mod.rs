@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use crate::secret::Secret;
 
 pub mod backfill;
+pub mod eventhubs;
 pub mod subscriptions;
 pub mod verdicts;
 
@@ -54,6 +55,9 @@ pub struct Config {
     pub backfill: crate::config::backfill::BackfillConfig,
     /// Applying DLP verdicts to Graph (`graphbridge verdicts …`).
     pub verdicts: crate::config::verdicts::VerdictsConfig,
+    /// Graph's notifications from Azure Event Hubs instead of the webhook (`serve --source
+    /// eventhubs`).
+    pub eventhubs: crate::config::eventhubs::EventHubsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -277,7 +281,10 @@ fn is_secret_property(key: &str) -> bool {
         .any(|w| k.contains(w))
 }
 
-fn redact_properties<S: Serializer>(p: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn redact_properties<S: Serializer>(
+    p: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     let redacted: BTreeMap<&str, &str> = p
         .iter()
         .map(|(k, v)| {

@@ -1,0 +1,210 @@
+//! Graph's notifications from Azure Event Hubs (`graphbridge serve --source eventhubs`). Graph
+//! writes one notification collection (`{"value": [...], "validationTokens": [...]}`) per event;
+//! each goes through the same pipeline as a webhook POST, and the event's offset is committed
+//! only once the pipeline accepted it durably: the offset commit stands in for the 202. What the
+//! pipeline would answer 400 or 401/403 to (not a collection, a forged or expired token) has
+//! nobody to answer here, so it becomes a dead letter with the reason instead of stopping the
+//! partition; what it would answer 503 to is retried. Graph's reachability test, the first event
+//! of a new subscription, is skipped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use graphbridge_core::config::eventhubs::EventHubsConfig;
+use graphbridge_core::event::deadletter::DeadLetter;
+use graphbridge_core::pipeline::{BatchError, Pipeline};
+use graphbridge_core::server::AppState;
+use graphbridge_core::sink::Record;
+
+/// The `changeType` of the event Graph writes to check that it can reach the hub.
+const VALIDATION_PREFIX: &str = "Validation: Testing client application reachability";
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What became of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    Accepted,
+    /// Graph's reachability test.
+    Validation,
+    /// Refused for good, with the reason; in the dead-letter stream.
+    DeadLetter(&'static str),
+    /// Not accepted now (sink or spool unavailable): read again.
+    Retry(String),
+}
+
+/// Whether `body` is Graph's reachability test: every item's `changeType` starts with it.
+pub fn is_validation(body: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    let Some(items) = v["value"].as_array() else {
+        return false;
+    };
+    !items.is_empty()
+        && items.iter().all(|i| {
+            i["changeType"]
+                .as_str()
+                .is_some_and(|c| c.starts_with(VALIDATION_PREFIX))
+        })
+}
+
+/// The whole event as a dead-letter item: JSON as read with every `clientState` redacted, or
+/// the text of what is not JSON.
+fn dead_letter(body: &[u8], reason: &'static str, detail: String) -> DeadLetter {
+    let mut v: Value = serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+    if let Some(items) = v.get_mut("value").and_then(Value::as_array_mut) {
+        for item in items {
+            if let Some(cs) = item.get_mut("clientState") {
+                *cs = Value::String("<redacted>".into());
+            }
+        }
+    }
+    let raw = serde_json::value::to_raw_value(&v).expect("JSON serializes");
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    DeadLetter::new(&raw, reason, detail, &now)
+}
+
+/// Processes one event through the pipeline.
+pub async fn handle(pipeline: &Pipeline, body: &[u8]) -> Handled {
+    if is_validation(body) {
+        return Handled::Validation;
+    }
+    let (reason, detail) = match pipeline.process(body).await {
+        Ok(_) => return Handled::Accepted,
+        Err(e) if e.graph_retries() => return Handled::Retry(e.to_string()),
+        Err(BatchError::BadRequest(e)) => (e.reason(), e.to_string()),
+        Err(BatchError::Token(t)) => (t.reason(), t.to_string()),
+        Err(e) => return Handled::Retry(e.to_string()),
+    };
+    let record = Record::dead_letter(&dead_letter(body, reason, detail));
+    match pipeline.sink().publish(&[record]).await {
+        Ok(()) => Handled::DeadLetter(reason),
+        Err(e) => Handled::Retry(format!("dead letter not published: {e}")),
+    }
+}
+
+/// The hub's consumer: the connection string as Event Hubs' Kafka endpoint wants it, then the
+/// configured properties; offsets committed by hand.
+pub fn consumer(cfg: &EventHubsConfig) -> Result<StreamConsumer, String> {
+    let mut cc = rdkafka::ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.consumer_group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000");
+    if let Some(path) = &cfg.connection_string_file {
+        let cs = std::fs::read_to_string(path)
+            .map_err(|e| format!("eventhubs.connection_string_file {}: {e}", path.display()))?;
+        cc.set("security.protocol", "SASL_SSL")
+            .set("sasl.mechanisms", "PLAIN")
+            .set("sasl.username", "$ConnectionString")
+            .set("sasl.password", cs.trim());
+    }
+    for (k, v) in &cfg.properties {
+        cc.set(k, v);
+    }
+    let consumer: StreamConsumer = cc
+        .create()
+        .map_err(|e| format!("eventhubs consumer: {e}"))?;
+    consumer
+        .subscribe(&[&cfg.topic])
+        .map_err(|e| format!("eventhubs subscribe {}: {e}", cfg.topic))?;
+    Ok(consumer)
+}
+
+/// Reads the hub until `stop` turns true. An event is committed after it is accepted, skipped
+/// or dead-lettered; one that must be retried is processed again (after a backoff) before
+/// anything behind it on its partition.
+pub async fn run(state: Arc<AppState>, consumer: StreamConsumer, mut stop: watch::Receiver<bool>) {
+    let pipeline = &state.pipeline;
+    let metrics = pipeline.metrics().clone();
+    loop {
+        let m = tokio::select! {
+            m = consumer.recv() => m,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "eventhubs: consumer");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let body = m.payload().unwrap_or_default();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match handle(pipeline, body).await {
+                Handled::Accepted => metrics.eventhubs_event("accepted"),
+                Handled::Validation => {
+                    tracing::info!(
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        "eventhubs: Graph's validation event skipped"
+                    );
+                    metrics.eventhubs_event("validation");
+                }
+                Handled::DeadLetter(reason) => {
+                    tracing::warn!(
+                        reason,
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        "eventhubs: event dead-lettered"
+                    );
+                    metrics.eventhubs_event("deadletter");
+                }
+                Handled::Retry(e) => {
+                    metrics.eventhubs_event("retried");
+                    tracing::warn!(error = %e, retry_in = ?backoff, "eventhubs: event not accepted; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        // Not committed: the next reader of the partition takes it.
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            }
+            break;
+        }
+        // Async: a commit lost to a crash re-reads the event, whose ids dedupe downstream.
+        if let Err(e) = consumer.commit_message(&m, CommitMode::Async) {
+            tracing::warn!(error = %e, "eventhubs: commit failed; the event will be read again");
+        }
+    }
+    if let Ok(tpl) = consumer.position() {
+        let _ = consumer.commit(&tpl, CommitMode::Sync);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graphs_reachability_test_is_recognised() {
+        let v = br#"{"value":[{"subscriptionId":"NA","subscriptionExpirationDateTime":"NA","clientState":"NA","changeType":"Validation: Testing client application reachability for subscription Request-Id: 0f1d","resource":"NA","resourceData":{"@odata.type":"NA","@odata.id":"NA","id":"NA"}}]}"#;
+        assert!(is_validation(v));
+        assert!(!is_validation(br#"{"value":[{"changeType":"created"}]}"#));
+        assert!(!is_validation(br#"{"value":[]}"#));
+        assert!(!is_validation(b"not json"));
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_event_without_its_client_states() {
+        let d = dead_letter(
+            br#"{"value":[{"clientState":"s3cret","tenantId":"t"}]}"#,
+            "token_missing",
+            "x".into(),
+        );
+        assert_eq!(d.item["value"][0]["clientState"], "<redacted>");
+        let d = dead_letter(b"\xffnot json", "bad_json", "x".into());
+        assert!(d.item.as_str().unwrap().ends_with("not json"));
+    }
+}
