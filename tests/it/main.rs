@@ -8,6 +8,7 @@ mod backfill;
 mod config_cli;
 mod durability;
 mod e2e;
+mod eventhubs;
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;
 mod hostile;

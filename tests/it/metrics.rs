@@ -50,6 +50,8 @@ const FAMILIES: &[(&str, &str)] = &[
     ("graphbridge_verdict_patch_seconds", "histogram"),
     ("graphbridge_verdict_retries_total", "counter"),
     ("graphbridge_verdict_consumer_lag", "gauge"),
+    // The Event Hubs source's; `serve --source eventhubs` drives it (tests/eventhubs.rs).
+    ("graphbridge_eventhubs_events_total", "counter"),
 ];
 
 /// The README's rejection reasons: items dead-lettered and requests refused whole.
@@ -222,6 +224,7 @@ fn assert_bounded_labels(text: &str) {
             || name.ends_with("unavailable_total")
             || name.starts_with("graphbridge_subscription")
             || name.starts_with("graphbridge_verdict")
+            || name.starts_with("graphbridge_eventhubs")
         {
             continue;
         }

@@ -129,17 +129,23 @@ struct Batch {
 
 impl Batch {
     fn new(mut items: Vec<Item>, issuer: Option<&Issuer>) -> Self {
-        let body = serde_json::to_vec(&json!({
-            "value": items.iter().map(|i| &i.json).collect::<Vec<_>>(),
-            "validationTokens": tokens(issuer, &items),
-        }))
-        .expect("json");
+        let body = collection(&items, issuer);
         // From here on only the expectations are needed; a pregenerated run holds many batches.
         for i in &mut items {
             i.json = Value::Null;
         }
         Batch { items, body }
     }
+}
+
+/// The notification collection Graph sends for `items`, in a POST body or as one Event Hubs
+/// event: the items and one validation token per tenant (none without an issuer).
+pub fn collection(items: &[Item], issuer: Option<&Issuer>) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "value": items.iter().map(|i| &i.json).collect::<Vec<_>>(),
+        "validationTokens": tokens(issuer, items),
+    }))
+    .expect("json")
 }
 
 /// Whether Graph "loses" this item: a deterministic share of the good ones, by event id.

@@ -45,6 +45,11 @@ pub fn write_config(cfg: &Config, dir: &Path) -> PathBuf {
 impl Bridge {
     /// Starts `serve` on free loopback ports and waits until `/healthz` answers.
     pub async fn start(cfg: &Config, dir: &Path) -> Bridge {
+        Self::start_args(cfg, dir, &["serve"]).await
+    }
+
+    /// [`Bridge::start`] with other arguments after `--config` (e.g. `serve --source eventhubs`).
+    pub async fn start_args(cfg: &Config, dir: &Path, args: &[&str]) -> Bridge {
         let mut cfg = cfg.clone();
         cfg.server.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         cfg.server.admin_listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -53,7 +58,7 @@ impl Bridge {
         let child = Command::new(env!("CARGO_BIN_EXE_graphbridge"))
             .arg("--config")
             .arg(&path)
-            .arg("serve")
+            .args(args)
             .env("RUST_LOG", "info,rdkafka=warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
