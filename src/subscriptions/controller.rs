@@ -442,9 +442,10 @@ impl Controller {
 
     async fn create(&mut self, d: &Desired, report: &mut Report) -> Result<(), ControllerError> {
         if self.opts.preflight_handshake {
-            self.preflight(&d.name, &d.notification_url).await?;
-            if let Some(l) = &d.lifecycle_url {
-                self.preflight(&d.name, l).await?;
+            // Event Hubs URLs get no handshake from Graph, so none is tried here either.
+            let urls = std::iter::once(&d.notification_url).chain(d.lifecycle_url.as_ref());
+            for url in urls.filter(|u| !graphbridge_graph_api::subscriptions::is_event_hub(u)) {
+                self.preflight(&d.name, url).await?;
             }
         }
         let asked_at = self.clock.now();

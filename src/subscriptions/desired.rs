@@ -189,9 +189,19 @@ pub fn from_config(cfg: &Config) -> Result<Vec<Desired>, DesiredError> {
             ("lifecycle_url", item.lifecycle_url.as_ref()),
         ] {
             if let Some(url) = url {
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                if graphbridge_graph_api::subscriptions::is_event_hub(url) {
+                    // Graph's two forms: EventHub:https://<vault>.vault.azure.net/secrets/<name>
+                    // ?tenantId=<tid>, or EventHub:https://<namespace>.servicebus.windows.net
+                    // /eventhubname/<hub>?tenantId=<tid>.
+                    let rest = &url["EventHub:".len()..];
+                    if !rest.starts_with("https://") || !rest.contains("tenantId=") {
+                        bad(format!(
+                            "{key}: an Event Hubs URL is EventHub:https://… with ?tenantId=<tenant> (a Key Vault secret or a namespace and hub)"
+                        ));
+                    }
+                } else if !(url.starts_with("https://") || url.starts_with("http://")) {
                     bad(format!(
-                        "{key} must be an http(s) URL (Graph requires https)"
+                        "{key} must be an http(s) URL (Graph requires https) or an EventHub: URL"
                     ));
                 }
             }
@@ -308,6 +318,32 @@ mod tests {
             "/Teams/getAllMessages?model=A",
             "teams/getAllMessages"
         ));
+    }
+
+    #[test]
+    fn event_hubs_urls_in_both_of_graphs_forms_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = cfg(dir.path());
+        let mut vault = item("vault");
+        vault.notification_url =
+            "EventHub:https://contoso.vault.azure.net/secrets/graph-hub?tenantId=t1".into();
+        vault.lifecycle_url = Some(vault.notification_url.clone());
+        let mut rbac = item("rbac");
+        rbac.resource = "/chats/getAllMessages".into();
+        rbac.notification_url =
+            "EventHub:https://contoso.servicebus.windows.net/eventhubname/graph?tenantId=t1".into();
+        cfg.subscriptions.items = vec![vault, rbac];
+        let d = from_config(&cfg).unwrap();
+        assert!(d[0]
+            .notification_url
+            .starts_with("EventHub:https://contoso.vault"));
+        assert_eq!(d[0].lifecycle_url, Some(d[0].notification_url.clone()));
+
+        let mut bad = item("bad");
+        bad.notification_url = "EventHub:contoso/graph".into();
+        cfg.subscriptions.items = vec![bad];
+        let err = from_config(&cfg).unwrap_err().to_string();
+        assert!(err.contains("EventHub:https://… with ?tenantId="), "{err}");
     }
 
     #[test]

@@ -160,6 +160,28 @@ async fn fresh_start_creates_every_desired_subscription_after_the_handshake() {
 }
 
 #[tokio::test]
+async fn event_hubs_subscriptions_are_created_without_a_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let (graph, base) = standin(StandInOptions::default()).await;
+    let hub = "EventHub:https://contoso.servicebus.windows.net/eventhubname/graph?tenantId=t1";
+    let mut it = item("hub", "/teams/getAllMessages", "unused", false);
+    it.notification_url = hub.into();
+    it.lifecycle_url = Some(hub.into());
+    controller_config(&mut cfg, &base, vec![it]);
+    // On, to show it is skipped for Event Hubs URLs rather than off.
+    cfg.subscriptions.preflight_handshake = true;
+    let (mut c, _) = controller(&cfg, Arc::new(SystemClock));
+    let report = c.reconcile().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(created(&report.actions).len(), 1);
+    assert_eq!(graph.handshakes(), 0, "Graph makes no handshake with a hub");
+    let subs = graph.subscriptions();
+    assert_eq!(subs[0].notification_url, hub);
+    assert_eq!(subs[0].lifecycle_notification_url.as_deref(), Some(hub));
+}
+
+#[tokio::test]
 async fn an_endpoint_that_fails_the_handshake_is_named_in_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());

@@ -249,6 +249,13 @@ impl GraphClient {
     }
 }
 
+/// Whether `url` delivers to Azure Event Hubs (`EventHub:https://…`, naming a Key Vault secret
+/// with the connection string or the namespace and hub with role-based access): Graph then
+/// writes to the hub and makes no validation handshake.
+pub fn is_event_hub(url: &str) -> bool {
+    url.starts_with("EventHub:")
+}
+
 /// Resource paths compare without the leading slash, the query (`?model=`) and case (Graph
 /// echoes them in its own spelling); Graph allows one subscription per path and app anyway.
 pub fn same_resource(a: &str, b: &str) -> bool {

@@ -478,7 +478,11 @@ impl GraphStandIn {
     }
 
     /// Graph's handshake: POST `{url}?validationToken=…`, 200 text/plain with the decoded token.
+    /// None for an Event Hubs URL: Graph writes a validation event to the hub instead.
     async fn handshake(&self, url: &str) -> Result<(), String> {
+        if graphbridge_graph_api::subscriptions::is_event_hub(url) {
+            return Ok(());
+        }
         self.inner.handshakes.fetch_add(1, Ordering::SeqCst);
         let resp = self
             .inner
