@@ -83,7 +83,17 @@ every YAML number as float64, so the TOML writer below prints whole numbers as i
 {{- $_ := set $graph "validation_tokens" $vt }}
 {{- $_ := set $cfg "graph" $graph }}
 {{- end }}
+{{- if and (eq .Values.source "eventhubs") .Values.eventhubs.connectionString.existingSecret }}
+{{- $eh := get $cfg "eventhubs" | default dict }}
+{{- $_ := set $eh "connection_string_file" "/etc/graphbridge/eventhubs/connection-string" }}
+{{- $_ := set $cfg "eventhubs" $eh }}
+{{- end }}
 {{- toYaml $cfg }}
+{{- end }}
+
+{{/* Whether serve reads Graph's notifications from Event Hubs (nothing listens publicly). */}}
+{{- define "graphbridge.eventhubs" -}}
+{{- if eq .Values.source "eventhubs" }}true{{ end }}
 {{- end }}
 
 {{- define "graphbridge.toml.value" -}}

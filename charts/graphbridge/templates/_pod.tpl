@@ -32,11 +32,17 @@ spec:
     - name: graphbridge
       image: {{ include "graphbridge.image" . | quote }}
       imagePullPolicy: {{ .Values.image.pullPolicy }}
+      {{- if include "graphbridge.eventhubs" . }}
+      args: ["--config", "/etc/graphbridge/config/graphbridge.toml", "serve", "--source", "eventhubs"]
+      {{- else }}
       args: ["--config", "/etc/graphbridge/config/graphbridge.toml", "serve"]
+      {{- end }}
       ports:
+        {{- if not (include "graphbridge.eventhubs" .) }}
         - name: http
           containerPort: {{ include "graphbridge.httpPort" . }}
           protocol: TCP
+        {{- end }}
         - name: admin
           containerPort: {{ include "graphbridge.adminPort" . }}
           protocol: TCP
@@ -70,6 +76,11 @@ spec:
           mountPath: /etc/graphbridge/secrets
           readOnly: true
         {{- end }}
+        {{- if and (include "graphbridge.eventhubs" .) .Values.eventhubs.connectionString.existingSecret }}
+        - name: eventhubs
+          mountPath: /etc/graphbridge/eventhubs
+          readOnly: true
+        {{- end }}
         - name: data
           mountPath: /var/lib/graphbridge
         - name: tmp
@@ -91,6 +102,15 @@ spec:
         items:
           - key: {{ .Values.clientState.key }}
             path: client-state
+    {{- end }}
+    {{- if and (include "graphbridge.eventhubs" .) .Values.eventhubs.connectionString.existingSecret }}
+    - name: eventhubs
+      secret:
+        secretName: {{ .Values.eventhubs.connectionString.existingSecret }}
+        defaultMode: 0440
+        items:
+          - key: {{ .Values.eventhubs.connectionString.key }}
+            path: connection-string
     {{- end }}
     {{- if not (include "graphbridge.spool" .) }}
     - name: data
