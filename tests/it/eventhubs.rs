@@ -201,3 +201,63 @@ async fn two_replicas_read_the_hub_and_a_kill_9_loses_nothing() {
         dead.len()
     );
 }
+
+/// `graphbridge simulate --to-hub --verify kafka`: the simulator writes to the hub as Graph
+/// does, the bridge reads it, and the simulator checks every item arrived exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_writes_to_the_hub_and_verifies_the_stream() {
+    common::needs!(the_simulator_writes_to_the_hub_and_verifies_the_stream: "GRAPHBRIDGE_TEST_KAFKA");
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("eh-sim");
+    let mut cfg = kafka_config(dir.path(), &prefix);
+    cfg.eventhubs.brokers = brokers();
+    cfg.eventhubs.topic = format!("{prefix}.hub");
+    cfg.eventhubs.consumer_group = unique("eh-sim-group");
+    let t = &cfg.sink.kafka.topics;
+    for topic in [
+        &cfg.eventhubs.topic,
+        &t.channel_messages,
+        &t.chat_messages,
+        &t.deadletter,
+    ] {
+        create_topic(topic).await;
+    }
+    let bridge = Bridge::start_args(&cfg, dir.path(), &["serve", "--source", "eventhubs"]).await;
+    let config = common::process::write_config(&cfg, dir.path());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_graphbridge"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "simulate",
+            "--to-hub",
+            "--no-tokens",
+            "--count",
+            "500",
+            "--batch-size",
+            "20",
+        ])
+        .args([
+            "--bad-fraction",
+            "0.05",
+            "--verify",
+            "kafka",
+            "--json",
+            "--cert-id",
+            SYNTH_ID,
+        ])
+        .arg("--cert")
+        .arg(common::fixture("synthetic/certificate.pem"))
+        .env("GRAPHBRIDGE_SIM_CLIENT_STATE", SYNTH_CLIENT_STATE)
+        .output()
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "{report:#}\n{}", bridge.log_text());
+    assert_eq!(report["items_sent"], 500, "{report:#}");
+}
