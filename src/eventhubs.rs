@@ -92,20 +92,12 @@ pub async fn handle(pipeline: &Pipeline, body: &[u8]) -> Handled {
 /// The hub's consumer: the connection string as Event Hubs' Kafka endpoint wants it, then the
 /// configured properties; offsets committed by hand.
 pub fn consumer(cfg: &EventHubsConfig) -> Result<StreamConsumer, String> {
-    let mut cc = rdkafka::ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.brokers)
-        .set("group.id", &cfg.consumer_group)
+    let mut cc = graphbridge_core::sink::kafka::KafkaSink::eventhubs_config(cfg)?;
+    cc.set("group.id", &cfg.consumer_group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000");
-    if let Some(path) = &cfg.connection_string_file {
-        let cs = std::fs::read_to_string(path)
-            .map_err(|e| format!("eventhubs.connection_string_file {}: {e}", path.display()))?;
-        cc.set("security.protocol", "SASL_SSL")
-            .set("sasl.mechanisms", "PLAIN")
-            .set("sasl.username", "$ConnectionString")
-            .set("sasl.password", cs.trim());
-    }
+    // The configured properties win over these defaults too.
     for (k, v) in &cfg.properties {
         cc.set(k, v);
     }

@@ -32,6 +32,24 @@ async fn create_topic(topic: &str) {
     });
 }
 
+/// The Kafka test config with a hub topic and the output topics created (4 partitions each).
+async fn hub_config(dir: &std::path::Path, prefix: &str) -> graphbridge_core::config::Config {
+    let mut cfg = kafka_config(dir, prefix);
+    cfg.eventhubs.brokers = brokers();
+    cfg.eventhubs.topic = format!("{prefix}.hub");
+    cfg.eventhubs.consumer_group = unique(&format!("{prefix}-group"));
+    let t = &cfg.sink.kafka.topics;
+    for topic in [
+        &cfg.eventhubs.topic,
+        &t.channel_messages,
+        &t.chat_messages,
+        &t.deadletter,
+    ] {
+        create_topic(topic).await;
+    }
+    cfg
+}
+
 /// Writes `events` to the hub, spread over its partitions by key.
 async fn write(topic: &str, events: &[Vec<u8>], first_key: usize) {
     let producer: FutureProducer = rdkafka::ClientConfig::new()
@@ -55,20 +73,8 @@ async fn two_replicas_read_the_hub_and_a_kill_9_loses_nothing() {
     common::needs!(two_replicas_read_the_hub_and_a_kill_9_loses_nothing: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("eh");
-    let mut cfg = kafka_config(dir.path(), &prefix);
+    let mut cfg = hub_config(dir.path(), &prefix).await;
     let issuer = with_tokens(&mut cfg).await;
-    cfg.eventhubs.brokers = brokers();
-    cfg.eventhubs.topic = format!("{prefix}.hub");
-    cfg.eventhubs.consumer_group = unique("eh-group");
-    let t = &cfg.sink.kafka.topics;
-    for topic in [
-        &cfg.eventhubs.topic,
-        &t.channel_messages,
-        &t.chat_messages,
-        &t.deadletter,
-    ] {
-        create_topic(topic).await;
-    }
 
     // 3,000 notifications, a tenth of them bad (clientState, signature, certificate), in
     // collections of 25 with their validation tokens, as Graph writes them.
@@ -209,19 +215,7 @@ async fn the_simulator_writes_to_the_hub_and_verifies_the_stream() {
     common::needs!(the_simulator_writes_to_the_hub_and_verifies_the_stream: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("eh-sim");
-    let mut cfg = kafka_config(dir.path(), &prefix);
-    cfg.eventhubs.brokers = brokers();
-    cfg.eventhubs.topic = format!("{prefix}.hub");
-    cfg.eventhubs.consumer_group = unique("eh-sim-group");
-    let t = &cfg.sink.kafka.topics;
-    for topic in [
-        &cfg.eventhubs.topic,
-        &t.channel_messages,
-        &t.chat_messages,
-        &t.deadletter,
-    ] {
-        create_topic(topic).await;
-    }
+    let cfg = hub_config(dir.path(), &prefix).await;
     let bridge = Bridge::start_args(&cfg, dir.path(), &["serve", "--source", "eventhubs"]).await;
     let config = common::process::write_config(&cfg, dir.path());
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_graphbridge"))

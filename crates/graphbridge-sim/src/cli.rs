@@ -175,19 +175,8 @@ impl Args {
 #[cfg(feature = "kafka")]
 fn hub(cfg: &Config) -> anyhow::Result<super::run::Hub> {
     let h = &cfg.eventhubs;
-    let mut cc = rdkafka::ClientConfig::new();
-    cc.set("bootstrap.servers", &h.brokers);
-    if let Some(path) = &h.connection_string_file {
-        let cs =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        cc.set("security.protocol", "SASL_SSL")
-            .set("sasl.mechanisms", "PLAIN")
-            .set("sasl.username", "$ConnectionString")
-            .set("sasl.password", cs.trim());
-    }
-    for (k, v) in &h.properties {
-        cc.set(k, v);
-    }
+    let cc = graphbridge_core::sink::kafka::KafkaSink::eventhubs_config(h)
+        .map_err(anyhow::Error::msg)?;
     Ok(super::run::Hub {
         producer: cc.create().context("hub producer")?,
         topic: h.topic.clone(),

@@ -173,6 +173,28 @@ impl KafkaSink {
         cc
     }
 
+    /// A client of an Azure event hub's Kafka endpoint (`[eventhubs]`): the connection string
+    /// as that endpoint takes it (SASL_SSL, PLAIN, user `$ConnectionString`), then the
+    /// configured properties. Shared by the Event Hubs source and the simulator writing to a hub.
+    pub fn eventhubs_config(
+        cfg: &crate::config::eventhubs::EventHubsConfig,
+    ) -> Result<ClientConfig, String> {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &cfg.brokers);
+        if let Some(path) = &cfg.connection_string_file {
+            let cs = std::fs::read_to_string(path)
+                .map_err(|e| format!("eventhubs.connection_string_file {}: {e}", path.display()))?;
+            cc.set("security.protocol", "SASL_SSL")
+                .set("sasl.mechanisms", "PLAIN")
+                .set("sasl.username", "$ConnectionString")
+                .set("sasl.password", cs.trim());
+        }
+        for (k, v) in &cfg.properties {
+            cc.set(k, v);
+        }
+        Ok(cc)
+    }
+
     pub fn new(cfg: &KafkaConfig) -> Result<Self, SinkError> {
         let producer = Self::client_config(cfg)
             .create_with_context(BatchContext)
