@@ -176,28 +176,15 @@ fn start_drainer(state: &Arc<AppState>) -> impl Future<Output = ()> {
 pub async fn serve_eventhubs(cfg: &Config) -> Result<(), StartError> {
     let state = build(cfg).await?;
     let consumer = crate::eventhubs::consumer(&cfg.eventhubs).map_err(StartError::EventHubs)?;
-    let admin = server::bind(cfg.server.admin_listen).await?;
+    let rx = server::stop_on_signal();
+    let admin = server::spawn_admin(&cfg.server, state.clone(), rx.clone()).await?;
     tracing::info!(
         hub = %cfg.eventhubs.topic,
         group = %cfg.eventhubs.consumer_group,
-        admin = %admin.local_addr()?,
+        admin = %cfg.server.admin_listen,
         sink = state.pipeline.sink().kind(),
         "graphbridge reading Graph's notifications from Event Hubs"
     );
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        server::shutdown_signal().await;
-        let _ = tx.send(true);
-    });
-    let limits = server::listener::ConnLimits::from_config(&cfg.server)
-        .map_err(server::ServerError::from)?
-        .without_tls();
-    let admin = tokio::spawn(server::serve_admin(
-        admin,
-        state.clone(),
-        limits,
-        rx.clone(),
-    ));
     let teardown = start_drainer(&state);
     crate::eventhubs::run(state, consumer, rx).await;
     teardown.await;

@@ -92,15 +92,15 @@ pub async fn handle(pipeline: &Pipeline, body: &[u8]) -> Handled {
 /// The hub's consumer: the connection string as Event Hubs' Kafka endpoint wants it, then the
 /// configured properties; offsets committed by hand.
 pub fn consumer(cfg: &EventHubsConfig) -> Result<StreamConsumer, String> {
-    let mut cc = graphbridge_core::sink::kafka::KafkaSink::eventhubs_config(cfg)?;
-    cc.set("group.id", &cfg.consumer_group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000");
-    // The configured properties win over these defaults too.
-    for (k, v) in &cfg.properties {
-        cc.set(k, v);
-    }
+    let cc = graphbridge_core::sink::kafka::KafkaSink::eventhubs_config(
+        cfg,
+        &[
+            ("group.id", &cfg.consumer_group),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("session.timeout.ms", "10000"),
+        ],
+    )?;
     let consumer: StreamConsumer = cc
         .create()
         .map_err(|e| format!("eventhubs consumer: {e}"))?;

@@ -14,8 +14,7 @@ use crate::replay::progress::Ending;
 use crate::replay::range::parse_time;
 use crate::replay::stop::Stop;
 use graphbridge_core::config::Config;
-use graphbridge_core::server::listener::ConnLimits;
-use graphbridge_core::server::{self, MetricsOnly, ServerError};
+use graphbridge_core::server::{self, MetricsOnly};
 use graphbridge_core::telemetry::Metrics;
 
 /// `graphbridge backfill --tenant … (--team|--chat|--user|--resource) … --from … --to …` fills
@@ -130,22 +129,12 @@ pub async fn main(args: Args, cfg: &Config) -> anyhow::Result<u8> {
 }
 
 async fn run(cfg: &Config) -> anyhow::Result<()> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        server::shutdown_signal().await;
-        let _ = tx.send(true);
-    });
+    let rx = server::stop_on_signal();
     let metrics = Metrics::new();
     let sink = graphbridge_core::sink::build(&cfg.sink).await?;
     let source = Source::broker(cfg).await?;
-    let admin = tokio::spawn(server::serve_admin(
-        server::bind(cfg.server.admin_listen).await?,
-        Arc::new(MetricsOnly(metrics.clone())),
-        ConnLimits::from_config(&cfg.server)
-            .map_err(ServerError::from)?
-            .without_tls(),
-        rx.clone(),
-    ));
+    let health = Arc::new(MetricsOnly(metrics.clone()));
+    let admin = server::spawn_admin(&cfg.server, health, rx.clone()).await?;
     tracing::info!(sink = ?cfg.sink.kind, "backfill worker running");
     worker::run(cfg, source, sink.clone(), metrics, rx).await;
     sink.close().await;

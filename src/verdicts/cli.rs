@@ -6,8 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use graphbridge_core::config::Config;
 use graphbridge_core::event::v1::Conversation;
-use graphbridge_core::server::listener::ConnLimits;
-use graphbridge_core::server::{self, MetricsOnly, ServerError};
+use graphbridge_core::server::{self, MetricsOnly};
 use graphbridge_core::telemetry::Metrics;
 use graphbridge_event::verdict::{
     MessageRef, PolicyTip, PolicyViolation, VerdictData, VerdictEvent,
@@ -124,22 +123,12 @@ pub async fn main(command: Command, cfg: &Config) -> anyhow::Result<u8> {
 async fn run(cfg: &Config) -> anyhow::Result<()> {
     // A missing credential is a configuration error now, not a retry loop on every verdict.
     crate::graph_client(cfg, "common").map_err(anyhow::Error::msg)?;
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        server::shutdown_signal().await;
-        let _ = tx.send(true);
-    });
+    let rx = server::stop_on_signal();
     let metrics = Metrics::new();
     let input = Input::open(cfg).await.map_err(anyhow::Error::msg)?;
     let output = Output::open(cfg).await.map_err(anyhow::Error::msg)?;
-    let admin = tokio::spawn(server::serve_admin(
-        server::bind(cfg.server.admin_listen).await?,
-        Arc::new(MetricsOnly(metrics.clone())),
-        ConnLimits::from_config(&cfg.server)
-            .map_err(ServerError::from)?
-            .without_tls(),
-        rx.clone(),
-    ));
+    let health = Arc::new(MetricsOnly(metrics.clone()));
+    let admin = server::spawn_admin(&cfg.server, health, rx.clone()).await?;
     tracing::info!(sink = ?cfg.sink.kind, rate_per_second = cfg.verdicts.rate_per_second, "verdict worker running");
     worker::run(cfg, input, output, metrics, rx).await;
     admin.await.context("admin listener")?;

@@ -80,6 +80,7 @@ impl Outcome {
             Ok(s) => (Some(*s), None, None),
             Err(f) => (f.status, Some(f.reason.to_string()), Some(f.error.clone())),
         };
+        let decided_at = now();
         CloudEvent {
             specversion: graphbridge_core::event::v1::SPEC_VERSION.into(),
             id: event_id("verdict-audit", &about, self.outcome(), ""),
@@ -89,7 +90,7 @@ impl Outcome {
                 Some(m) => format!("messages/{}", m.message_id),
                 None => "verdicts/unreadable".into(),
             },
-            time: now(),
+            time: decided_at.clone(),
             datacontenttype: "application/json".into(),
             dataschema: AUDIT_SCHEMA.into(),
             graphbridgeorigin: None,
@@ -103,7 +104,7 @@ impl Outcome {
                 error,
                 attempts: self.attempts,
                 latency_ms: latency.as_millis() as u64,
-                decided_at: now(),
+                decided_at,
             },
         }
     }

@@ -121,6 +121,29 @@ pub async fn serve_admin(
     listener::serve(listener, admin_router(health), limits, stop).await
 }
 
+/// The stop switch of a worker verb (`backfill run`, `verdicts run`, `serve --source
+/// eventhubs`): turns true on SIGINT or SIGTERM.
+pub fn stop_on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// A worker verb's admin port on `server.admin_listen` (no TLS), answering from `health`
+/// until `stop` turns true.
+pub async fn spawn_admin(
+    cfg: &crate::config::ServerConfig,
+    health: Arc<dyn Health>,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    let listener = bind(cfg.admin_listen).await?;
+    let limits = ConnLimits::from_config(cfg)?.without_tls();
+    Ok(tokio::spawn(serve_admin(listener, health, limits, stop)))
+}
+
 /// Binds `addr`, naming it in the error.
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)

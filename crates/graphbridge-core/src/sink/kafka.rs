@@ -174,13 +174,18 @@ impl KafkaSink {
     }
 
     /// A client of an Azure event hub's Kafka endpoint (`[eventhubs]`): the connection string
-    /// as that endpoint takes it (SASL_SSL, PLAIN, user `$ConnectionString`), then the
-    /// configured properties. Shared by the Event Hubs source and the simulator writing to a hub.
+    /// as that endpoint takes it (SASL_SSL, PLAIN, user `$ConnectionString`) and the caller's
+    /// `defaults`, then the configured properties (which win). Shared by the Event Hubs
+    /// source and the simulator writing to a hub.
     pub fn eventhubs_config(
         cfg: &crate::config::eventhubs::EventHubsConfig,
+        defaults: &[(&str, &str)],
     ) -> Result<ClientConfig, String> {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &cfg.brokers);
+        for (k, v) in defaults {
+            cc.set(*k, *v);
+        }
         if let Some(path) = &cfg.connection_string_file {
             let cs = std::fs::read_to_string(path)
                 .map_err(|e| format!("eventhubs.connection_string_file {}: {e}", path.display()))?;
