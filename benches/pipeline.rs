@@ -106,9 +106,6 @@ impl Sink for NullSink {
         std::hint::black_box(records);
         Ok(())
     }
-    async fn ready(&self) -> bool {
-        true
-    }
     fn kind(&self) -> &'static str {
         "null"
     }

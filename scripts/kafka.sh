@@ -24,6 +24,13 @@ RUN=${GRAPHBRIDGE_RUN:-/tmp/graphbridge-brokers}/kafka
 DATA=$RUN/data
 PORT=${KAFKA_PORT:-19092}
 CPORT=${KAFKA_CONTROLLER_PORT:-19093}
+# The secured listeners (credentials from scripts/secure.sh): SASL_SSL with SCRAM-SHA-512 and
+# PLAIN (the PLAIN user `$ConnectionString` plays an Azure event hub's Kafka endpoint), and SSL
+# that requires a client certificate.
+SASL_PORT=${KAFKA_SASL_PORT:-19094}
+MTLS_PORT=${KAFKA_MTLS_PORT:-19095}
+SECURE=$(dirname "${BASH_SOURCE[0]}")/secure.sh
+SCRAM_USER=graphbridge
 START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
 STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
 FETCH_TIMEOUT=${KAFKA_FETCH_TIMEOUT:-900}
@@ -91,15 +98,27 @@ EOF
 
 write_config() {
   mkdir -p "$DATA"
+  local sec
+  "$SECURE" make
+  sec=$("$SECURE" dir)
   cat >"$RUN/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CPORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT,SASL_SSL://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$MTLS_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_SSL://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$MTLS_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SCRAM_USER="$(cat "$sec/kafka-plain.password")" user_\$ConnectionString="$(cat "$sec/eventhub.connection-string")";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$sec/server.p12
+ssl.keystore.password=$(cat "$sec/keystore.password")
+ssl.truststore.type=PEM
+ssl.truststore.location=$sec/ca.pem
+listener.name.ssl.ssl.client.auth=required
 log.dirs=$DATA
 # Single node: every internal topic must be happy with one replica.
 offsets.topic.replication.factor=1
@@ -206,7 +225,7 @@ start() {
     return 0
   fi
   command -v java >/dev/null || die "java not found (apt-get install -y openjdk-17-jre-headless)"
-  for p in "$PORT" "$CPORT"; do
+  for p in "$PORT" "$CPORT" "$SASL_PORT" "$MTLS_PORT"; do
     port_open "$p" && die "port $p is already in use by another process"
   done
   fetch
@@ -219,8 +238,10 @@ start() {
     # '-' would be parsed as an option, so draw again.
     while id=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '='); [[ $id == -* ]]; do :; done
     log "formatting storage in $DATA (cluster id $id)"
-    run_class kafka.tools.StorageTool format -t "$id" -c "$RUN/server.properties" >>"$LOG" 2>&1 ||
-      { tail -n 20 "$LOG" >&2; die "storage format failed"; }
+    run_class kafka.tools.StorageTool format -t "$id" -c "$RUN/server.properties" \
+      --add-scram "SCRAM-SHA-512=[name=$SCRAM_USER,password=$(cat "$("$SECURE" dir)/kafka-scram.password")]" \
+      >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "storage format failed"; }
+    touch "$DATA/.scram-user"
   fi
 
   echo "=== start $(date -Is) ===" >>"$LOG"
@@ -233,7 +254,18 @@ start() {
   echo "$pid" >"$PIDFILE"
   log "started pid $pid (Kafka $KAFKA_VERSION), waiting up to ${START_TIMEOUT}s for $BOOTSTRAP"
   wait_ready "$pid"
-  log "ready on $BOOTSTRAP after $((SECONDS - t0))s"
+  add_scram_user
+  log "ready on $BOOTSTRAP (SASL_SSL on $SASL_PORT, mTLS on $MTLS_PORT) after $((SECONDS - t0))s"
+}
+
+# Data formatted by an older kafka.sh has no SCRAM user yet: add it once.
+add_scram_user() {
+  [[ -f $DATA/.scram-user ]] && return 0
+  run_class kafka.admin.ConfigCommand --bootstrap-server "$BOOTSTRAP" --alter --entity-type users \
+    --entity-name "$SCRAM_USER" \
+    --add-config "SCRAM-SHA-512=[password=$(cat "$("$SECURE" dir)/kafka-scram.password")]" >/dev/null ||
+    die "could not add the SCRAM user"
+  touch "$DATA/.scram-user"
 }
 
 status() {

@@ -31,7 +31,9 @@ PY
 }
 export GRAPHBRIDGE_RUN=${GRAPHBRIDGE_RUN:-$(mktemp -d /tmp/graphbridge-brokers.XXXXXX)}
 export KAFKA_PORT=${KAFKA_PORT:-$(free_port)} KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$(free_port)}
+export KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-$(free_port)} KAFKA_MTLS_PORT=${KAFKA_MTLS_PORT:-$(free_port)}
 export NATS_PORT=${NATS_PORT:-$(free_port)} NATS_MON_PORT=${NATS_MON_PORT:-$(free_port)}
+export NATS_SECURE_PORT=${NATS_SECURE_PORT:-$(free_port)} NATS_SECURE_MON_PORT=${NATS_SECURE_MON_PORT:-$(free_port)}
 trap 'scripts/brokers.sh down; rm -rf "$GRAPHBRIDGE_RUN"' EXIT
 # The brokers start while the static checks and clippy run; the tests wait for them.
 scripts/brokers.sh up &

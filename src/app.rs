@@ -53,6 +53,7 @@ pub async fn build(cfg: &Config) -> Result<Arc<AppState>, StartError> {
     let metrics = Metrics::new();
     let keyring = keyring(cfg, &metrics)?;
     let sink = graphbridge_core::sink::build(&cfg.sink).await?;
+    graphbridge_core::sink::check_at_start(&*sink).await?;
     let auth = Authenticator::new(cfg.client_states()?, cfg.graph.tenants.clone());
     let tokens = cfg
         .graph
@@ -175,7 +176,11 @@ fn start_drainer(state: &Arc<AppState>) -> impl Future<Output = ()> {
 #[cfg(feature = "kafka")]
 pub async fn serve_eventhubs(cfg: &Config) -> Result<(), StartError> {
     let state = build(cfg).await?;
-    let consumer = crate::eventhubs::consumer(&cfg.eventhubs).map_err(StartError::EventHubs)?;
+    let consumer =
+        Arc::new(crate::eventhubs::consumer(&cfg.eventhubs).map_err(StartError::EventHubs)?);
+    crate::eventhubs::check_at_start(consumer.clone(), &cfg.eventhubs.topic)
+        .await
+        .map_err(StartError::EventHubs)?;
     let rx = server::stop_on_signal();
     let admin = server::spawn_admin(&cfg.server, state.clone(), rx.clone()).await?;
     tracing::info!(

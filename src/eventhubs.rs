@@ -19,7 +19,11 @@ use graphbridge_core::config::eventhubs::EventHubsConfig;
 use graphbridge_core::event::deadletter::DeadLetter;
 use graphbridge_core::pipeline::{BatchError, Pipeline};
 use graphbridge_core::server::AppState;
-use graphbridge_core::sink::Record;
+use graphbridge_core::sink::kafka::Reporting;
+use graphbridge_core::sink::{Record, SinkError};
+
+/// The hub's consumer; its context keeps the last connection failure (see [`Reporting`]).
+pub type HubConsumer = StreamConsumer<Reporting>;
 
 /// The `changeType` of the event Graph writes to check that it can reach the hub.
 const VALIDATION_PREFIX: &str = "Validation: Testing client application reachability";
@@ -91,7 +95,7 @@ pub async fn handle(pipeline: &Pipeline, body: &[u8]) -> Handled {
 
 /// The hub's consumer: the connection string as Event Hubs' Kafka endpoint wants it, then the
 /// configured properties; offsets committed by hand.
-pub fn consumer(cfg: &EventHubsConfig) -> Result<StreamConsumer, String> {
+pub fn consumer(cfg: &EventHubsConfig) -> Result<HubConsumer, String> {
     let cc = graphbridge_core::sink::kafka::KafkaSink::eventhubs_config(
         cfg,
         &[
@@ -100,9 +104,9 @@ pub fn consumer(cfg: &EventHubsConfig) -> Result<StreamConsumer, String> {
             ("auto.offset.reset", "earliest"),
             ("session.timeout.ms", "10000"),
         ],
-    )?;
-    let consumer: StreamConsumer = cc
-        .create()
+    );
+    let consumer: HubConsumer = cc
+        .create_with_context(Reporting::new(&cfg.brokers))
         .map_err(|e| format!("eventhubs consumer: {e}"))?;
     consumer
         .subscribe(&[&cfg.topic])
@@ -110,10 +114,34 @@ pub fn consumer(cfg: &EventHubsConfig) -> Result<StreamConsumer, String> {
     Ok(consumer)
 }
 
+/// The hub at start: wrong credentials or an untrusted certificate stop the start with the
+/// cause; an unreachable namespace is logged and the consumer keeps trying.
+pub async fn check_at_start(consumer: Arc<HubConsumer>, topic: &str) -> Result<(), String> {
+    let topic = topic.to_string();
+    let probe = tokio::task::spawn_blocking(move || {
+        match consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(consumer.context().explain(&e)),
+        }
+    });
+    match probe.await.map_err(|e| format!("eventhubs probe: {e}"))? {
+        Err(SinkError::Permanent(why)) => Err(format!("eventhubs: {why}")),
+        Err(SinkError::Retryable(why)) => {
+            tracing::warn!(error = %why, "event hub not reachable at start; retrying");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
 /// Reads the hub until `stop` turns true. An event is committed after it is accepted, skipped
 /// or dead-lettered; one that must be retried is processed again (after a backoff) before
 /// anything behind it on its partition.
-pub async fn run(state: Arc<AppState>, consumer: StreamConsumer, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    state: Arc<AppState>,
+    consumer: Arc<HubConsumer>,
+    mut stop: watch::Receiver<bool>,
+) {
     let pipeline = &state.pipeline;
     let metrics = pipeline.metrics().clone();
     loop {

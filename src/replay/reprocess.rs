@@ -40,9 +40,6 @@ impl Sink for Collect {
             .extend_from_slice(records);
         Ok(())
     }
-    async fn ready(&self) -> bool {
-        true
-    }
     fn kind(&self) -> &'static str {
         "replay"
     }

@@ -1,10 +1,13 @@
-//! The Kafka sink against a real Apache Kafka (KRaft), started by scripts/brokers.sh.
+//! The Kafka sink against a real Apache Kafka (KRaft), started by scripts/brokers.sh: each test
+//! over the plaintext listener and again over SASL_SSL (SCRAM-SHA-512; the first ones also
+//! PLAIN and mTLS). The tests read back over the plaintext listener.
 
 use crate::common;
 
 use std::time::Duration;
 
 use common::kafka::*;
+use common::secure::{self, per_listener, Kafka};
 use common::*;
 use graphbridge_core::graph::envelope::ChangeType;
 use graphbridge_core::graph::resource::Conversation;
@@ -14,12 +17,11 @@ use serde_json::json;
 
 const BOUND: Duration = Duration::from_secs(60);
 
-#[tokio::test]
-async fn mixed_batch_lands_on_the_right_topics_with_keys_and_headers() {
-    common::needs!(mixed_batch_lands_on_the_right_topics_with_keys_and_headers: "GRAPHBRIDGE_TEST_KAFKA");
+per_listener!(mixed_batch_lands_on_the_right_topics_with_keys_and_headers: plaintext => Kafka::Plaintext, sasl_ssl_scram => Kafka::Scram, sasl_ssl_plain => Kafka::Plain, mutual_tls => Kafka::MutualTls);
+async fn mixed_batch_lands_on_the_right_topics_with_keys_and_headers(listener: Kafka) {
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("mixed");
-    let mut cfg = kafka_config(dir.path(), &prefix);
+    let mut cfg = secure::kafka(kafka_config(dir.path(), &prefix), listener);
     cfg.sink.kafka.raw_topic = Some(format!("{prefix}.raw"));
     let srv = Running::start(&cfg).await;
     let batch = mixed_batch(1_700_000_000_000);
@@ -98,11 +100,10 @@ async fn mixed_batch_lands_on_the_right_topics_with_keys_and_headers() {
     srv.shutdown().await;
 }
 
-#[tokio::test]
-async fn redelivery_yields_the_same_event_ids() {
-    common::needs!(redelivery_yields_the_same_event_ids: "GRAPHBRIDGE_TEST_KAFKA");
+per_listener!(redelivery_yields_the_same_event_ids: plaintext => Kafka::Plaintext, sasl_ssl_scram => Kafka::Scram);
+async fn redelivery_yields_the_same_event_ids(listener: Kafka) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = kafka_config(dir.path(), &unique("redeliver"));
+    let cfg = secure::kafka(kafka_config(dir.path(), &unique("redeliver")), listener);
     let srv = Running::start(&cfg).await;
     let batch = mixed_batch(1_700_000_100_000);
     assert_eq!(
@@ -129,11 +130,10 @@ async fn redelivery_yields_the_same_event_ids() {
     srv.shutdown().await;
 }
 
-#[tokio::test]
-async fn messages_of_one_chat_keep_their_order_in_one_partition() {
-    common::needs!(messages_of_one_chat_keep_their_order_in_one_partition: "GRAPHBRIDGE_TEST_KAFKA");
+per_listener!(messages_of_one_chat_keep_their_order_in_one_partition: plaintext => Kafka::Plaintext, sasl_ssl_scram => Kafka::Scram);
+async fn messages_of_one_chat_keep_their_order_in_one_partition(listener: Kafka) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = kafka_config(dir.path(), &unique("order"));
+    let cfg = secure::kafka(kafka_config(dir.path(), &unique("order")), listener);
     let srv = Running::start(&cfg).await;
     let r = synthetic_recipient();
     let base = 1_700_000_200_000i64;
@@ -182,11 +182,12 @@ async fn messages_of_one_chat_keep_their_order_in_one_partition() {
     srv.shutdown().await;
 }
 
-#[tokio::test]
-async fn permanent_producer_errors_fail_fast_and_are_classified() {
-    common::needs!(permanent_producer_errors_fail_fast_and_are_classified: "GRAPHBRIDGE_TEST_KAFKA");
+per_listener!(permanent_producer_errors_fail_fast_and_are_classified: plaintext => Kafka::Plaintext, sasl_ssl_scram => Kafka::Scram);
+async fn permanent_producer_errors_fail_fast_and_are_classified(listener: Kafka) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = kafka_config(dir.path(), &unique("perm")).sink.kafka;
+    let mut cfg = secure::kafka(kafka_config(dir.path(), &unique("perm")), listener)
+        .sink
+        .kafka;
     cfg.properties
         .insert("message.max.bytes".into(), "1000".into());
     let sink = KafkaSink::new(&cfg).unwrap();
@@ -206,7 +207,9 @@ async fn permanent_producer_errors_fail_fast_and_are_classified() {
         "fails fast, not at the message timeout"
     );
 
-    let mut bad = kafka_config(dir.path(), "x").sink.kafka;
+    let mut bad = secure::kafka(kafka_config(dir.path(), "x"), listener)
+        .sink
+        .kafka;
     bad.properties.insert("no.such.property".into(), "1".into());
     let err = KafkaSink::new(&bad)
         .err()
@@ -215,24 +218,23 @@ async fn permanent_producer_errors_fail_fast_and_are_classified() {
     assert!(err.contains("no.such.property"), "{err}");
 }
 
-#[tokio::test]
-async fn readiness_is_green_with_a_reachable_broker() {
-    common::needs!(readiness_is_green_with_a_reachable_broker: "GRAPHBRIDGE_TEST_KAFKA");
+per_listener!(readiness_is_green_with_a_reachable_broker: plaintext => Kafka::Plaintext, sasl_ssl_scram => Kafka::Scram, sasl_ssl_plain => Kafka::Plain, mutual_tls => Kafka::MutualTls);
+async fn readiness_is_green_with_a_reachable_broker(listener: Kafka) {
     let dir = tempfile::tempdir().unwrap();
-    let srv = Running::start(&kafka_config(dir.path(), &unique("ready"))).await;
+    let cfg = secure::kafka(kafka_config(dir.path(), &unique("ready")), listener);
+    let srv = Running::start(&cfg).await;
     assert_eq!(srv.admin_status("/readyz").await, 200);
     srv.shutdown().await;
 }
 
+per_listener!(readiness_asks_for_the_configured_topics_and_needs_them_to_exist: plaintext => Kafka::Plaintext, sasl_ssl_scram => Kafka::Scram);
 /// Readiness asks the cluster about the configured topics, not the whole cluster, and a topic
 /// that does not exist (and will not be created) keeps the pod out of rotation until it does.
-#[tokio::test]
-async fn readiness_asks_for_the_configured_topics_and_needs_them_to_exist() {
+async fn readiness_asks_for_the_configured_topics_and_needs_them_to_exist(listener: Kafka) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
-    common::needs!(readiness_asks_for_the_configured_topics_and_needs_them_to_exist: "GRAPHBRIDGE_TEST_KAFKA");
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = kafka_config(dir.path(), &unique("ready-topics"));
+    let mut cfg = secure::kafka(kafka_config(dir.path(), &unique("ready-topics")), listener);
     // As on clusters that create no topics on first use (MSK, Confluent Cloud, Event Hubs).
     cfg.sink
         .kafka

@@ -1,17 +1,19 @@
-//! The NATS sink against a real nats-server with JetStream, started by scripts/brokers.sh.
+//! The NATS sink against a real nats-server with JetStream, started by scripts/brokers.sh: each
+//! test on the plaintext server and again on the secured one (TLS with a client certificate,
+//! user and password or an NKey).
 
 use crate::common;
 
 use common::nats::*;
+use common::secure::{self, per_listener, Nats};
 use common::*;
 use graphbridge_core::sink::nats::escape_token;
 
-#[tokio::test]
-async fn mixed_batch_lands_on_escaped_subjects_with_msg_ids() {
-    common::needs!(mixed_batch_lands_on_escaped_subjects_with_msg_ids: "GRAPHBRIDGE_TEST_NATS");
+per_listener!(mixed_batch_lands_on_escaped_subjects_with_msg_ids: plaintext => Nats::Plaintext, tls_password => Nats::Password, tls_nkey => Nats::Nkey);
+async fn mixed_batch_lands_on_escaped_subjects_with_msg_ids(listener: Nats) {
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("mixed");
-    let cfg = nats_config(dir.path(), &prefix);
+    let cfg = secure::nats(nats_config(dir.path(), &prefix), listener);
     let srv = Running::start(&cfg).await;
     let batch = mixed_batch(1_700_000_300_000);
     assert_eq!(
@@ -19,7 +21,7 @@ async fn mixed_batch_lands_on_escaped_subjects_with_msg_ids() {
         202
     );
 
-    let stored = read_stream(&cfg.sink.nats.stream).await;
+    let stored = read_stream_with(&cfg.sink.nats).await;
     assert_eq!(stored.len(), 7, "4 events + 3 dead letters");
     let events: Vec<&Stored> = stored
         .iter()
@@ -57,18 +59,17 @@ async fn mixed_batch_lands_on_escaped_subjects_with_msg_ids() {
     srv.shutdown().await;
 }
 
-#[tokio::test]
-async fn redelivered_batch_is_dropped_by_the_duplicate_window() {
-    common::needs!(redelivered_batch_is_dropped_by_the_duplicate_window: "GRAPHBRIDGE_TEST_NATS");
+per_listener!(redelivered_batch_is_dropped_by_the_duplicate_window: plaintext => Nats::Plaintext, tls_password => Nats::Password);
+async fn redelivered_batch_is_dropped_by_the_duplicate_window(listener: Nats) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = nats_config(dir.path(), &unique("dup"));
+    let cfg = secure::nats(nats_config(dir.path(), &unique("dup")), listener);
     let srv = Running::start(&cfg).await;
     let batch = mixed_batch(1_700_000_400_000);
     assert_eq!(
         srv.post_json("/notifications", &batch.body).await.status(),
         202
     );
-    let first: Vec<String> = read_stream(&cfg.sink.nats.stream)
+    let first: Vec<String> = read_stream_with(&cfg.sink.nats)
         .await
         .into_iter()
         .map(|m| m.msg_id)
@@ -77,7 +78,7 @@ async fn redelivered_batch_is_dropped_by_the_duplicate_window() {
         srv.post_json("/notifications", &batch.body).await.status(),
         202
     );
-    let second: Vec<String> = read_stream(&cfg.sink.nats.stream)
+    let second: Vec<String> = read_stream_with(&cfg.sink.nats)
         .await
         .into_iter()
         .map(|m| m.msg_id)
@@ -94,14 +95,13 @@ async fn redelivered_batch_is_dropped_by_the_duplicate_window() {
     srv.shutdown().await;
 }
 
+per_listener!(repeated_lifecycle_notifications_are_all_kept: plaintext => Nats::Plaintext, tls_nkey => Nats::Nkey);
 /// Three `missed` for one subscription, two of them identical in one request: three events,
 /// none dropped by JetStream's duplicate window.
-#[tokio::test]
-async fn repeated_lifecycle_notifications_are_all_kept() {
-    common::needs!(repeated_lifecycle_notifications_are_all_kept: "GRAPHBRIDGE_TEST_NATS");
+async fn repeated_lifecycle_notifications_are_all_kept(listener: Nats) {
     use graphbridge_sim::generate::lifecycle_item;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = nats_config(dir.path(), &unique("missed3"));
+    let cfg = secure::nats(nats_config(dir.path(), &unique("missed3")), listener);
     let srv = Running::start(&cfg).await;
     let missed = lifecycle_item(
         "7f105c7d-2dc5-4530-97cd-4e7ae6534c07",
@@ -114,17 +114,17 @@ async fn repeated_lifecycle_notifications_are_all_kept() {
     let one = serde_json::json!({ "value": [missed] });
     assert_eq!(srv.post_json("/lifecycle", &two).await.status(), 202);
     assert_eq!(srv.post_json("/lifecycle", &one).await.status(), 202);
-    let stored = read_stream(&cfg.sink.nats.stream).await;
+    let stored = read_stream_with(&cfg.sink.nats).await;
     let ids: std::collections::HashSet<&str> = stored.iter().map(|m| m.msg_id.as_str()).collect();
     assert_eq!((stored.len(), ids.len()), (3, 3), "{stored:?}");
     srv.shutdown().await;
 }
 
-#[tokio::test]
-async fn readiness_is_green_when_connected() {
-    common::needs!(readiness_is_green_when_connected: "GRAPHBRIDGE_TEST_NATS");
+per_listener!(readiness_is_green_when_connected: plaintext => Nats::Plaintext, tls_password => Nats::Password, tls_nkey => Nats::Nkey);
+async fn readiness_is_green_when_connected(listener: Nats) {
     let dir = tempfile::tempdir().unwrap();
-    let srv = Running::start(&nats_config(dir.path(), &unique("ready"))).await;
+    let cfg = secure::nats(nats_config(dir.path(), &unique("ready")), listener);
+    let srv = Running::start(&cfg).await;
     assert_eq!(srv.admin_status("/readyz").await, 200);
     srv.shutdown().await;
 }

@@ -60,6 +60,9 @@ impl OwnBroker {
             vec![
                 ("KAFKA_PORT", port.to_string()),
                 ("KAFKA_CONTROLLER_PORT", free_port().to_string()),
+                // The secured listeners come along; not used here, but not on the shared ports.
+                ("KAFKA_SASL_PORT", free_port().to_string()),
+                ("KAFKA_MTLS_PORT", free_port().to_string()),
             ],
             format!("127.0.0.1:{port}"),
         )
@@ -72,6 +75,8 @@ impl OwnBroker {
             vec![
                 ("NATS_PORT", port.to_string()),
                 ("NATS_MON_PORT", free_port().to_string()),
+                ("NATS_SECURE_PORT", free_port().to_string()),
+                ("NATS_SECURE_MON_PORT", free_port().to_string()),
             ],
             format!("nats://127.0.0.1:{port}"),
         )

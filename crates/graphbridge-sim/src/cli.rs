@@ -175,8 +175,7 @@ impl Args {
 #[cfg(feature = "kafka")]
 fn hub(cfg: &Config) -> anyhow::Result<super::run::Hub> {
     let h = &cfg.eventhubs;
-    let cc = graphbridge_core::sink::kafka::KafkaSink::eventhubs_config(h, &[])
-        .map_err(anyhow::Error::msg)?;
+    let cc = graphbridge_core::sink::kafka::KafkaSink::eventhubs_config(h, &[]);
     Ok(super::run::Hub {
         producer: cc.create().context("hub producer")?,
         topic: h.topic.clone(),

@@ -4,6 +4,7 @@
 pub mod kafka;
 pub mod nats;
 pub mod process;
+pub mod secure;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

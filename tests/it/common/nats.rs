@@ -38,7 +38,18 @@ pub async fn read_stream(stream: &str) -> Vec<Stored> {
 
 /// [`read_stream`] from the server at `url`.
 pub async fn read_stream_at(url: &str, stream: &str) -> Vec<Stored> {
-    let client = async_nats::connect(url).await.expect("connect");
+    read_from(async_nats::connect(url).await.expect("connect"), stream).await
+}
+
+/// The stream of `cfg`, read with its credentials and TLS settings (secured servers too).
+pub async fn read_stream_with(cfg: &graphbridge_core::config::NatsConfig) -> Vec<Stored> {
+    let client = graphbridge_core::sink::nats::connect(cfg, "test-reader")
+        .await
+        .expect("connect");
+    read_from(client, &cfg.stream).await
+}
+
+async fn read_from(client: async_nats::Client, stream: &str) -> Vec<Stored> {
     let js = async_nats::jetstream::new(client);
     let mut s = js.get_stream(stream).await.expect("stream exists");
     let last = s.info().await.expect("info").state.last_sequence;

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::secret::Secret;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventHubsConfig {
@@ -14,9 +16,14 @@ pub struct EventHubsConfig {
     pub topic: String,
     /// Kafka consumer group: replicas share the hub's partitions.
     pub consumer_group: String,
-    /// File holding the namespace's (or hub's) connection string: SASL_SSL PLAIN with the user
-    /// `$ConnectionString`, as Event Hubs' Kafka endpoint expects. Without it the properties
-    /// below decide the security settings.
+    /// The namespace's (or hub's) connection string: SASL_SSL PLAIN with the user
+    /// `$ConnectionString`, as Event Hubs' Kafka endpoint expects. From the environment
+    /// (`GRAPHBRIDGE_EVENTHUBS__CONNECTION_STRING`) or `connection_string_file`; without
+    /// either, the properties below decide the security settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_string: Option<Secret>,
+    /// File holding the connection string (a mounted Secret), read when the configuration is
+    /// loaded.
     #[serde(default)]
     pub connection_string_file: Option<PathBuf>,
     /// librdkafka consumer properties passed through (after the connection string's).

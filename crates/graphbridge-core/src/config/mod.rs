@@ -237,6 +237,13 @@ pub struct KafkaConfig {
     /// redacted when printed.
     #[serde(serialize_with = "redact_properties")]
     pub properties: BTreeMap<String, String>,
+    /// librdkafka's `sasl.password`, kept out of the properties so that it can come from the
+    /// environment (`GRAPHBRIDGE_SINK__KAFKA__SASL_PASSWORD`) or from `sasl_password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_password: Option<Secret>,
+    /// File holding `sasl.password` (a mounted Secret), read when the configuration is loaded.
+    #[serde(default)]
+    pub sasl_password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -254,6 +261,19 @@ pub struct NatsConfig {
     pub nkey_seed_file: Option<PathBuf>,
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and its key (PEM) for servers that verify clients (mTLS).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// User and password authentication; the password from the environment
+    /// (`GRAPHBRIDGE_SINK__NATS__PASSWORD`) or from `password_file`.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -346,9 +366,32 @@ impl Config {
     }
 
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::figment(file)?
+        let mut cfg: Self = Self::figment(file)?
             .extract()
-            .map_err(|e| ConfigError::Load(Box::new(e)))
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        cfg.read_secret_files()?;
+        Ok(cfg)
+    }
+
+    /// Reads the broker secrets that are given as files (mounted Secrets) into their fields,
+    /// where a file wins over a value from the configuration or the environment. A missing
+    /// file is an error now rather than an authentication failure later.
+    pub fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        let read = |path: &Option<PathBuf>, into: &mut Option<Secret>| {
+            if let Some(path) = path {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Unreadable(path.clone(), e))?;
+                *into = Some(Secret::new(text.trim()));
+            }
+            Ok::<_, ConfigError>(())
+        };
+        read(
+            &self.sink.kafka.sasl_password_file,
+            &mut self.sink.kafka.sasl_password,
+        )?;
+        read(&self.sink.nats.password_file, &mut self.sink.nats.password)?;
+        let hub = &mut self.eventhubs;
+        read(&hub.connection_string_file, &mut hub.connection_string)
     }
 
     /// Every accepted client state: inline ones plus those from `client_state_file`.

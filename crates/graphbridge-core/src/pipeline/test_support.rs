@@ -162,8 +162,11 @@ impl Sink for FakeSink {
         }
     }
 
-    async fn ready(&self) -> bool {
-        self.behaviour == Behaviour::Keep
+    async fn ready(&self) -> Result<(), SinkError> {
+        match self.behaviour {
+            Behaviour::Keep => Ok(()),
+            _ => Err(SinkError::Retryable("fake: down".into())),
+        }
     }
 
     fn kind(&self) -> &'static str {

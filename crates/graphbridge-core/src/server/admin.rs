@@ -11,13 +11,14 @@ use axum::routing::get;
 use axum::Router;
 
 use super::AppState;
+use crate::sink::SinkError;
 use crate::telemetry::Metrics;
 
 /// What the admin port reports.
 #[async_trait::async_trait]
 pub trait Health: Send + Sync + 'static {
     /// `Ok` when a load balancer may send traffic; otherwise why not.
-    async fn ready(&self) -> Result<(), &'static str>;
+    async fn ready(&self) -> Result<(), String>;
     /// The metrics in Prometheus text format.
     fn metrics(&self) -> String;
 }
@@ -54,20 +55,25 @@ async fn metrics(State(health): State<Arc<dyn Health>>) -> impl IntoResponse {
 /// the sink usable or the spool has room; red from the start of shutdown.
 #[async_trait::async_trait]
 impl Health for AppState {
-    async fn ready(&self) -> Result<(), &'static str> {
+    async fn ready(&self) -> Result<(), String> {
         if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err("shutting down");
+            return Err("shutting down".into());
         }
         let p = &self.pipeline;
         if p.keyring().is_empty() {
-            return Err("no keys loaded");
+            return Err("no keys loaded".into());
         }
         if p.tokens().is_some_and(|t| t.jwks().is_empty()) {
-            return Err("no validation token signing keys yet");
+            return Err("no validation token signing keys yet".into());
         }
-        // With a spool, a broker outage is absorbed: stay in rotation while there is room.
-        if !p.sink().ready().await && !p.spool().is_some_and(|s| s.has_room()) {
-            return Err("sink unavailable");
+        // With a spool, a broker outage is absorbed: stay in rotation while there is room. A
+        // misconfiguration (authentication, TLS) is never absorbed: the spool would only fill.
+        match p.sink().ready().await {
+            Err(SinkError::Permanent(why)) => return Err(format!("sink misconfigured: {why}")),
+            Err(SinkError::Retryable(why)) if !p.spool().is_some_and(|s| s.has_room()) => {
+                return Err(format!("sink unavailable: {why}"))
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -85,7 +91,7 @@ pub struct MetricsOnly(pub Arc<Metrics>);
 
 #[async_trait::async_trait]
 impl Health for MetricsOnly {
-    async fn ready(&self) -> Result<(), &'static str> {
+    async fn ready(&self) -> Result<(), String> {
         Ok(())
     }
 

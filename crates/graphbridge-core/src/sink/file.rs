@@ -78,10 +78,6 @@ impl Sink for FileSink {
         .map_err(|e| SinkError::Retryable(format!("file sink task: {e}")))?
     }
 
-    async fn ready(&self) -> bool {
-        true
-    }
-
     fn kind(&self) -> &'static str {
         "file"
     }

@@ -19,6 +19,9 @@ use tokio::sync::oneshot;
 use super::{lock, Record, Sink, SinkError, Stream};
 use crate::config::KafkaConfig;
 
+pub mod health;
+pub use health::Reporting;
+
 /// Producer settings that `sink.kafka.properties` may hold and consumers leave out.
 const PRODUCER_ONLY: &[&str] = &[
     "acks",
@@ -83,10 +86,16 @@ impl BatchAck {
     }
 }
 
-/// Routes each delivery report to its batch.
-struct BatchContext;
+/// Routes each delivery report to its batch; keeps the last connection failure.
+struct BatchContext {
+    errors: Reporting,
+}
 
-impl ClientContext for BatchContext {}
+impl ClientContext for BatchContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.error(error, reason);
+    }
+}
 
 impl ProducerContext for BatchContext {
     type DeliveryOpaque = Arc<BatchAck>;
@@ -152,6 +161,9 @@ impl KafkaSink {
         for (k, v) in &cfg.properties {
             cc.set(k, v);
         }
+        if let Some(p) = &cfg.sasl_password {
+            cc.set("sasl.password", p.expose());
+        }
         cc.set("message.timeout.ms", cfg.message_timeout_ms.to_string());
         for (k, v) in REQUIRED {
             cc.set(*k, *v);
@@ -170,6 +182,9 @@ impl KafkaSink {
                 cc.set(k, v);
             }
         }
+        if let Some(p) = &cfg.sasl_password {
+            cc.set("sasl.password", p.expose());
+        }
         cc
     }
 
@@ -180,29 +195,30 @@ impl KafkaSink {
     pub fn eventhubs_config(
         cfg: &crate::config::eventhubs::EventHubsConfig,
         defaults: &[(&str, &str)],
-    ) -> Result<ClientConfig, String> {
+    ) -> ClientConfig {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &cfg.brokers);
         for (k, v) in defaults {
             cc.set(*k, *v);
         }
-        if let Some(path) = &cfg.connection_string_file {
-            let cs = std::fs::read_to_string(path)
-                .map_err(|e| format!("eventhubs.connection_string_file {}: {e}", path.display()))?;
+        if let Some(cs) = &cfg.connection_string {
             cc.set("security.protocol", "SASL_SSL")
                 .set("sasl.mechanisms", "PLAIN")
                 .set("sasl.username", "$ConnectionString")
-                .set("sasl.password", cs.trim());
+                .set("sasl.password", cs.expose());
         }
         for (k, v) in &cfg.properties {
             cc.set(k, v);
         }
-        Ok(cc)
+        cc
     }
 
     pub fn new(cfg: &KafkaConfig) -> Result<Self, SinkError> {
+        let context = BatchContext {
+            errors: Reporting::new(&cfg.brokers),
+        };
         let producer = Self::client_config(cfg)
-            .create_with_context(BatchContext)
+            .create_with_context(context)
             .map_err(|e| SinkError::Permanent(format!("kafka producer configuration: {e}")))?;
         Ok(KafkaSink {
             producer,
@@ -234,7 +250,9 @@ fn headers(r: &Record) -> OwnedHeaders {
 
 /// The cluster answers for `topic`, and knows it. A topic that does not exist (where the brokers
 /// or `allow.auto.create.topics` do not create it) fails every publish after the message timeout.
-fn topic_ready(producer: &ThreadedProducer<BatchContext>, topic: &str) -> bool {
+/// When the cluster does not answer, the error says why (see [`Reporting`]).
+fn topic_ready(producer: &ThreadedProducer<BatchContext>, topic: &str) -> Result<(), SinkError> {
+    let errors = &producer.context().errors;
     // Asking for a missing topic is what makes a broker with auto-creation create it, and the
     // answer to that very request still says "unknown": ask once more before calling it missing.
     for attempt in 0..2 {
@@ -245,17 +263,20 @@ fn topic_ready(producer: &ThreadedProducer<BatchContext>, topic: &str) -> bool {
             .client()
             .fetch_metadata(Some(topic), Duration::from_millis(1500))
         {
-            Err(e) => {
-                tracing::debug!(topic, error = %e, "kafka: no metadata; not ready");
-                return false;
+            Err(e) => return Err(errors.explain(&e)),
+            Ok(m) if m.brokers().is_empty() => return Err(errors.explain(&"no brokers known")),
+            Ok(m) if !m.topics().iter().any(|t| t.error() == Some(UNKNOWN_TOPIC)) => {
+                errors.clear();
+                return Ok(());
             }
-            Ok(m) if m.brokers().is_empty() => return false,
-            Ok(m) if !m.topics().iter().any(|t| t.error() == Some(UNKNOWN_TOPIC)) => return true,
             Ok(_) => {}
         }
     }
+    errors.clear();
     tracing::warn!(topic, "kafka: the cluster has no such topic; not ready");
-    false
+    Err(SinkError::Retryable(format!(
+        "kafka: the cluster has no topic {topic}"
+    )))
 }
 
 #[async_trait::async_trait]
@@ -286,7 +307,7 @@ impl Sink for KafkaSink {
         }
     }
 
-    async fn ready(&self) -> bool {
+    async fn ready(&self) -> Result<(), SinkError> {
         // Metadata of the configured topics only: a probe every few seconds from every pod must
         // not fetch every topic of a large cluster. The fetch blocks: run it off the reactor.
         let producer = self.producer.clone();
@@ -296,9 +317,11 @@ impl Sink for KafkaSink {
             .collect();
         topics.sort();
         topics.dedup();
-        tokio::task::spawn_blocking(move || topics.iter().all(|t| topic_ready(&producer, t)))
-            .await
-            .unwrap_or(false)
+        tokio::task::spawn_blocking(move || {
+            topics.iter().try_for_each(|t| topic_ready(&producer, t))
+        })
+        .await
+        .unwrap_or_else(|e| Err(SinkError::Retryable(format!("kafka probe: {e}"))))
     }
 
     fn kind(&self) -> &'static str {

@@ -31,8 +31,12 @@ pub enum SinkError {
 pub trait Sink: Send + Sync {
     /// Durably accepts every record, or fails. Never returns early on partial success.
     async fn publish(&self, records: &[Record]) -> Result<(), SinkError>;
-    /// Whether a publish is expected to succeed now (for `/readyz`).
-    async fn ready(&self) -> bool;
+    /// Whether a publish is expected to succeed now (for `/readyz` and the start-up check), and
+    /// if not, why: `Permanent` for a misconfiguration such as failed authentication or an
+    /// untrusted certificate, `Retryable` for an outage.
+    async fn ready(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Metric label: `file`, `stdout`, `kafka`, `nats`.
     fn kind(&self) -> &'static str;
     /// Flushes whatever is buffered; called on shutdown.
@@ -51,6 +55,19 @@ pub async fn build(cfg: &SinkConfig) -> Result<Arc<dyn Sink>, SinkError> {
         #[allow(unreachable_patterns)] // with every broker built in
         kind => return Err(SinkError::Permanent(kind.not_built())),
     })
+}
+
+/// The sink at start: a misconfiguration (authentication, TLS) stops the start with its cause;
+/// an unreachable broker is logged and the process starts anyway (not ready, or spooling).
+pub async fn check_at_start(sink: &dyn Sink) -> Result<(), SinkError> {
+    match sink.ready().await {
+        Err(e @ SinkError::Permanent(_)) => Err(e),
+        Err(e) => {
+            tracing::warn!(sink = sink.kind(), error = %e, "sink not ready at start");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
 }
 
 /// Locks a `std` mutex of the sinks or the spool, recovering it if a thread panicked while

@@ -6,6 +6,7 @@
 //! `percent_decode` restores the id.
 
 use std::future::IntoFuture;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::context::{Publish, PublishError, PublishErrorKind};
@@ -14,7 +15,7 @@ use async_nats::HeaderMap;
 use futures::future::join_all;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
-use super::{Record, Sink, SinkError, Stream};
+use super::{lock, Record, Sink, SinkError, Stream};
 use crate::config::{NatsConfig, StreamNames};
 
 const SUBJECT_RESERVED: &AsciiSet = &CONTROLS.add(b' ').add(b'.').add(b'*').add(b'>').add(b'%');
@@ -77,14 +78,39 @@ fn reconnect_delay(attempts: usize) -> Duration {
     Duration::from_millis(100 * attempts.min(10) as u64)
 }
 
+/// The last trouble a connection reported (disconnected, or a server error such as an
+/// authorization violation after a credentials change), for `/readyz`; cleared on connect.
+type LastProblem = Arc<Mutex<Option<String>>>;
+
 /// Connects with the configured credentials, nkey and TLS settings; shared by the sink and the
 /// subscription controller's lifecycle consumer so both authenticate the same way.
 pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client, ConnectError> {
+    connect_reporting(cfg, name, LastProblem::default()).await
+}
+
+async fn connect_reporting(
+    cfg: &NatsConfig,
+    name: &str,
+    last: LastProblem,
+) -> Result<async_nats::Client, ConnectError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| ConnectError::Options(format!("{what}: {e}"));
+    let url = cfg.url.clone();
     let mut opts = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
-        .reconnect_delay_callback(reconnect_delay);
+        .reconnect_delay_callback(reconnect_delay)
+        .event_callback(move |event| {
+            let (last, url) = (last.clone(), url.clone());
+            async move {
+                if let async_nats::Event::Connected = event {
+                    tracing::debug!(url, "nats: connected");
+                    *lock(&last) = None;
+                } else {
+                    tracing::warn!(url, %event, "nats: connection trouble");
+                    *lock(&last) = Some(event.to_string());
+                }
+            }
+        });
     if let Some(path) = &cfg.credentials_file {
         opts = opts
             .credentials_file(path)
@@ -95,12 +121,57 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
         let seed = std::fs::read_to_string(path).map_err(|e| bad("nkey_seed_file", &e))?;
         opts = opts.nkey(seed.trim().to_string());
     }
+    if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
+        opts = opts.user_and_password(user.clone(), password.expose().to_string());
+    }
     if let Some(path) = &cfg.tls_ca_file {
         opts = opts.add_root_certificates(path.clone()).require_tls(true);
     }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        opts = opts
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
     opts.connect(cfg.url.as_str())
         .await
-        .map_err(|e| ConnectError::Connect(format!("connect to {}: {e}", cfg.url)))
+        .map_err(|e| describe_connect_error(&cfg.url, e.kind(), &e.to_string()))
+}
+
+/// A failed first connection in words: authentication and TLS failures are misconfigurations
+/// (`Options`), the rest an unreachable server (`Connect`).
+fn describe_connect_error(
+    url: &str,
+    kind: async_nats::ConnectErrorKind,
+    text: &str,
+) -> ConnectError {
+    use async_nats::ConnectErrorKind as Kind;
+    let cause = match kind {
+        Kind::AuthorizationViolation | Kind::Authentication => {
+            Some("authentication failed (check the user and password, nkey or credentials file)")
+        }
+        Kind::Tls | Kind::Io => tls_cause(text),
+        _ => None,
+    };
+    match cause {
+        Some(cause) => ConnectError::Options(format!("connect to {url}: {cause}: {text}")),
+        None => ConnectError::Connect(format!("connect to {url}: {text}")),
+    }
+}
+
+/// What a TLS failure reported by rustls means, if `text` is one.
+fn tls_cause(text: &str) -> Option<&'static str> {
+    let t = text.to_ascii_lowercase();
+    if t.contains("unknownissuer") || t.contains("unknown issuer") {
+        Some("TLS: the server's certificate is not trusted (unknown CA; check tls_ca_file)")
+    } else if t.contains("expired") {
+        Some("TLS: a certificate has expired (check tls_cert_file)")
+    } else if t.contains("alert") || t.contains("badcertificate") {
+        Some("TLS: the server refused the client certificate (check tls_cert_file)")
+    } else if t.contains("certificate") || t.contains("tls") {
+        Some("TLS handshake failed")
+    } else {
+        None
+    }
 }
 
 /// What a durable consumer reads: the messages, the subject filter and the durable name.
@@ -189,6 +260,8 @@ pub async fn ensure_stream(
 
 pub struct NatsSink {
     client: async_nats::Client,
+    url: String,
+    last_problem: LastProblem,
     js: jetstream::Context,
     subjects: StreamNames,
 }
@@ -263,10 +336,13 @@ fn precheck(subject: &str, size: usize, max_payload: usize) -> Result<(), SinkEr
 
 impl NatsSink {
     pub async fn connect(cfg: &NatsConfig) -> Result<Self, SinkError> {
-        let client = connect(cfg, "graphbridge").await.map_err(|e| match e {
-            ConnectError::Options(what) => SinkError::Permanent(format!("nats {what}")),
-            ConnectError::Connect(what) => SinkError::Retryable(format!("nats {what}")),
-        })?;
+        let last_problem = LastProblem::default();
+        let client = connect_reporting(cfg, "graphbridge", last_problem.clone())
+            .await
+            .map_err(|e| match e {
+                ConnectError::Options(what) => SinkError::Permanent(format!("nats {what}")),
+                ConnectError::Connect(what) => SinkError::Retryable(format!("nats {what}")),
+            })?;
         let js = jetstream::new(client.clone());
         if cfg.create_stream {
             ensure_stream(&js, cfg, &cfg.stream, stream_subjects(&cfg.subjects))
@@ -275,6 +351,8 @@ impl NatsSink {
         }
         Ok(NatsSink {
             client,
+            url: cfg.url.clone(),
+            last_problem,
             js,
             subjects: cfg.subjects.clone(),
         })
@@ -332,8 +410,20 @@ impl Sink for NatsSink {
         Ok(())
     }
 
-    async fn ready(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
+    async fn ready(&self) -> Result<(), SinkError> {
+        use async_nats::connection::State;
+        let state = self.client.connection_state();
+        if state == State::Connected {
+            return Ok(());
+        }
+        let problem = lock(&self.last_problem).clone().unwrap_or_default();
+        let text = format!("nats {}: {state}; last event: {problem}", self.url);
+        // The server refusing the credentials will not change by reconnecting.
+        if problem.contains("authorization violation") {
+            Err(SinkError::Permanent(text))
+        } else {
+            Err(SinkError::Retryable(text))
+        }
     }
 
     fn kind(&self) -> &'static str {

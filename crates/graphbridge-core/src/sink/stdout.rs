@@ -25,10 +25,6 @@ impl Sink for StdoutSink {
             .map_err(|e| SinkError::Retryable(format!("stdout: {e}")))
     }
 
-    async fn ready(&self) -> bool {
-        true
-    }
-
     fn kind(&self) -> &'static str {
         "stdout"
     }
