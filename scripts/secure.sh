@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test credentials for the secured broker listeners (kafka.sh, nats.sh): a CA and a server
 # certificate for 127.0.0.1, a client certificate, an expired client certificate, a second CA
-# nobody trusts, random passwords, an Event Hubs connection string and a NATS user nkey.
+# nobody trusts and a client certificate it signed, random passwords, an Event Hubs connection string and a NATS user nkey.
 #
 #   scripts/secure.sh make    # once per run directory; later calls reuse what is there
 #   scripts/secure.sh dir     # where it all is ($GRAPHBRIDGE_RUN/secure)
@@ -93,6 +93,14 @@ extendedKeyUsage=serverAuth"
     cert client graphbridge "extendedKeyUsage=clientAuth"
     cert expired-client graphbridge "extendedKeyUsage=clientAuth" \
       -startdate 20200101000000Z -enddate 20200201000000Z
+    # A client certificate from the CA nobody trusts: the broker refuses it during the handshake.
+    openssl req -new -newkey rsa:2048 -nodes -keyout untrusted-client.key -subj "/CN=graphbridge" \
+      -out untrusted-client.csr 2>/dev/null
+    # (an extension makes it X.509 v3: rustls will not load a v1 client certificate)
+    echo "extendedKeyUsage=clientAuth" >untrusted-client.ext
+    openssl x509 -req -in untrusted-client.csr -CA other-ca.pem -CAkey other-ca.key -CAcreateserial \
+      -days 3650 -extfile untrusted-client.ext -out untrusted-client.pem 2>/dev/null
+    rm -f untrusted-client.csr untrusted-client.ext other-ca.srl
     # Kafka's broker reads its key and certificate from a PKCS#12 keystore.
     password >keystore.password
     openssl pkcs12 -export -in server.pem -inkey server.key -certfile ca.pem -name server \

@@ -20,6 +20,7 @@ mod nats;
 mod otlp;
 mod outage;
 mod replay;
+mod secured;
 mod spool;
 mod subscriptions;
 mod tokens;

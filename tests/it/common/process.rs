@@ -37,6 +37,16 @@ pub fn write_config(cfg: &Config, dir: &Path) -> PathBuf {
     std::fs::write(&states_file, states.join("\n")).unwrap();
     cfg.graph.client_state = OneOrMany::Many(vec![]);
     cfg.graph.client_state_file = Some(states_file);
+    // Broker secrets read from files stay in their files (the process reads them again).
+    if cfg.sink.kafka.sasl_password_file.is_some() {
+        cfg.sink.kafka.sasl_password = None;
+    }
+    if cfg.sink.nats.password_file.is_some() {
+        cfg.sink.nats.password = None;
+    }
+    if cfg.eventhubs.connection_string_file.is_some() {
+        cfg.eventhubs.connection_string = None;
+    }
     let path = dir.join(format!("graphbridge-{}.toml", super::unique("cfg")));
     std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
     path

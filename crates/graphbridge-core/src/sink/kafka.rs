@@ -214,6 +214,10 @@ impl KafkaSink {
     }
 
     pub fn new(cfg: &KafkaConfig) -> Result<Self, SinkError> {
+        if let Some(cert) = cfg.properties.get("ssl.certificate.location") {
+            super::client_cert::check(cert.as_ref())
+                .map_err(|e| SinkError::Permanent(format!("kafka {}: {e}", cfg.brokers)))?;
+        }
         let context = BatchContext {
             errors: Reporting::new(&cfg.brokers),
         };

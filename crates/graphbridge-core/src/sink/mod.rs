@@ -2,6 +2,7 @@
 //! accepted (fsynced, broker-acknowledged) or fails; the pipeline's acknowledgement rule relies
 //! on nothing else.
 
+pub mod client_cert;
 pub mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;

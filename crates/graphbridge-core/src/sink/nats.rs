@@ -128,6 +128,8 @@ async fn connect_reporting(
         opts = opts.add_root_certificates(path.clone()).require_tls(true);
     }
     if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        super::client_cert::check(cert)
+            .map_err(|e| ConnectError::Options(format!("connect to {}: {e}", cfg.url)))?;
         opts = opts
             .add_client_certificate(cert.clone(), key.clone())
             .require_tls(true);

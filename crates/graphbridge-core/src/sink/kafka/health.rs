@@ -100,23 +100,30 @@ impl Reporting {
 /// means in words, from librdkafka's code and text.
 fn cause(code: RDKafkaErrorCode, reason: &str) -> (bool, &'static str) {
     let r = reason.to_ascii_lowercase();
-    match code {
-        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => (
+    if matches!(
+        code,
+        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed
+    ) {
+        return (
             true,
             "authentication failed (check the SASL mechanism, user and password)",
-        ),
-        RDKafkaErrorCode::SSL if r.contains("certificate verify failed") => (
+        );
+    }
+    if r.contains("certificate verify failed") {
+        return (
             true,
             "TLS: the broker's certificate is not trusted (unknown CA; check ssl.ca.location)",
-        ),
-        RDKafkaErrorCode::SSL if r.contains("expired") => (
-            true,
-            "TLS: a certificate has expired (check ssl.certificate.location)",
-        ),
-        RDKafkaErrorCode::SSL if r.contains("alert") => (
+        );
+    }
+    // With TLS 1.3 the broker's refusal of a client certificate arrives as an alert on the
+    // first read, reported as a transport error, not an SSL one.
+    if r.contains("alert certificate") || r.contains("alert bad certificate") {
+        return (
             true,
             "TLS: the broker refused the client certificate (check ssl.certificate.location)",
-        ),
+        );
+    }
+    match code {
         RDKafkaErrorCode::SSL => (true, "TLS handshake failed"),
         _ => (false, "cluster not reachable"),
     }
@@ -156,6 +163,14 @@ mod tests {
             "ssl://b1:9093/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify failed",
         );
         assert!(r.explain(&"x").to_string().contains("unknown CA"));
+        r.record(
+            &KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+            "ssl://b1:9093/bootstrap: Receive failed: error:0A000416:SSL routines::sslv3 alert certificate unknown: SSL alert number 46",
+        );
+        match r.explain(&"x") {
+            SinkError::Permanent(m) => assert!(m.contains("refused the client certificate"), "{m}"),
+            e => panic!("{e}"),
+        }
         r.clear();
         assert_eq!(
             r.explain(&"timed out").to_string(),
