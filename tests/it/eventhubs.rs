@@ -1,4 +1,5 @@
-//! `serve --source eventhubs` against real Kafka playing the event hub: Graph's collections
+//! `serve --source eventhubs` against real Kafka playing the event hub (its SASL_SSL listener,
+//! PLAIN with `$ConnectionString`, as Event Hubs' Kafka endpoint): Graph's collections
 //! (with validation tokens and bad items of each kind) written to the hub topic, two replicas in
 //! one consumer group, one killed with SIGKILL mid-stream.
 
@@ -13,6 +14,7 @@ use serde_json::json;
 
 use crate::common::kafka::*;
 use crate::common::process::Bridge;
+use crate::common::secure;
 use crate::common::{self, *};
 
 const PARTITIONS: i32 = 4;
@@ -33,9 +35,18 @@ async fn create_topic(topic: &str) {
 }
 
 /// The Kafka test config with a hub topic and the output topics created (4 partitions each).
+/// The hub is read the way Event Hubs' Kafka endpoint is: over the test Kafka's SASL_SSL
+/// listener, PLAIN, user `$ConnectionString`, the connection string from a file.
 async fn hub_config(dir: &std::path::Path, prefix: &str) -> graphbridge_core::config::Config {
     let mut cfg = kafka_config(dir, prefix);
-    cfg.eventhubs.brokers = brokers();
+    cfg.eventhubs.brokers = common::broker_env("GRAPHBRIDGE_TEST_KAFKA_SASL_SSL");
+    cfg.eventhubs.connection_string_file = Some(secure::file("eventhub.connection-string"));
+    // The namespace's certificate is the test CA's, not a public one.
+    cfg.eventhubs.properties.insert(
+        "ssl.ca.location".into(),
+        secure::file("ca.pem").display().to_string(),
+    );
+    cfg.read_secret_files().unwrap();
     cfg.eventhubs.topic = format!("{prefix}.hub");
     cfg.eventhubs.consumer_group = unique(&format!("{prefix}-group"));
     let t = &cfg.sink.kafka.topics;
@@ -70,7 +81,7 @@ async fn write(topic: &str, events: &[Vec<u8>], first_key: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_read_the_hub_and_a_kill_9_loses_nothing() {
-    common::needs!(two_replicas_read_the_hub_and_a_kill_9_loses_nothing: "GRAPHBRIDGE_TEST_KAFKA");
+    common::needs!(two_replicas_read_the_hub_and_a_kill_9_loses_nothing: "GRAPHBRIDGE_TEST_KAFKA", "GRAPHBRIDGE_TEST_KAFKA_SASL_SSL");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("eh");
     let mut cfg = hub_config(dir.path(), &prefix).await;
@@ -212,7 +223,7 @@ async fn two_replicas_read_the_hub_and_a_kill_9_loses_nothing() {
 /// does, the bridge reads it, and the simulator checks every item arrived exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulator_writes_to_the_hub_and_verifies_the_stream() {
-    common::needs!(the_simulator_writes_to_the_hub_and_verifies_the_stream: "GRAPHBRIDGE_TEST_KAFKA");
+    common::needs!(the_simulator_writes_to_the_hub_and_verifies_the_stream: "GRAPHBRIDGE_TEST_KAFKA", "GRAPHBRIDGE_TEST_KAFKA_SASL_SSL");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("eh-sim");
     let cfg = hub_config(dir.path(), &prefix).await;

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::kafka::*;
+use common::secure::{self, per_listener, Kafka, Nats};
 use common::*;
 use graphbridge::replay::progress::{Ending, Summary};
 use graphbridge::replay::range::Bound;
@@ -110,12 +111,12 @@ async fn time_barrier() -> chrono::DateTime<chrono::Utc> {
     t
 }
 
-#[tokio::test]
-async fn offsets_range_to_a_topic_keeps_keys_headers_ids_and_timestamps() {
-    common::needs!(offsets_range_to_a_topic_keeps_keys_headers_ids_and_timestamps: "GRAPHBRIDGE_TEST_KAFKA");
+// Replay reads and writes with the sink's security settings: plaintext and SASL_SSL alike.
+per_listener!(offsets_range_to_a_topic_keeps_keys_headers_ids_and_timestamps: plaintext => Kafka::Plaintext, sasl_ssl_scram => Kafka::Scram);
+async fn offsets_range_to_a_topic_keeps_keys_headers_ids_and_timestamps(listener: Kafka) {
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("rp-off");
-    let cfg = kafka_config(dir.path(), &prefix);
+    let cfg = secure::kafka(kafka_config(dir.path(), &prefix), listener);
     let srv = Running::start(&cfg).await;
     post(&srv, &specs(1_800_000_000_000, 24)).await;
     let src = cfg.sink.kafka.topics.chat_messages.clone();
@@ -185,10 +186,22 @@ async fn offsets_range_to_a_topic_keeps_keys_headers_ids_and_timestamps() {
 #[tokio::test]
 async fn time_range_to_nats_and_to_a_topic() {
     common::needs!(time_range_to_nats_and_to_a_topic: "GRAPHBRIDGE_TEST_KAFKA", "GRAPHBRIDGE_TEST_NATS");
+    time_range_to_nats_and_to_a_topic_on(Kafka::Plaintext, Nats::Plaintext).await;
+}
+
+#[tokio::test]
+async fn time_range_to_nats_and_to_a_topic_secured() {
+    common::needs!(time_range_to_nats_and_to_a_topic_secured: "GRAPHBRIDGE_TEST_KAFKA_SASL_SSL", "GRAPHBRIDGE_TEST_NATS_SECURE");
+    time_range_to_nats_and_to_a_topic_on(Kafka::Scram, Nats::Password).await;
+}
+
+async fn time_range_to_nats_and_to_a_topic_on(kafka: Kafka, nats: Nats) {
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("rp-time");
-    let mut cfg = kafka_config(dir.path(), &prefix);
+    let mut cfg = secure::kafka(kafka_config(dir.path(), &prefix), kafka);
     cfg.sink.nats = common::nats::nats_config(dir.path(), &prefix).sink.nats;
+    nats.apply(&mut cfg.sink.nats);
+    cfg.read_secret_files().unwrap();
     let srv = Running::start(&cfg).await;
     let src = cfg.sink.kafka.topics.chat_messages.clone();
     post(&srv, &specs(1_800_000_100_000, 10)).await;
@@ -207,7 +220,7 @@ async fn time_range_to_nats_and_to_a_topic() {
     // Nats-Msg-Id = event id and the Kafka headers.
     let s = replay(&cfg, &["--topic", &src, "--from-time", &t_arg, "--to-nats"]).await;
     assert_eq!((s.ending, s.read, s.published), (Ending::Complete, 8, 8));
-    let stored = common::nats::read_stream(&cfg.sink.nats.stream).await;
+    let stored = common::nats::read_stream_with(&cfg.sink.nats).await;
     assert_eq!(stored.len(), 8);
     let by_id: HashMap<&str, &Consumed> = after
         .iter()

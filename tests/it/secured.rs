@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use graphbridge_core::config::{Config, Secret};
-use graphbridge_core::sink::{Sink, SinkError};
+use graphbridge_core::sink::SinkError;
 
 use crate::common::kafka::kafka_config;
 use crate::common::nats::nats_config;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use common::secure::{self, per_listener, Kafka, Nats};
 use common::*;
 use graphbridge::subscriptions::controller::{Action, Controller, ControllerError};
 use graphbridge::subscriptions::{self, Listeners};
@@ -460,12 +461,13 @@ async fn throttling_waits_for_retry_after_and_quota_is_reported() {
     serve.shutdown().await;
 }
 
-#[tokio::test]
-async fn reauthorization_required_through_kafka_renews() {
-    common::needs!(reauthorization_required_through_kafka_renews: "GRAPHBRIDGE_TEST_KAFKA");
+// The controller's lifecycle consumer and the serve that feeds it, on plaintext and secured
+// listeners alike.
+per_listener!(reauthorization_required_through_kafka_renews: plaintext => Kafka::Plaintext, sasl_ssl_scram => Kafka::Scram);
+async fn reauthorization_required_through_kafka_renews(listener: Kafka) {
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("subs");
-    let mut cfg = kafka::kafka_config(dir.path(), &prefix);
+    let mut cfg = secure::kafka(kafka::kafka_config(dir.path(), &prefix), listener);
     let serve = Running::start(&cfg).await;
     let (graph, base) = standin(StandInOptions::default()).await;
     controller_config(
@@ -742,12 +744,11 @@ async fn a_wrong_client_secret_is_a_clear_error_and_the_cli_verbs_work() {
     serve.shutdown().await;
 }
 
-#[tokio::test]
-async fn reauthorization_required_through_nats_renews() {
-    common::needs!(reauthorization_required_through_nats_renews: "GRAPHBRIDGE_TEST_NATS");
+per_listener!(reauthorization_required_through_nats_renews: plaintext => Nats::Plaintext, tls_nkey => Nats::Nkey);
+async fn reauthorization_required_through_nats_renews(listener: Nats) {
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("subs").replace('-', "");
-    let mut cfg = nats::nats_config(dir.path(), &prefix);
+    let mut cfg = secure::nats(nats::nats_config(dir.path(), &prefix), listener);
     // serve creates the stream the controller's durable consumer reads.
     let serve = Running::start(&cfg).await;
     let (graph, base) = standin(StandInOptions::default()).await;
