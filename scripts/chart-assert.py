@@ -174,6 +174,12 @@ def assert_scenario(d, scenario):
         check(any(v.get("secret", {}).get("secretName") == "graphbridge-eventhubs" for v in serve_pods[0]["volumes"]) if serve_pods else False, f"{scenario}: the Secret mounted")
     verdicts = find(docs, "Deployment", "-verdicts")
     if scenario.startswith("kafka"):
+        check(cfg["sink"]["kafka"].get("sasl_password_file") == "/etc/graphbridge/brokers/kafka-password", f"{scenario}: the SASL password from a file")
+        for name, pod in pod_specs(docs):
+            if "-test-" in name:  # helm test pods talk to serve, not to the brokers
+                continue
+            mounted = any(m["name"] == "brokers" and m["mountPath"] == "/etc/graphbridge/brokers" for m in pod["containers"][0]["volumeMounts"])
+            check(mounted and any(v.get("secret", {}).get("secretName") == "graphbridge-kafka" for v in pod["volumes"]), f"{scenario}: {name} mounts the brokers Secret")
         check(len(verdicts) == 1, f"{scenario}: verdicts Deployment")
         if verdicts:
             c = verdicts[0]["spec"]["template"]["spec"]["containers"][0]

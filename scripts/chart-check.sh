@@ -136,13 +136,17 @@ must_fail "spool outside the data volume (values schema)" "spool" --set config.s
 must_fail "simulate test without a certificate id" "tests.simulate.certificateId" --set tests.simulate.enabled=true
 
 step "graphbridge config check on each rendered graphbridge.toml"
-# The keys and client-state Secrets exist only in the cluster: point those two paths at local
-# stand-ins; every other key is checked as rendered (unknown keys, types, limits).
+# The keys, client-state, Kafka password and connection string Secrets exist only in the cluster: point those
+# paths at local stand-ins; every other key is checked as rendered (unknown keys, types, limits).
 mkdir -p "$WORK/keys"
 echo "chart-check-client-state" >"$WORK/client-state"
+echo "chart-check-kafka-password" >"$WORK/kafka-password"
+echo "Endpoint=sb://chart-check.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=k" >"$WORK/connection-string"
 for name in "${scenarios[@]}"; do
   python3 scripts/chart-assert.py --extract-config "$WORK/$name.json" >"$WORK/$name.toml"
   GRAPHBRIDGE_GRAPH__KEYS_DIR="$WORK/keys" GRAPHBRIDGE_GRAPH__CLIENT_STATE_FILE="$WORK/client-state" \
+    GRAPHBRIDGE_SINK__KAFKA__SASL_PASSWORD_FILE="$WORK/kafka-password" \
+    GRAPHBRIDGE_EVENTHUBS__CONNECTION_STRING_FILE="$WORK/connection-string" \
     "$CHART_CHECK_BIN" --config "$WORK/$name.toml" config check >"$WORK/$name.check" 2>&1 \
     || { cat "$WORK/$name.check"; die "config check rejected the config rendered for $name"; }
   echo "ok: $name: $(tail -1 "$WORK/$name.check")"

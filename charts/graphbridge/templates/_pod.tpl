@@ -81,6 +81,7 @@ spec:
           mountPath: /etc/graphbridge/eventhubs
           readOnly: true
         {{- end }}
+        {{- include "graphbridge.brokersMount" . | nindent 8 }}
         - name: data
           mountPath: /var/lib/graphbridge
         - name: tmp
@@ -90,6 +91,7 @@ spec:
         {{- end }}
   volumes:
     {{- include "graphbridge.configVolume" . | nindent 4 }}
+    {{- include "graphbridge.brokersVolume" . | nindent 4 }}
     - name: keys
       secret:
         secretName: {{ required "keys.existingSecret: name the Secret holding <encryptionCertificateId>.pem files" .Values.keys.existingSecret }}
@@ -157,5 +159,23 @@ spec:
 {{- else }}
   configMap:
     name: {{ include "graphbridge.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/* The broker credentials Secret (`brokers.existingSecret`): its mount, then its volume. */}}
+{{- define "graphbridge.brokersMount" -}}
+{{- if .Values.brokers.existingSecret }}
+- name: brokers
+  mountPath: /etc/graphbridge/brokers
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "graphbridge.brokersVolume" -}}
+{{- if .Values.brokers.existingSecret }}
+- name: brokers
+  secret:
+    secretName: {{ .Values.brokers.existingSecret }}
+    defaultMode: 0440
 {{- end }}
 {{- end }}

@@ -165,6 +165,9 @@ impl Sink for FakeSink {
     async fn ready(&self) -> Result<(), SinkError> {
         match self.behaviour {
             Behaviour::Keep => Ok(()),
+            Behaviour::Fail { permanent: true } => {
+                Err(SinkError::Permanent("fake: refused".into()))
+            }
             _ => Err(SinkError::Retryable("fake: down".into())),
         }
     }

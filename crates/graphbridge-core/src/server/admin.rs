@@ -99,3 +99,31 @@ impl Health for MetricsOnly {
         self.0.render()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::pipeline::test_support::{pipeline_with, FakeSink};
+    use crate::spool::Spool;
+
+    /// `serve`'s readiness with a spool that has room: an outage is absorbed (still ready), a
+    /// misconfigured sink (wrong credentials, untrusted certificate) is not, and says why.
+    #[tokio::test]
+    async fn a_misconfigured_sink_is_not_ready_even_with_room_in_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = |sink, name: &str| {
+            let metrics = Metrics::new();
+            let spool = Spool::open(&dir.path().join(name), 1 << 20, metrics.clone()).unwrap();
+            let p = pipeline_with(sink, false, Some(spool), metrics);
+            AppState::new(p, &Config::defaults()).unwrap()
+        };
+        let down = state(FakeSink::failing(false), "down");
+        assert_eq!(Health::ready(&*down).await, Ok(()));
+        let refused = state(FakeSink::failing(true), "refused");
+        assert_eq!(
+            Health::ready(&*refused).await,
+            Err("sink misconfigured: fake: refused".to_string())
+        );
+    }
+}
