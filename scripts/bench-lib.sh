@@ -83,10 +83,10 @@ ${3:-}
 TOML
 }
 
-# start_serve CONFIG: runs serve in the background (SERVE_PID) and waits for /healthz (not
-# /readyz: readiness waits for the token keys, which the simulator serves).
+# start_serve CONFIG [SERVE_ARGS...]: runs serve in the background (SERVE_PID) and waits for
+# /healthz (not /readyz: readiness waits for the token keys, which the simulator serves).
 start_serve() {
-  "${ON_BRIDGE_CPUS[@]}" "$BIN" --config "$1" serve 2>>"$WORK/serve.log" &
+  "${ON_BRIDGE_CPUS[@]}" "$BIN" --config "$1" serve "${@:2}" 2>>"$WORK/serve.log" &
   SERVE_PID=$!
   for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null 2>&1 && return 0
