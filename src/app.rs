@@ -191,7 +191,7 @@ pub async fn serve_eventhubs(cfg: &Config) -> Result<(), StartError> {
         "graphbridge reading Graph's notifications from Event Hubs"
     );
     let teardown = start_drainer(&state);
-    crate::eventhubs::run(state, consumer, rx).await;
+    crate::eventhubs::run(state, consumer, cfg.eventhubs.concurrency, rx).await;
     teardown.await;
     let _ = admin.await;
     Ok(())

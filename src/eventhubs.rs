@@ -10,8 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -21,6 +23,7 @@ use graphbridge_core::pipeline::{BatchError, Pipeline};
 use graphbridge_core::server::AppState;
 use graphbridge_core::sink::kafka::Reporting;
 use graphbridge_core::sink::{Record, SinkError};
+use graphbridge_core::telemetry::Metrics;
 
 /// The hub's consumer; its context keeps the last connection failure (see [`Reporting`]).
 pub type HubConsumer = StreamConsumer<Reporting>;
@@ -134,72 +137,111 @@ pub async fn check_at_start(consumer: Arc<HubConsumer>, topic: &str) -> Result<(
     }
 }
 
-/// Reads the hub until `stop` turns true. An event is committed after it is accepted, skipped
-/// or dead-lettered; one that must be retried is processed again (after a backoff) before
-/// anything behind it on its partition.
+/// Reads the hub until `stop` turns true. Up to `window` events are processed at once (the
+/// pipeline decrypts on blocking threads and waits on the broker; one at a time left the core
+/// idle during those waits), and they complete and are committed in the order they were read,
+/// so an offset is committed only once it and every event before it on its partition was
+/// accepted, skipped or dead-lettered. One that must be retried is processed again (after a
+/// backoff) before anything behind it is committed.
 pub async fn run(
     state: Arc<AppState>,
     consumer: Arc<HubConsumer>,
+    window: usize,
     mut stop: watch::Receiver<bool>,
 ) {
     let pipeline = &state.pipeline;
     let metrics = pipeline.metrics().clone();
+    let mut in_flight = FuturesOrdered::new();
+    let mut committed = TopicPartitionList::new();
+    let mut reading = true;
+    let stopping = stop.clone();
     loop {
-        let m = tokio::select! {
-            m = consumer.recv() => m,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let m = match m {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "eventhubs: consumer");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+        tokio::select! {
+            biased;
+            Some((m, done)) = in_flight.next(), if !in_flight.is_empty() => {
+                let done: bool = done; // (the futures' type is only known further down)
+                if !done {
+                    break; // stopped while retrying: nothing from here on is committed
+                }
+                commit(&consumer, &m, &mut committed);
             }
-        };
-        let body = m.payload().unwrap_or_default();
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match handle(pipeline, body).await {
-                Handled::Accepted => metrics.eventhubs_event("accepted"),
-                Handled::Validation => {
-                    tracing::info!(
-                        partition = m.partition(),
-                        offset = m.offset(),
-                        "eventhubs: Graph's validation event skipped"
-                    );
-                    metrics.eventhubs_event("validation");
+            _ = stop.wait_for(|s| *s), if reading => reading = false,
+            m = consumer.recv(), if reading && in_flight.len() < window.max(1) => match m {
+                Ok(m) => in_flight.push_back(process(pipeline, &metrics, m, stopping.clone())),
+                Err(e) => {
+                    tracing::warn!(error = %e, "eventhubs: consumer");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                Handled::DeadLetter(reason) => {
-                    tracing::warn!(
-                        reason,
-                        partition = m.partition(),
-                        offset = m.offset(),
-                        "eventhubs: event dead-lettered"
-                    );
-                    metrics.eventhubs_event("deadletter");
-                }
-                Handled::Retry(e) => {
-                    metrics.eventhubs_event("retried");
-                    tracing::warn!(error = %e, retry_in = ?backoff, "eventhubs: event not accepted; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        // Not committed: the next reader of the partition takes it.
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
-                }
-            }
-            break;
-        }
-        // Async: a commit lost to a crash re-reads the event, whose ids dedupe downstream.
-        if let Err(e) = consumer.commit_message(&m, CommitMode::Async) {
-            tracing::warn!(error = %e, "eventhubs: commit failed; the event will be read again");
+            },
+            else => break,
         }
     }
-    if let Ok(tpl) = consumer.position() {
-        let _ = consumer.commit(&tpl, CommitMode::Sync);
+    // What the asynchronous commits may not have sent yet, synchronously before leaving.
+    if committed.count() > 0 {
+        if let Err(e) = consumer.commit(&committed, CommitMode::Sync) {
+            tracing::warn!(error = %e, "eventhubs: final commit failed; those events will be read again");
+        }
+    }
+}
+
+/// Commits `m` (its offset + 1) and remembers it for the final synchronous commit. Async: a
+/// commit lost to a crash re-reads the event, whose ids dedupe downstream.
+fn commit(consumer: &HubConsumer, m: &BorrowedMessage<'_>, committed: &mut TopicPartitionList) {
+    if let Err(e) = consumer.commit_message(m, CommitMode::Async) {
+        tracing::warn!(error = %e, "eventhubs: commit failed; the event will be read again");
+    }
+    let next = Offset::Offset(m.offset() + 1);
+    if committed
+        .set_partition_offset(m.topic(), m.partition(), next)
+        .is_err()
+    {
+        let _ = committed.add_partition_offset(m.topic(), m.partition(), next);
+    }
+}
+
+/// One event through the pipeline, retried until it is accepted, skipped or dead-lettered;
+/// `false` if `stop` came first (then it is not committed).
+async fn process<'a>(
+    pipeline: &Pipeline,
+    metrics: &Metrics,
+    m: BorrowedMessage<'a>,
+    mut stop: watch::Receiver<bool>,
+) -> (BorrowedMessage<'a>, bool) {
+    let body = m.payload().unwrap_or_default();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match handle(pipeline, body).await {
+            Handled::Accepted => metrics.eventhubs_event("accepted"),
+            Handled::Validation => {
+                tracing::info!(
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "eventhubs: Graph's validation event skipped"
+                );
+                metrics.eventhubs_event("validation");
+            }
+            Handled::DeadLetter(reason) => {
+                tracing::warn!(
+                    reason,
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "eventhubs: event dead-lettered"
+                );
+                metrics.eventhubs_event("deadletter");
+            }
+            Handled::Retry(e) => {
+                metrics.eventhubs_event("retried");
+                tracing::warn!(error = %e, retry_in = ?backoff, "eventhubs: event not accepted; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    // Not committed: the next reader of the partition takes it.
+                    _ = stop.wait_for(|s| *s) => return (m, false),
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        }
+        return (m, true);
     }
 }
 

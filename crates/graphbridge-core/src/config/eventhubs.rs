@@ -16,6 +16,8 @@ pub struct EventHubsConfig {
     pub topic: String,
     /// Kafka consumer group: replicas share the hub's partitions.
     pub consumer_group: String,
+    /// Events processed at once by one replica (committed in the order they were read).
+    pub concurrency: usize,
     /// The namespace's (or hub's) connection string: SASL_SSL PLAIN with the user
     /// `$ConnectionString`, as Event Hubs' Kafka endpoint expects. From the environment
     /// (`GRAPHBRIDGE_EVENTHUBS__CONNECTION_STRING`) or `connection_string_file`; without
