@@ -176,13 +176,17 @@ fn start_drainer(state: &Arc<AppState>) -> impl Future<Output = ()> {
 #[cfg(feature = "kafka")]
 pub async fn serve_eventhubs(cfg: &Config) -> Result<(), StartError> {
     let state = build(cfg).await?;
-    let consumer =
-        Arc::new(crate::eventhubs::consumer(&cfg.eventhubs).map_err(StartError::EventHubs)?);
-    crate::eventhubs::check_at_start(consumer.clone(), &cfg.eventhubs.topic)
+    crate::eventhubs::check_at_start(&cfg.eventhubs)
         .await
         .map_err(StartError::EventHubs)?;
+    let consumer =
+        Arc::new(crate::eventhubs::consumer(&cfg.eventhubs).map_err(StartError::EventHubs)?);
     let rx = server::stop_on_signal();
-    let admin = server::spawn_admin(&cfg.server, state.clone(), rx.clone()).await?;
+    let health = Arc::new(crate::eventhubs::HubHealth {
+        state: state.clone(),
+        consumer: consumer.clone(),
+    });
+    let admin = server::spawn_admin(&cfg.server, health, rx.clone()).await?;
     tracing::info!(
         hub = %cfg.eventhubs.topic,
         group = %cfg.eventhubs.consumer_group,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesOrdered, StreamExt};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
@@ -21,6 +21,7 @@ use graphbridge_core::config::eventhubs::EventHubsConfig;
 use graphbridge_core::event::deadletter::DeadLetter;
 use graphbridge_core::pipeline::{BatchError, Pipeline};
 use graphbridge_core::server::AppState;
+use graphbridge_core::server::Health;
 use graphbridge_core::sink::kafka::Reporting;
 use graphbridge_core::sink::{Record, SinkError};
 use graphbridge_core::telemetry::Metrics;
@@ -96,10 +97,10 @@ pub async fn handle(pipeline: &Pipeline, body: &[u8]) -> Handled {
     }
 }
 
-/// The hub's consumer: the connection string as Event Hubs' Kafka endpoint wants it, then the
-/// configured properties; offsets committed by hand.
-pub fn consumer(cfg: &EventHubsConfig) -> Result<HubConsumer, String> {
-    let cc = graphbridge_core::sink::kafka::KafkaSink::eventhubs_config(
+/// The hub's client settings: the connection string as Event Hubs' Kafka endpoint wants it,
+/// then the configured properties; offsets committed by hand.
+fn client_config(cfg: &EventHubsConfig) -> rdkafka::ClientConfig {
+    graphbridge_core::sink::kafka::KafkaSink::eventhubs_config(
         cfg,
         &[
             ("group.id", &cfg.consumer_group),
@@ -107,8 +108,12 @@ pub fn consumer(cfg: &EventHubsConfig) -> Result<HubConsumer, String> {
             ("auto.offset.reset", "earliest"),
             ("session.timeout.ms", "10000"),
         ],
-    );
-    let consumer: HubConsumer = cc
+    )
+}
+
+/// The hub's consumer, subscribed.
+pub fn consumer(cfg: &EventHubsConfig) -> Result<HubConsumer, String> {
+    let consumer: HubConsumer = client_config(cfg)
         .create_with_context(Reporting::new(&cfg.brokers))
         .map_err(|e| format!("eventhubs consumer: {e}"))?;
     consumer
@@ -118,22 +123,57 @@ pub fn consumer(cfg: &EventHubsConfig) -> Result<HubConsumer, String> {
 }
 
 /// The hub at start: wrong credentials or an untrusted certificate stop the start with the
-/// cause; an unreachable namespace is logged and the consumer keeps trying.
-pub async fn check_at_start(consumer: Arc<HubConsumer>, topic: &str) -> Result<(), String> {
-    let topic = topic.to_string();
-    let probe = tokio::task::spawn_blocking(move || {
-        match consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)) {
+/// cause; an unreachable namespace is logged and the consumer keeps trying. A client of its own
+/// (not subscribed, so polling it cannot take an event from the real consumer) asks for the
+/// hub's metadata and is then polled, which hands librdkafka's connection failures to its
+/// context.
+pub async fn check_at_start(cfg: &EventHubsConfig) -> Result<(), String> {
+    let probe: BaseConsumer<Reporting> = client_config(cfg)
+        .create_with_context(Reporting::new(&cfg.brokers))
+        .map_err(|e| format!("eventhubs consumer: {e}"))?;
+    let topic = cfg.topic.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        match probe.fetch_metadata(Some(&topic), Duration::from_secs(5)) {
             Ok(_) => Ok(()),
-            Err(e) => Err(consumer.context().explain(&e)),
+            Err(e) => {
+                for _ in 0..5 {
+                    let _ = probe.poll(Duration::from_millis(100));
+                }
+                Err(probe.context().explain(&e))
+            }
         }
-    });
-    match probe.await.map_err(|e| format!("eventhubs probe: {e}"))? {
+    })
+    .await
+    .map_err(|e| format!("eventhubs probe: {e}"))?;
+    match outcome {
         Err(SinkError::Permanent(why)) => Err(format!("eventhubs: {why}")),
         Err(SinkError::Retryable(why)) => {
             tracing::warn!(error = %why, "event hub not reachable at start; retrying");
             Ok(())
         }
         Ok(()) => Ok(()),
+    }
+}
+
+/// `serve --source eventhubs`'s readiness: the pipeline's, and not while the hub refuses us
+/// (authentication, certificates) since the last failure the consumer saw.
+pub struct HubHealth {
+    pub state: Arc<AppState>,
+    pub consumer: Arc<HubConsumer>,
+}
+
+#[async_trait::async_trait]
+impl Health for HubHealth {
+    async fn ready(&self) -> Result<(), String> {
+        self.state.ready().await?;
+        match self.consumer.context().recent_refusal() {
+            Some(why) => Err(format!("event hub refuses the consumer: {why}")),
+            None => Ok(()),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        Health::metrics(&*self.state)
     }
 }
 

@@ -205,3 +205,43 @@ fn demo_logs_as_the_telemetry_settings_say() {
         );
     }
 }
+
+/// Broker secrets from the environment (as a Kubernetes secretKeyRef sets them) or from files
+/// (mounted Secrets; a file wins), never in `config check`'s output.
+#[test]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
+fn broker_secrets_come_from_the_environment_or_files_and_are_redacted() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("GRAPHBRIDGE_SINK__KAFKA__SASL_PASSWORD", "kafka-from-env");
+        jail.set_env("GRAPHBRIDGE_SINK__NATS__PASSWORD", "nats-from-env");
+        jail.set_env(
+            "GRAPHBRIDGE_EVENTHUBS__CONNECTION_STRING",
+            "Endpoint=sb://from-env",
+        );
+        let cfg = Config::load(None).expect("loads");
+        let expose =
+            |s: &Option<graphbridge_core::config::Secret>| s.as_ref().unwrap().expose().to_string();
+        assert_eq!(expose(&cfg.sink.kafka.sasl_password), "kafka-from-env");
+        assert_eq!(expose(&cfg.sink.nats.password), "nats-from-env");
+        assert_eq!(
+            expose(&cfg.eventhubs.connection_string),
+            "Endpoint=sb://from-env"
+        );
+        let printed = cfg.to_redacted_toml();
+        assert!(!printed.contains("from-env"), "{printed}");
+
+        jail.create_file("kafka-password", "kafka-from-file\n")?;
+        jail.set_env(
+            "GRAPHBRIDGE_SINK__KAFKA__SASL_PASSWORD_FILE",
+            "kafka-password",
+        );
+        let cfg = Config::load(None).expect("loads");
+        assert_eq!(expose(&cfg.sink.kafka.sasl_password), "kafka-from-file");
+        assert!(!cfg.to_redacted_toml().contains("from-file"));
+
+        jail.set_env("GRAPHBRIDGE_SINK__NATS__PASSWORD_FILE", "missing");
+        let err = Config::load(None).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+        Ok(())
+    });
+}

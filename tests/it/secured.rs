@@ -18,12 +18,17 @@ use crate::common::{self, unique};
 
 /// `serve` with `cfg` (and `env`) must exit unsuccessfully within a bound: its stderr.
 fn serve_refuses(cfg: &Config, dir: &std::path::Path, env: &[(&str, &str)]) -> String {
+    refuses(cfg, dir, &["serve"], env)
+}
+
+/// The binary with `cfg`, `args` and `env` must exit unsuccessfully within a bound: its stderr.
+fn refuses(cfg: &Config, dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let path = write_config(cfg, dir);
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_graphbridge"))
         .arg("--config")
         .arg(&path)
-        .arg("serve")
+        .args(args)
         .envs(env.iter().copied())
         .env("GRAPHBRIDGE_SERVER__LISTEN", "127.0.0.1:0")
         .env("GRAPHBRIDGE_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
@@ -38,13 +43,13 @@ fn serve_refuses(cfg: &Config, dir: &std::path::Path, env: &[(&str, &str)]) -> S
         }
         if started.elapsed() > Duration::from_secs(60) {
             child.kill().unwrap();
-            panic!("serve still running after 60 s: it must refuse to start");
+            panic!("{args:?} still running after 60 s: it must refuse to start");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!status.success(), "serve started: {stderr}");
+    assert!(!status.success(), "{args:?} started: {stderr}");
     stderr
 }
 
@@ -242,4 +247,28 @@ async fn a_client_certificate_the_broker_refuses_is_named() {
     cfg.sink.nats.tls_key_file = Some(secure::file("untrusted-client.key"));
     let password = secure::read("nats.password");
     refused(cfg, dir.path(), &[], &broker, cause, &password).await;
+}
+
+/// `serve --source eventhubs` with a connection string the hub does not accept: refused at start
+/// with the cause, as the sink is.
+#[tokio::test]
+async fn the_event_hubs_source_with_a_wrong_connection_string_says_authentication_failed() {
+    common::needs!(the_event_hubs_source_with_a_wrong_connection_string_says_authentication_failed: "GRAPHBRIDGE_TEST_KAFKA_SASL_SSL");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = kafka_config(dir.path(), &unique("ehpw"));
+    cfg.eventhubs.brokers = common::broker_env("GRAPHBRIDGE_TEST_KAFKA_SASL_SSL");
+    cfg.eventhubs.topic = unique("ehpw.hub");
+    cfg.eventhubs.properties.insert(
+        "ssl.ca.location".into(),
+        secure::file("ca.pem").display().to_string(),
+    );
+    let bad = format!(
+        "Endpoint=sb://graphbridge-test.servicebus.windows.net/;SharedAccessKeyName=graphbridge;SharedAccessKey={}",
+        wrong()
+    );
+    let env = [("GRAPHBRIDGE_EVENTHUBS__CONNECTION_STRING", bad.as_str())];
+    let stderr = refuses(&cfg, dir.path(), &["serve", "--source", "eventhubs"], &env);
+    assert!(stderr.contains("authentication failed"), "{stderr}");
+    assert!(stderr.contains(&cfg.eventhubs.brokers), "{stderr}");
+    assert!(!stderr.contains(&bad), "{stderr}");
 }

@@ -77,6 +77,15 @@ impl Reporting {
         *lock(&self.last) = None;
     }
 
+    /// The last failure if it is recent and a refusal (authentication, certificates), for a
+    /// readiness probe of a client that makes no requests of its own (a consumer).
+    pub fn recent_refusal(&self) -> Option<String> {
+        match self.explain(&"") {
+            SinkError::Permanent(why) => Some(why),
+            SinkError::Retryable(_) => None,
+        }
+    }
+
     /// Why a request to the cluster failed with `error`: the last reported connection failure
     /// if there is a recent one (permanent for authentication and TLS failures), else `error`.
     pub fn explain(&self, error: &dyn std::fmt::Display) -> SinkError {
