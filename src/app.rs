@@ -31,14 +31,22 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("keys: {0}")]
     Keys(#[from] KeyringError),
-    #[error("sink: {0}")]
-    Sink(#[from] SinkError),
+    /// The sink's own words (not "rejected the batch": nothing was sent yet), and no source,
+    /// which would print them twice.
+    #[error("sink: {}", .0.detail())]
+    Sink(SinkError),
     #[error("{0}")]
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Server(#[from] ServerError),
     #[error("{0}")]
     EventHubs(String),
+}
+
+impl From<SinkError> for StartError {
+    fn from(e: SinkError) -> Self {
+        StartError::Sink(e)
+    }
 }
 
 impl From<std::io::Error> for StartError {

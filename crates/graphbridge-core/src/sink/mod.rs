@@ -28,6 +28,15 @@ pub enum SinkError {
     Permanent(String),
 }
 
+impl SinkError {
+    /// What went wrong, without the retryable/permanent preamble.
+    pub fn detail(&self) -> &str {
+        match self {
+            SinkError::Retryable(m) | SinkError::Permanent(m) => m,
+        }
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Sink: Send + Sync {
     /// Durably accepts every record, or fails. Never returns early on partial success.
