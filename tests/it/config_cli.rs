@@ -206,42 +206,61 @@ fn demo_logs_as_the_telemetry_settings_say() {
     }
 }
 
-/// Broker secrets from the environment (as a Kubernetes secretKeyRef sets them) or from files
-/// (mounted Secrets; a file wins), never in `config check`'s output.
+/// Broker secrets from files (mounted Secrets; a file wins over a value) or the environment (as
+/// a Kubernetes secretKeyRef sets them), never in `config check`'s output. The environment is
+/// given to the binary only: set in this process, it would leak into the binaries that
+/// concurrent tests start.
 #[test]
-#[allow(clippy::result_large_err)] // figment::Jail's closure signature
-fn broker_secrets_come_from_the_environment_or_files_and_are_redacted() {
-    figment::Jail::expect_with(|jail| {
-        jail.set_env("GRAPHBRIDGE_SINK__KAFKA__SASL_PASSWORD", "kafka-from-env");
-        jail.set_env("GRAPHBRIDGE_SINK__NATS__PASSWORD", "nats-from-env");
-        jail.set_env(
+fn broker_secrets_come_from_files_or_the_environment_and_are_redacted() {
+    use graphbridge_core::config::Secret;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kafka-password");
+    std::fs::write(&file, "kafka-from-file\n").unwrap();
+    let mut cfg = Config::defaults();
+    cfg.sink.kafka.sasl_password = Some(Secret::new("kafka-inline"));
+    cfg.sink.kafka.sasl_password_file = Some(file);
+    cfg.read_secret_files().unwrap();
+    assert_eq!(
+        cfg.sink.kafka.sasl_password.as_ref().unwrap().expose(),
+        "kafka-from-file"
+    );
+    assert!(!cfg.to_redacted_toml().contains("from-file"));
+    cfg.sink.nats.password_file = Some(dir.path().join("missing"));
+    let err = cfg.read_secret_files().unwrap_err().to_string();
+    assert!(err.contains("missing"), "{err}");
+
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    let path = dir.path().join("gb.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[graph]\nclient_state = \"state\"\nkeys_dir = {:?}\n[graph.validation_tokens]\nrequired = false\n",
+            dir.path().join("keys")
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .env("GRAPHBRIDGE_SINK__KAFKA__SASL_PASSWORD", "kafka-from-env")
+        .env("GRAPHBRIDGE_SINK__NATS__PASSWORD", "nats-from-env")
+        .env(
             "GRAPHBRIDGE_EVENTHUBS__CONNECTION_STRING",
             "Endpoint=sb://from-env",
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("from-env"), "{stdout}");
+    for key in ["sasl_password", "password", "connection_string"] {
+        assert!(
+            stdout.contains(&format!("{key} = \"<redacted>\"")),
+            "{key} set from the environment: {stdout}"
         );
-        let cfg = Config::load(None).expect("loads");
-        let expose =
-            |s: &Option<graphbridge_core::config::Secret>| s.as_ref().unwrap().expose().to_string();
-        assert_eq!(expose(&cfg.sink.kafka.sasl_password), "kafka-from-env");
-        assert_eq!(expose(&cfg.sink.nats.password), "nats-from-env");
-        assert_eq!(
-            expose(&cfg.eventhubs.connection_string),
-            "Endpoint=sb://from-env"
-        );
-        let printed = cfg.to_redacted_toml();
-        assert!(!printed.contains("from-env"), "{printed}");
-
-        jail.create_file("kafka-password", "kafka-from-file\n")?;
-        jail.set_env(
-            "GRAPHBRIDGE_SINK__KAFKA__SASL_PASSWORD_FILE",
-            "kafka-password",
-        );
-        let cfg = Config::load(None).expect("loads");
-        assert_eq!(expose(&cfg.sink.kafka.sasl_password), "kafka-from-file");
-        assert!(!cfg.to_redacted_toml().contains("from-file"));
-
-        jail.set_env("GRAPHBRIDGE_SINK__NATS__PASSWORD_FILE", "missing");
-        let err = Config::load(None).unwrap_err().to_string();
-        assert!(err.contains("missing"), "{err}");
-        Ok(())
-    });
+    }
 }
