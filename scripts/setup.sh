@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # Installs what building and testing graphbridge needs on a Debian machine, only what is
-# missing: C toolchain and headers for librdkafka (built from source by rdkafka's cmake-build),
-# Java + Maven for Kafka (its jars come from Maven Central, see kafka.sh), nats-server,
-# and ShellCheck for the chart check. Go (>= 1.24, for helm/kubeconform in chart-check.sh) and
-# python3 come with the machine. Arguments name further commands a caller needs (a Debian
-# package of the same name is installed when the command is missing), e.g. `setup.sh valgrind`.
+# missing: C toolchain and headers for librdkafka (built from source by rdkafka's cmake-build)
+# and OpenSSL (openssl-sys, found with pkg-config), Java + Maven for Kafka (its jars come from
+# Maven Central, see kafka.sh), nats-server, ShellCheck and python3-venv (hadolint's virtual
+# environment) for the chart check. Go (>= 1.24, for helm/kubeconform in chart-check.sh) and
+# python3 come with the machine.
+#
+#   scripts/setup.sh --build   # only what `cargo build` needs (scripts/demo.sh)
+#   scripts/setup.sh [CMD...]  # everything the tests need, and a Debian package for each CMD
+#                              # that is missing (e.g. `setup.sh valgrind`)
 set -euo pipefail
 
 need_pkgs=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+build_only=false
+if [ "${1:-}" = --build ]; then
+  build_only=true
+  shift
+fi
 
 have_cmd cc || need_pkgs+=(build-essential)
 have_cmd cmake || need_pkgs+=(cmake)
@@ -17,10 +27,15 @@ have_cmd curl || need_pkgs+=(curl)
 for p in libssl-dev libcurl4-openssl-dev zlib1g-dev pkg-config; do
   have_pkg "$p" || need_pkgs+=("$p")
 done
-have_cmd java || need_pkgs+=(default-jdk-headless)
-have_cmd mvn || need_pkgs+=(maven)
-have_cmd nats-server || need_pkgs+=(nats-server)
-have_cmd shellcheck || need_pkgs+=(shellcheck)
+if ! $build_only; then
+  have_cmd java || need_pkgs+=(default-jdk-headless)
+  have_cmd mvn || need_pkgs+=(maven)
+  have_cmd nats-server || need_pkgs+=(nats-server)
+  have_cmd shellcheck || need_pkgs+=(shellcheck)
+  have_cmd openssl || need_pkgs+=(openssl)
+  # Debian's python3 lacks ensurepip; hadolint's venv (chart-check.sh) needs it.
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+fi
 for extra in "$@"; do
   have_cmd "$extra" || need_pkgs+=("$extra")
 done
@@ -37,6 +52,7 @@ if ! have_cmd cargo; then
   echo "setup.sh: cargo not found; install Rust (https://rustup.rs) first" >&2
   exit 1
 fi
+$build_only && exit 0
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
   echo "setup.sh: go not found; scripts/chart-check.sh builds helm and kubeconform with it" >&2
