@@ -162,8 +162,20 @@ def assert_scenario(d, scenario):
         vt = cfg["graph"].get("validation_tokens", {})
         check(vt.get("openid_config_url", "").startswith("http://gb-graphbridge-test-issuer:8443/"), f"{scenario}: test mode trusts the test issuer")
     else:
-        check(not subs, f"{scenario}: no subscriptions controller unless enabled")
+        # ingress-monitoring runs the controller too, for its alerts.
+        check(bool(subs) == scenario.startswith("ingress-monitoring"), f"{scenario}: no subscriptions controller unless enabled")
         check("validation_tokens" not in cfg.get("graph", {}), f"{scenario}: production token settings untouched")
+    if subs:
+        spec = subs[0]["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", f"{scenario}: the controller's readiness follows its reconcile rounds (/readyz)")
+        items = cfg.get("subscriptions", {}).get("items", [])
+        check(len(items) >= 1 and all("resource" in i and "notification_url" in i for i in items), f"{scenario}: subscription items from values rendered as [[subscriptions.items]]")
+        mounted = any(m["name"] == "graph-auth" and m["mountPath"] == "/etc/graphbridge/graph-auth" for m in c["volumeMounts"])
+        check(mounted and any(v.get("secret", {}).get("secretName") == "graphbridge-graph-app" for v in spec["volumes"]), f"{scenario}: the Graph app credential Secret mounted in the controller")
+        if "monitoring" in scenario:
+            alerts = {r.get("alert") for d in find(docs, "PrometheusRule") for g in d["spec"]["groups"] for r in g["rules"]}
+            check({"GraphbridgeSubscriptionControllerAbsent", "GraphbridgeSubscriptionControllerStale"} <= alerts, f"{scenario}: alerts for an absent or stale controller")
     serve_pods = [spec for name, spec in pod_specs(docs) if any(c["name"] == "graphbridge" for c in spec["containers"])]
     if scenario.startswith("eventhubs"):
         c = serve_pods[0]["containers"][0] if serve_pods else {"args": [], "ports": []}

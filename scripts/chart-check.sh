@@ -134,22 +134,39 @@ must_fail "ack budget over Graph's limit (values schema)" "budget_ms" --set conf
 must_fail "unknown top-level value (values schema)" "replicas" --set replicas=3
 must_fail "spool outside the data volume (values schema)" "spool" --set config.spool.enabled=true --set config.spool.dir=/spool
 must_fail "simulate test without a certificate id" "tests.simulate.certificateId" --set tests.simulate.enabled=true
+must_fail "subscriptions controller without items" "config.subscriptions.items" --set subscriptions.enabled=true
 
 step "graphbridge config check on each rendered graphbridge.toml"
-# The keys, client-state, Kafka password and connection string Secrets exist only in the cluster: point those
-# paths at local stand-ins; every other key is checked as rendered (unknown keys, types, limits).
+# The Secrets (keys, client state, Kafka password, connection string, the Graph app's
+# credential) exist only in the cluster: point those paths at local stand-ins; every other key
+# is checked as rendered (unknown keys, types, limits). Where the chart runs the subscriptions
+# controller, `--subscriptions` also checks what `subscriptions run` needs (items, certificates,
+# the credential).
 mkdir -p "$WORK/keys"
+"$CHART_CHECK_BIN" keys generate --id graphbridge-2026-11 --out "$WORK/keys" >/dev/null
+"$CHART_CHECK_BIN" keys generate --id app --out "$WORK/graph-auth" >/dev/null
 echo "chart-check-client-state" >"$WORK/client-state"
+echo "chart-check-client-secret" >"$WORK/client-secret"
 echo "chart-check-kafka-password" >"$WORK/kafka-password"
 echo "Endpoint=sb://chart-check.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=k" >"$WORK/connection-string"
 for name in "${scenarios[@]}"; do
-  python3 scripts/chart-assert.py --extract-config "$WORK/$name.json" >"$WORK/$name.toml"
-  GRAPHBRIDGE_GRAPH__KEYS_DIR="$WORK/keys" GRAPHBRIDGE_GRAPH__CLIENT_STATE_FILE="$WORK/client-state" \
-    GRAPHBRIDGE_SINK__KAFKA__SASL_PASSWORD_FILE="$WORK/kafka-password" \
-    GRAPHBRIDGE_EVENTHUBS__CONNECTION_STRING_FILE="$WORK/connection-string" \
-    "$CHART_CHECK_BIN" --config "$WORK/$name.toml" config check >"$WORK/$name.check" 2>&1 \
-    || { cat "$WORK/$name.check"; die "config check rejected the config rendered for $name"; }
-  echo "ok: $name: $(tail -1 "$WORK/$name.check")"
+  toml=$WORK/$name.toml
+  python3 scripts/chart-assert.py --extract-config "$WORK/$name.json" >"$toml"
+  stand_ins=(
+    GRAPHBRIDGE_GRAPH__KEYS_DIR="$WORK/keys" GRAPHBRIDGE_GRAPH__CLIENT_STATE_FILE="$WORK/client-state"
+    GRAPHBRIDGE_SINK__KAFKA__SASL_PASSWORD_FILE="$WORK/kafka-password"
+    GRAPHBRIDGE_EVENTHUBS__CONNECTION_STRING_FILE="$WORK/connection-string"
+  )
+  ! grep -q '^client_secret_file' "$toml" ||
+    stand_ins+=(GRAPHBRIDGE_GRAPH__AUTH__CLIENT_SECRET_FILE="$WORK/client-secret")
+  ! grep -q '^certificate_file' "$toml" ||
+    stand_ins+=(GRAPHBRIDGE_GRAPH__AUTH__CERTIFICATE_FILE="$WORK/graph-auth/app.crt"
+      GRAPHBRIDGE_GRAPH__AUTH__PRIVATE_KEY_FILE="$WORK/graph-auth/app.pem")
+  check=(config check)
+  ! grep -q '"gb-graphbridge-subscriptions"' "$WORK/$name.json" || check+=(--subscriptions)
+  env "${stand_ins[@]}" "$CHART_CHECK_BIN" --config "$toml" "${check[@]}" >"$WORK/$name.effective" 2>"$WORK/$name.check" \
+    || { cat "$WORK/$name.check"; die "${check[*]} rejected the config rendered for $name"; }
+  echo "ok: $name: ${check[*]}: $(grep -v '^[0-9T:.-]* *[A-Z]* ' "$WORK/$name.check" | paste -sd ' ')"
 done
 
 step "alert rules and dashboard queries (Prometheus' parser)"

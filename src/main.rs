@@ -98,7 +98,12 @@ enum KeysCommand {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate the configuration and print the effective values, secrets redacted.
-    Check,
+    Check {
+        /// Also check everything `subscriptions run` needs: at least one item, every item
+        /// valid (certificates readable), the app's credential readable. No network.
+        #[arg(long)]
+        subscriptions: bool,
+    },
 }
 
 fn keys_generate(id: &str, out: &std::path::Path, bits: usize) -> anyhow::Result<()> {
@@ -189,11 +194,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             graphbridge::subscriptions::cli::main(command, &cfg).await?
         }
         Command::Config {
-            command: ConfigCommand::Check,
+            command: ConfigCommand::Check { subscriptions },
         } => {
             print!("{}", cfg.to_redacted_toml());
             cfg.validate_for_serve()?;
-            if !cfg.subscriptions.items.is_empty() {
+            if subscriptions {
+                let (items, _) = graphbridge::subscriptions::check(&cfg)?;
+                eprintln!(
+                    "subscriptions run: {} item(s), credential readable",
+                    items.len()
+                );
+            } else if !cfg.subscriptions.items.is_empty() {
                 graphbridge::subscriptions::desired::from_config(&cfg)?;
             }
             eprintln!("configuration ok");

@@ -244,6 +244,15 @@ impl Controller {
             self.reconcile_tenant(&tenant, &mut report).await;
         }
         self.update_gauges();
+        // Complete and clean: every tenant listed, every step done (not cut short by Graph's
+        // throttling), no error. A wedged or failing loop stops moving this.
+        if report.errors.is_empty() && !self.throttled() {
+            let now = self.clock.now();
+            self.metrics
+                .subscriptions
+                .last_reconcile
+                .set(now.timestamp_millis() as f64 / 1000.0);
+        }
         report
     }
 

@@ -20,7 +20,7 @@ use crate::app::StartError;
 use controller::{Controller, Options};
 use graphbridge_core::config::{Config, SinkKind};
 use graphbridge_core::server::listener::ConnLimits;
-use graphbridge_core::server::{self, MetricsOnly, ServerError};
+use graphbridge_core::server::{self, Health, ServerError};
 use graphbridge_core::sink::{Sink, SinkError};
 use graphbridge_core::telemetry::Metrics;
 use graphbridge_graph_api::clock::Clock;
@@ -83,6 +83,20 @@ pub fn clients(
     Ok(clients)
 }
 
+/// What `subscriptions run` checks before it touches the network (`config check
+/// --subscriptions` runs it alone): the items (at least one, each valid, certificates readable)
+/// and a Graph client per tenant (the app's credential readable).
+pub fn check(
+    cfg: &Config,
+) -> Result<(Vec<desired::Desired>, HashMap<String, GraphClient>), SetupError> {
+    let desired = desired::from_config(cfg)?;
+    if desired.is_empty() {
+        return Err(SetupError::NoItems);
+    }
+    let clients = clients(cfg, &desired)?;
+    Ok((desired, clients))
+}
+
 /// A controller for the configured subscriptions.
 pub fn build(
     cfg: &Config,
@@ -90,11 +104,7 @@ pub fn build(
     metrics: Arc<Metrics>,
     resync_sink: Option<Arc<dyn Sink>>,
 ) -> Result<Controller, SetupError> {
-    let desired = desired::from_config(cfg)?;
-    if desired.is_empty() {
-        return Err(SetupError::NoItems);
-    }
-    let clients = clients(cfg, &desired)?;
+    let (desired, clients) = check(cfg)?;
     Ok(Controller::new(
         desired,
         clients,
@@ -103,6 +113,43 @@ pub fn build(
         options(cfg),
         resync_sink,
     ))
+}
+
+/// `subscriptions run`'s readiness: a reconcile round completed cleanly within `stale_after`
+/// (`graphbridge_subscriptions_last_reconcile_timestamp_seconds`). A wedged loop, or one that
+/// keeps failing (Graph unreachable, credentials revoked), turns it red.
+pub struct ControllerHealth {
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub stale_after: std::time::Duration,
+}
+
+/// Three poll intervals (a round runs at least once per interval), at least a minute.
+pub fn stale_after(cfg: &Config) -> std::time::Duration {
+    (cfg.subscriptions.poll_interval.0 * 3).max(std::time::Duration::from_secs(60))
+}
+
+#[async_trait::async_trait]
+impl Health for ControllerHealth {
+    async fn ready(&self) -> Result<(), String> {
+        let last = self.metrics.subscriptions.last_reconcile.get();
+        if last <= 0.0 {
+            return Err("no reconcile round has completed yet".into());
+        }
+        let now = self.clock.now().timestamp_millis() as f64 / 1000.0;
+        let age = now - last;
+        if age > self.stale_after.as_secs_f64() {
+            return Err(format!(
+                "the last clean reconcile round was {age:.0} s ago (more than {} s)",
+                self.stale_after.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.render()
+    }
 }
 
 /// The listeners `subscriptions run` serves: the admin port always; the public one too with the
@@ -187,6 +234,7 @@ pub async fn run(
         None => {
             let metrics = Metrics::new();
             let sink = graphbridge_core::sink::build(&cfg.sink).await?;
+            let clock_for_health = clock.clone();
             let controller = build(cfg, clock, metrics.clone(), Some(sink.clone()))?;
             let source = lifecycle::spawn_broker_source(
                 &cfg.sink,
@@ -197,7 +245,11 @@ pub async fn run(
             .await?;
             let admin = tokio::spawn(server::serve_admin(
                 listeners.admin,
-                Arc::new(MetricsOnly(metrics)),
+                Arc::new(ControllerHealth {
+                    metrics,
+                    clock: clock_for_health,
+                    stale_after: stale_after(cfg),
+                }),
                 ConnLimits::from_config(&cfg.server)
                     .map_err(ServerError::from)?
                     .without_tls(),

@@ -264,3 +264,42 @@ fn broker_secrets_come_from_files_or_the_environment_and_are_redacted() {
         );
     }
 }
+
+/// `config check --subscriptions` checks what `subscriptions run` needs: a config that `serve`
+/// accepts but that has no subscription items fails it (the controller would exit at once).
+#[test]
+fn config_check_for_the_controller_needs_items_and_a_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    let base = format!(
+        "[graph]\nclient_state = \"state\"\nkeys_dir = {:?}\n[graph.validation_tokens]\nrequired = false\n",
+        dir.path().join("keys")
+    );
+    let check = |toml: &str, args: &[&str]| {
+        let path = dir.path().join(format!("{}.toml", args.len()));
+        std::fs::write(&path, toml).unwrap();
+        bin()
+            .args(["config", "check", "--config"])
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(check(&base, &[]).status.success(), "serve's checks pass");
+    let out = check(&base, &["--subscriptions"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no [[subscriptions.items]]"), "{stderr}");
+
+    let with_item = format!(
+        "{base}[graph.auth]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret_file = {:?}\n[[subscriptions.items]]\nname = \"a\"\nresource = \"/chats/getAllMessages\"\nnotification_url = \"https://bridge.example.com/notifications\"\ninclude_resource_data = false\n",
+        dir.path().join("no-such-secret")
+    );
+    let out = check(&with_item, &["--subscriptions"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no-such-secret"),
+        "the unreadable credential is named: {stderr}"
+    );
+}

@@ -39,6 +39,10 @@ const FAMILIES: &[(&str, &str)] = &[
     ("graphbridge_subscription_renewals_total", "counter"),
     ("graphbridge_subscription_failures_total", "counter"),
     ("graphbridge_subscriptions_unhealthy", "gauge"),
+    (
+        "graphbridge_subscriptions_last_reconcile_timestamp_seconds",
+        "gauge",
+    ),
     // Backfill's, in the same registry; `backfill run` drives them (tests/backfill.rs).
     ("graphbridge_backfill_gaps_open", "gauge"),
     ("graphbridge_backfill_gaps_closed_total", "counter"),

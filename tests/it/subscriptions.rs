@@ -934,3 +934,144 @@ async fn missed_windows_survive_a_restart_and_each_gap_has_its_own_id() {
     assert_ne!(ids[0], ids[1], "two gaps, two ids");
     serve.shutdown().await;
 }
+
+/// Readiness of `subscriptions run` follows the last clean reconcile round: red before the
+/// first, red after a round with an error, green after a clean one, red again once that is
+/// older than three poll intervals (a wedged or failing loop).
+#[tokio::test]
+async fn readiness_follows_the_last_clean_reconcile_round() {
+    use graphbridge::subscriptions::ControllerHealth;
+    use graphbridge_core::server::Health;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let serve = Running::start(&cfg).await;
+    // 600x: the 3-minute staleness limit (3 x 1 min) passes in 0.3 s.
+    let clock: Arc<dyn Clock> = Arc::new(FastClock::new(600));
+    let (graph, base) = standin(StandInOptions {
+        clock: clock.clone(),
+        ..Default::default()
+    })
+    .await;
+    controller_config(
+        &mut cfg,
+        &base,
+        vec![item("r", "/teams/getAllMessages", &serve.base, true)],
+    );
+    cfg.subscriptions.poll_interval = HumanDuration::parse("1m").unwrap();
+    let (mut c, metrics) = controller(&cfg, clock.clone());
+    let health = ControllerHealth {
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        stale_after: subscriptions::stale_after(&cfg),
+    };
+    let gauge = "graphbridge_subscriptions_last_reconcile_timestamp_seconds";
+    assert_eq!(
+        health.ready().await,
+        Err("no reconcile round has completed yet".into())
+    );
+
+    graph.inject(Fault {
+        method: Some(reqwest::Method::POST),
+        status: 403,
+        retry_after_s: None,
+    });
+    assert!(!c.reconcile().await.errors.is_empty());
+    assert!(health.ready().await.is_err(), "a round with an error");
+    assert_eq!(metric_value(&metrics.render(), gauge), Some(0.0));
+
+    // The retry after the 403's backoff: a clean round.
+    let clean = loop {
+        let report = c.reconcile().await;
+        if report.errors.is_empty() && !report.actions.is_empty() {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(matches!(clean.actions[0], Action::Created { .. }));
+    assert_eq!(health.ready().await, Ok(()));
+    let at = metric_value(&metrics.render(), gauge).unwrap();
+    assert!((clock.now().timestamp() as f64 - at).abs() < 120.0, "{at}");
+
+    // No round since: stale after three poll intervals of the controller's clock.
+    until(Duration::from_secs(5), "stale", || {
+        clock.now().timestamp() as f64 - at > 180.0
+    })
+    .await;
+    let why = health.ready().await.unwrap_err();
+    assert!(
+        why.starts_with("the last clean reconcile round was"),
+        "{why}"
+    );
+    serve.shutdown().await;
+}
+
+/// Two controllers with the same configuration at once (a manual scale-up, a rollout's old and
+/// new pod): they neither double-create nor fight. Each creates only after listing, a
+/// create that loses the race gets Graph's 409 and adopts the winner's subscription, and
+/// neither deletes what the other made (it is desired by both). Over many rounds and renewals
+/// under a fast clock: one subscription per item, never deleted or recreated.
+#[tokio::test]
+async fn two_overlapping_controllers_neither_double_create_nor_fight() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let serve = Running::start(&cfg).await;
+    // 3000x: the 2 h lifetime lasts 2.4 s, a 1-minute poll 20 ms.
+    let clock: Arc<dyn Clock> = Arc::new(FastClock::new(3000));
+    let (graph, base) = standin(StandInOptions {
+        clock: clock.clone(),
+        ..Default::default()
+    })
+    .await;
+    let mut items = vec![
+        item("teams", "/teams/getAllMessages", &serve.base, true),
+        item("chats", "/chats/getAllMessages", &serve.base, true),
+    ];
+    for it in &mut items {
+        it.lifetime = Some(HumanDuration::parse("2h").unwrap());
+    }
+    controller_config(&mut cfg, &base, items);
+    cfg.subscriptions.renew_margin = HumanDuration::parse("30m").unwrap();
+    cfg.subscriptions.jitter = HumanDuration::parse("5m").unwrap();
+    cfg.subscriptions.poll_interval = HumanDuration::parse("1m").unwrap();
+    // Both list before either creates: the race a scale-up starts with.
+    graph.stale_lists(2);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (c, _) = controller(&cfg, clock.clone());
+        let (_tx, rx) = subscriptions::lifecycle::channel();
+        let stopped = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let _keep = _tx;
+            c.run(rx, stopped).await
+        }));
+    }
+    until(Duration::from_secs(30), "six renewals", || {
+        graph.count("PATCH", "/v1.0/subscriptions/", 200) >= 6
+    })
+    .await;
+    let _ = stop.send(true);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let subs = graph.subscriptions();
+    let writes: Vec<String> = graph
+        .log()
+        .iter()
+        .filter(|l| l.method != "GET" && l.method != "PATCH")
+        .map(|l| format!("{} {} {}", l.method, l.path, l.status))
+        .collect();
+    assert_eq!(subs.len(), 2, "{subs:?}");
+    assert_eq!(
+        graph.count("POST", "/v1.0/subscriptions", 201),
+        2,
+        "each item created once: {writes:#?}"
+    );
+    assert!(
+        graph.count("POST", "/v1.0/subscriptions", 409) >= 1,
+        "the race happened: the loser adopted"
+    );
+    assert_eq!(graph.count("DELETE", "/v1.0/subscriptions/", 204), 0);
+    assert!(graph.expired().is_empty(), "{:?}", graph.expired());
+    serve.shutdown().await;
+}

@@ -109,23 +109,44 @@ every YAML number as float64, so the TOML writer below prints whole numbers as i
 {{- end }}
 {{- end }}
 
-{{/* One TOML table: scalar keys first, then sub-tables with dotted, quoted headers. */}}
+{{/* "true" when a value is a non-empty list of maps: a TOML array of tables. */}}
+{{- define "graphbridge.toml.isTableArray" -}}
+{{- if and (kindIs "slice" .) (gt (len .) 0) }}
+{{- $maps := true }}
+{{- range . }}{{ if not (kindIs "map" .) }}{{ $maps = false }}{{ end }}{{ end }}
+{{- if $maps }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* One TOML table: scalar keys first, then sub-tables with dotted, quoted headers, then
+arrays of tables (a list of maps, e.g. subscriptions.items) as [[header]] blocks. */}}
 {{- define "graphbridge.toml.table" -}}
 {{- $prefix := .prefix }}
 {{- $table := .table }}
 {{- range $k := keys $table | sortAlpha }}
 {{- $v := get $table $k }}
-{{- if not (kindIs "map" $v) }}
+{{- if not (or (kindIs "map" $v) (include "graphbridge.toml.isTableArray" $v)) }}
 {{ include "graphbridge.toml.key" $k }} = {{ include "graphbridge.toml.value" $v }}
 {{- end }}
 {{- end }}
 {{- range $k := keys $table | sortAlpha }}
 {{- $v := get $table $k }}
-{{- if kindIs "map" $v }}
 {{- $p := ternary (include "graphbridge.toml.key" $k) (printf "%s.%s" $prefix (include "graphbridge.toml.key" $k)) (eq $prefix "") }}
+{{- if kindIs "map" $v }}
 
 [{{ $p }}]
 {{- include "graphbridge.toml.table" (dict "prefix" $p "table" $v) }}
+{{- end }}
+{{- end }}
+{{- range $k := keys $table | sortAlpha }}
+{{- $v := get $table $k }}
+{{- $p := ternary (include "graphbridge.toml.key" $k) (printf "%s.%s" $prefix (include "graphbridge.toml.key" $k)) (eq $prefix "") }}
+{{- if include "graphbridge.toml.isTableArray" $v }}
+{{- range $item := $v }}
+
+[[{{ $p }}]]
+{{- include "graphbridge.toml.table" (dict "prefix" $p "table" $item) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}

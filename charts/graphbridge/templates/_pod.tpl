@@ -179,3 +179,21 @@ spec:
     defaultMode: 0440
 {{- end }}
 {{- end }}
+
+{{/* The Graph app credential Secret (`graphAuth.existingSecret`): mount, then volume. */}}
+{{- define "graphbridge.graphAuthMount" -}}
+{{- if .Values.graphAuth.existingSecret }}
+- name: graph-auth
+  mountPath: /etc/graphbridge/graph-auth
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "graphbridge.graphAuthVolume" -}}
+{{- if .Values.graphAuth.existingSecret }}
+- name: graph-auth
+  secret:
+    secretName: {{ .Values.graphAuth.existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}

@@ -319,6 +319,9 @@ pub struct SubscriptionMetrics {
     pub failures: Family<Labels, Counter>,
     /// Desired subscriptions missing or expiring within the renew margin: alert when above 0.
     pub unhealthy: Gauge,
+    /// Unix time of the last reconcile round that listed every tenant and carried out every
+    /// step without an error (0: none yet). Readiness and the staleness alert read it.
+    pub last_reconcile: Gauge<f64, AtomicU64>,
 }
 
 impl SubscriptionMetrics {
@@ -342,6 +345,11 @@ impl SubscriptionMetrics {
             "subscriptions_unhealthy",
             "Desired subscriptions missing or expiring within the renew margin",
             self.unhealthy.clone(),
+        );
+        r.register(
+            "subscriptions_last_reconcile_timestamp_seconds",
+            "Unix time of the last reconcile round that completed without an error",
+            self.last_reconcile.clone(),
         );
     }
 

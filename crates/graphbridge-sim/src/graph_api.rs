@@ -731,20 +731,22 @@ async fn create_inner(
         Ok(e) => e,
         Err(r) => return *r,
     };
-    let duplicate = g
-        .inner
-        .subs
-        .lock()
-        .unwrap()
-        .values()
-        .find(|s| s.tenant == tenant && same_resource(&s.sub.resource, &sub.resource))
-        .map(|s| s.sub.id.clone());
-    if let Some(id) = duplicate {
-        return graph_error(
-            StatusCode::CONFLICT,
-            "Conflict",
-            format!("A subscription for this resource already exists for the application: {id}"),
-        );
+    let duplicate = |subs: &HashMap<String, Stored>| {
+        subs.values()
+            .find(|s| s.tenant == tenant && same_resource(&s.sub.resource, &sub.resource))
+            .map(|s| {
+                graph_error(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!(
+                        "A subscription for this resource already exists for the application: {}",
+                        s.sub.id
+                    ),
+                )
+            })
+    };
+    if let Some(conflict) = duplicate(&g.inner.subs.lock().unwrap()) {
+        return conflict;
     }
     if g.inner.subs.lock().unwrap().len() >= g.inner.opts.max_subscriptions {
         return graph_error(
@@ -769,14 +771,21 @@ async fn create_inner(
             );
         }
     }
+    // Checked again with the insert, under one lock: two creates racing through the handshakes
+    // must not both succeed (Graph's uniqueness check is atomic).
+    let mut subs = g.inner.subs.lock().unwrap();
+    if let Some(conflict) = duplicate(&subs) {
+        return conflict;
+    }
     sub.id = g.new_id();
-    g.inner.subs.lock().unwrap().insert(
+    subs.insert(
         sub.id.clone(),
         Stored {
             sub: sub.clone(),
-            tenant,
+            tenant: tenant.clone(),
         },
     );
+    drop(subs);
     (StatusCode::CREATED, Json(sub)).into_response()
 }
 
