@@ -10,6 +10,12 @@
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
+# The runtime's base image. CI, which reaches Debian's archive but no registry, passes one made
+# from Debian packages (mmdebstrap + podman import, scripts/container-check.sh).
+ARG RUNTIME_BASE=debian:${DEBIAN_RELEASE}-slim
+# Where the binary comes from: `builder` (compiled here) or `prebuilt` (a `graphbridge` binary
+# at the root of the build context, e.g. the one CI built: --build-arg BINARY_FROM=prebuilt).
+ARG BINARY_FROM=builder
 
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 # librdkafka and aws-lc are compiled from source (rdkafka's cmake-build feature).
@@ -27,7 +33,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --no-default-features --features "$FEATURES" --bin graphbridge \
  && install -D -m 0755 target/release/graphbridge /out/graphbridge
 
-FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+FROM scratch AS prebuilt
+COPY graphbridge /out/graphbridge
+
+# hadolint ignore=DL3006
+FROM ${BINARY_FROM} AS binary
+
+FROM ${RUNTIME_BASE} AS runtime
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="graphbridge" \
@@ -44,7 +56,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/graphbridge --no-create-home \
       --shell /usr/sbin/nologin graphbridge \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/graphbridge /etc/graphbridge /etc/graphbridge/keys
-COPY --from=builder /out/graphbridge /usr/local/bin/graphbridge
+COPY --from=binary /out/graphbridge /usr/local/bin/graphbridge
 # Everything the process writes lives under /var/lib/graphbridge (the spool, relative output
 # paths) or /tmp: mount volumes there and run with a read-only root filesystem. Keys and config
 # are mounted read-only under /etc/graphbridge.

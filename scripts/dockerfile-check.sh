@@ -15,11 +15,15 @@ DF=Dockerfile
 fail=0
 bad() { echo "dockerfile-check: $*" >&2; fail=1; }
 
-# Stage text: builder = up to the second FROM, runtime = after it. Continuation lines joined.
+# Stage text by name (continuation lines joined): builder, prebuilt (CI's binary), binary
+# (whichever of the two BINARY_FROM names), runtime.
 joined=$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' "$DF")
-builder=$(awk '/^FROM /{n++} n==1' <<<"$joined")
-runtime=$(awk '/^FROM /{n++} n==2' <<<"$joined")
-[ "$(grep -c '^FROM ' <<<"$joined")" = 2 ] || bad "expected two stages (builder, runtime)"
+stage() { awk -v s="$1" '/^FROM /{f = ($NF == s)} f' <<<"$joined"; }
+builder=$(stage builder)
+runtime=$(stage runtime)
+[ "$(grep '^FROM ' <<<"$joined" | awk '{print $NF}' | paste -sd ' ')" = "builder prebuilt binary runtime" ] ||
+  bad "expected the stages builder, prebuilt, binary, runtime"
+grep -qx 'ARG BINARY_FROM=builder' <<<"$joined" || bad "the binary must default to the builder's: ARG BINARY_FROM=builder"
 
 pkgs_of() { grep -o 'apt-get install[^&]*' <<<"$1" | tr ' ' '\n' | grep -v '^-' | grep -v -e '^apt-get$' -e '^install$' -e '^$' | sed 's/=.*//' | sort -u; }
 builder_pkgs=$(pkgs_of "$builder")
@@ -69,7 +73,7 @@ user=$(grep '^USER ' <<<"$runtime" | tail -1 | awk '{print $2}')
 [[ ${user%%:*} =~ ^[1-9][0-9]*$ ]] || bad "runtime USER must be a non-zero numeric uid (runAsNonRoot), got '$user'"
 grep -q '^HEALTHCHECK' <<<"$joined" && bad "no HEALTHCHECK: Kubernetes probes the admin port"
 entry=$(grep '^ENTRYPOINT' <<<"$runtime" | sed -E 's/ENTRYPOINT \["([^"]+)".*/\1/')
-grep -q "^COPY --from=builder .* $entry\$" <<<"$runtime" || bad "ENTRYPOINT $entry is not the binary copied from the builder"
+grep -q "^COPY --from=binary .* $entry\$" <<<"$runtime" || bad "ENTRYPOINT $entry is not the binary copied from the binary stage"
 for l in title description licenses version revision source; do
   grep -q "org.opencontainers.image.$l=" <<<"$runtime" || bad "missing OCI label org.opencontainers.image.$l"
 done

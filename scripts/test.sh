@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it: installs what is missing, starts a real Kafka (KRaft)
 # and a real NATS JetStream on 127.0.0.1, runs fmt, clippy and every test, stops the brokers,
 # then checks the Helm chart, compose file and Dockerfile (chart-check.sh, with the binary the
-# tests built).
+# tests built) and builds and runs the container image with podman (container-check.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -49,3 +49,4 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 wait "$brokers"
 cargo test --workspace --all-targets --all-features --locked
 scripts/chart-check.sh
+scripts/container-check.sh target/debug/graphbridge
