@@ -49,4 +49,7 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 wait "$brokers"
 cargo test --workspace --all-targets --all-features --locked
 scripts/chart-check.sh
+for v in PORT ADMIN_PORT CONTROLLER_ADMIN_PORT ISSUER_PORT GRAPH_PORT; do
+  export "CONTAINER_CHECK_$v=$(free_port)"
+done
 scripts/container-check.sh target/debug/graphbridge
