@@ -5,6 +5,8 @@
 #   scripts/bench-load.sh                 # defaults: BITS=2048 COUNT=20000
 #   BITS=4096 COUNT=5000 scripts/bench-load.sh
 #   SOURCE=eventhubs scripts/bench-load.sh   # `serve --source eventhubs` reading a hub instead
+#   SINK=file scripts/bench-load.sh          # the file sink (fsync before every ack) instead of Kafka
+#   RUNS=5 scripts/bench-load.sh             # repetitions (default 3): median and range reported
 #
 # SOURCE=eventhubs: the simulator writes Graph's collections to a hub topic on the test Kafka's
 # SASL_SSL listener (PLAIN, `$ConnectionString`, as Event Hubs' Kafka endpoint) and the bridge
@@ -22,7 +24,9 @@
 #      everything except RSA. The simulator builds every batch first (--pregenerate): making
 #      an item costs it about what handling one costs the bridge, so otherwise the generator,
 #      not the bridge, sets the pace, and a half-idle bridge pays more per item.
-# Every phase verifies in Kafka that each acked item arrived exactly once.
+# Every phase verifies in the sink that each acked item arrived exactly once. The phases (and the
+# RSA measurements around them) repeat RUNS times against the same bridge; the summary gives
+# each figure's median and range, since this machine is shared and one run can be lucky.
 # With 2 or more cores the bridge runs on core 0 alone, the simulator and brokers on the rest
 # (PIN=0: all share every core); see bench-lib.sh.
 set -euo pipefail
@@ -39,6 +43,8 @@ LAT_BATCH=${LAT_BATCH:-10}
 source scripts/bench-lib.sh
 
 SOURCE=${SOURCE:-webhook}
+SINK=${SINK:-kafka}
+RUNS=${RUNS:-3}
 bench_start
 if [ "$SOURCE" = eventhubs ]; then
   SECURE_DIR=$(scripts/secure.sh dir)
@@ -57,57 +63,79 @@ else
   SERVE_ARGS=() SIM_ARGS=()
   PHASES=(saturation latency passthrough)
 fi
+if [ "$SINK" = file ]; then
+  [ "$SOURCE" != eventhubs ] || { echo "bench-load.sh: SOURCE=eventhubs verifies in Kafka: use SINK=kafka" >&2; exit 2; }
+  sed -i "s|^kind = \"kafka\"|kind = \"file\"\n[sink.file]\npath = \"$WORK/events.jsonl\"\ndeadletter_path = \"$WORK/deadletter.jsonl\"|" "$WORK/graphbridge.toml"
+fi
 
-echo "== RSA limit ($BITS bits)"
-RSA=$("$ROOT/target/release/examples/rsa_limit" "$BITS" 3)
-echo "aws-lc-rs: $RSA"
-# OpenSSL's figure on one core (the bridge's core when pinned), for the ratio beside aws-lc's.
-OPENSSL=$("${ON_BRIDGE_CPUS[@]}" openssl speed -seconds 3 "rsa$BITS" 2>/dev/null | awk -v b="$BITS" '$1 == "rsa" && $2 == b && $3 == "bits" { print $6 }' | head -1)
-echo "openssl speed (one core): ${OPENSSL:-?} private ops/s"
+# rsa_limit JSON, then OpenSSL's private-key ops/s on one core (the bridge's core when pinned).
+rsa_limits() {
+  "$ROOT/target/release/examples/rsa_limit" "$BITS" 3 >"$1/rsa.json"
+  "${ON_BRIDGE_CPUS[@]}" openssl speed -seconds 3 "rsa$BITS" 2>/dev/null |
+    awk -v b="$BITS" '$1 == "rsa" && $2 == b && $3 == "bits" { print $6 }' | head -1 >"$1/openssl.txt"
+  echo "aws-lc-rs: $(cat "$1/rsa.json"); openssl speed (one core): $(cat "$1/openssl.txt") private ops/s"
+}
 
 start_serve "$WORK/graphbridge.toml" "${SERVE_ARGS[@]}"
-echo "== saturation ($SOURCE): $COUNT notifications, unique keys"
-sim "$WORK/graphbridge.toml" "${SIM_ARGS[@]}" --verify kafka --count "$COUNT" --seed 1 --concurrency "$CONCURRENCY" --batch-size "$BATCH" >"$WORK/saturation.json"
-RATE=$(python3 -c 'import json,sys; print(round(0.7 * json.load(open(sys.argv[1]))["throughput_items_per_s"]))' "$WORK/saturation.json")
-if [ "$SOURCE" != eventhubs ]; then
-  echo "== latency at 70 % of the saturated rate for ${DURATION}s, batches of $LAT_BATCH"
-  sim "$WORK/graphbridge.toml" --verify kafka --rate "$RATE" --duration "$DURATION" --seed 2 --concurrency "$CONCURRENCY" --batch-size "$LAT_BATCH" >"$WORK/latency.json"
-fi
-echo "== pass-through ($SOURCE): $COUNT notifications, one reused wrapped key"
-sim "$WORK/graphbridge.toml" "${SIM_ARGS[@]}" --verify kafka --count "$COUNT" --seed 3 --reuse-key --pregenerate --concurrency "$CONCURRENCY" --batch-size "$BATCH" >"$WORK/passthrough.json"
+for run in $(seq 1 "$RUNS"); do
+  R=$WORK/run$run
+  mkdir -p "$R"
+  echo "== run $run of $RUNS: RSA limit ($BITS bits)"
+  rsa_limits "$R"
+  echo "== run $run: saturation ($SOURCE, $SINK sink): $COUNT notifications, unique keys"
+  sim "$WORK/graphbridge.toml" "${SIM_ARGS[@]}" --verify "$SINK" --count "$COUNT" --seed "$((run * 10 + 1))" --concurrency "$CONCURRENCY" --batch-size "$BATCH" >"$R/saturation.json"
+  RATE=$(python3 -c 'import json,sys; print(round(0.7 * json.load(open(sys.argv[1]))["throughput_items_per_s"]))' "$R/saturation.json")
+  echo "$RATE" >"$R/rate.txt"
+  if [ "$SOURCE" != eventhubs ]; then
+    echo "== run $run: latency at 70 % of the saturated rate ($RATE/s) for ${DURATION}s, batches of $LAT_BATCH"
+    sim "$WORK/graphbridge.toml" --verify "$SINK" --rate "$RATE" --duration "$DURATION" --seed "$((run * 10 + 2))" --concurrency "$CONCURRENCY" --batch-size "$LAT_BATCH" >"$R/latency.json"
+  fi
+  echo "== run $run: pass-through ($SOURCE): $COUNT notifications, one reused wrapped key"
+  sim "$WORK/graphbridge.toml" "${SIM_ARGS[@]}" --verify "$SINK" --count "$COUNT" --seed "$((run * 10 + 3))" --reuse-key --pregenerate --concurrency "$CONCURRENCY" --batch-size "$BATCH" >"$R/passthrough.json"
+  # The machine's speed drifts (shared cores, frequency scaling): the limit again after the
+  # load, and the ratio uses the mean of both.
+  mkdir -p "$R/after"
+  rsa_limits "$R/after"
+done
 
-# The machine's speed drifts (shared cores, frequency scaling): measure the limit again after the
-# load and use the mean of both, so the ratio compares like with like.
-echo "== RSA limit again ($BITS bits)"
-RSA_AFTER=$("$ROOT/target/release/examples/rsa_limit" "$BITS" 3)
-echo "aws-lc-rs: $RSA_AFTER"
-
-PHASES="${PHASES[*]}" OPENSSL="${OPENSSL:-0}" python3 - "$WORK" "$RSA" "$RSA_AFTER" "$RATE" <<'PY'
-import json, os, sys
-work, before, after, rate = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+PHASES="${PHASES[*]}" python3 - "$WORK" "$RUNS" <<'PY'
+import json, os, statistics, sys
+work, runs = sys.argv[1], int(sys.argv[2])
 phases = os.environ["PHASES"].split()
-openssl = float(os.environ["OPENSSL"])
-rsa = (before["per_core_ops_per_s"] + after["per_core_ops_per_s"]) / 2
-cores = os.cpu_count()
 bridge_cores = int(os.environ["BRIDGE_CORES"])  # 1 when pinned
-def load(name): return json.load(open(os.path.join(work, name + ".json")))
-for name in phases:
-    r = load(name)
-    v = r["verification"]; b = r["bridge"] or {}; l = r["ack_latency"]
-    print(f"{name:12} {r['throughput_items_per_s']:8.0f} items/s total, {r['throughput_items_per_s']/bridge_cores:7.0f}/s per bridge core, "
-          f"{r['items_per_cpu_second'] or 0:7.0f} per bridge CPU-second | p50 {l['p50_ms']:.1f} p90 {l['p90_ms']:.1f} "
-          f"p99 {l['p99_ms']:.1f} p99.9 {l['p999_ms']:.1f} max {l['max_ms']:.1f} ms | peak RSS {b.get('peak_rss_mib', 0):.1f} MiB | "
-          f"verify {'PASSED' if v['passed'] else 'FAILED'} ({v['found']}/{v['expected']})")
-sat = load("saturation")
-print(f"RSA-{os.environ.get('BITS', '2048')} limit per core: {rsa:.0f} ops/s on {cores} cores "
-      f"(mean of {before['per_core_ops_per_s']} before and {after['per_core_ops_per_s']} after the load)")
-print(f"ratio (notifications per bridge CPU-second / RSA ops per core-second): {(sat['items_per_cpu_second'] or 0) / rsa:.2f}")
-if openssl:
-    print(f"ratio to openssl speed rsa{os.environ.get('BITS', '2048')} ({openssl:.0f} ops/s, one core): {(sat['items_per_cpu_second'] or 0) / openssl:.2f}")
-print(f"ratio (notifications/s per bridge core, wall clock / RSA ops per core-second): {sat['throughput_items_per_s'] / bridge_cores / rsa:.2f}"
-      + (" (the simulator and brokers share the bridge's cores)" if bridge_cores == cores else ""))
-if "latency" in phases:
-    print(f"latency phase ran at {rate} items/s")
-ok = all(load(n)["verification"]["passed"] for n in phases)
+bits = os.environ.get("BITS", "2048")
+def load(run, name): return json.load(open(os.path.join(work, f"run{run}", name + ".json")))
+def num(path):
+    try: return float(open(path).read().strip())
+    except (OSError, ValueError): return 0.0
+figures = {}
+def add(name, value): figures.setdefault(name, []).append(value)
+ok = True
+for run in range(1, runs + 1):
+    d = os.path.join(work, f"run{run}")
+    rsa = (load(run, "rsa")["per_core_ops_per_s"] + json.load(open(os.path.join(d, "after", "rsa.json")))["per_core_ops_per_s"]) / 2
+    openssl = (num(os.path.join(d, "openssl.txt")) + num(os.path.join(d, "after", "openssl.txt"))) / 2
+    print(f"-- run {run}: RSA-{bits} limit per core {rsa:.0f} ops/s (aws-lc-rs), openssl speed {openssl:.0f} ops/s")
+    for name in phases:
+        r = load(run, name)
+        v = r["verification"]; b = r["bridge"] or {}; l = r["ack_latency"]
+        ok &= v["passed"]
+        print(f"   {name:12} {r['throughput_items_per_s']:8.0f} items/s, {r['items_per_cpu_second'] or 0:7.0f} per bridge CPU-second"
+              f" | p50 {l['p50_ms']:.1f} p99 {l['p99_ms']:.1f} max {l['max_ms']:.1f} ms | peak RSS {b.get('peak_rss_mib', 0):.1f} MiB"
+              f" | verify {'PASSED' if v['passed'] else 'FAILED'} ({v['found']}/{v['expected']})")
+    sat = load(run, "saturation")
+    per_cpu = sat["items_per_cpu_second"] or 0
+    add("notifications per bridge CPU-second (saturation)", per_cpu)
+    add(f"ratio to openssl speed rsa{bits} (the gate: 0.92)", per_cpu / openssl if openssl else 0)
+    add("ratio to aws-lc-rs's RSA limit per core", per_cpu / rsa)
+    add("notifications/s per bridge core, wall clock", sat["throughput_items_per_s"] / bridge_cores)
+    if "latency" in phases:
+        lat = load(run, "latency")
+        add("ack p99 at 70 % of the saturated rate, ms", lat["ack_latency"]["p99_ms"])
+    add("pass-through per bridge CPU-second", load(run, "passthrough")["items_per_cpu_second"] or 0)
+print(f"== summary over {runs} run(s): median [min - max]")
+for name, values in figures.items():
+    fmt = (lambda x: f"{x:.2f}") if max(values) < 10 else (lambda x: f"{x:.0f}")
+    print(f"{name:52} {fmt(statistics.median(values)):>8}  [{fmt(min(values))} - {fmt(max(values))}]")
 sys.exit(0 if ok else 1)
 PY
