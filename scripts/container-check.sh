@@ -17,10 +17,12 @@
 #
 #   scripts/container-check.sh [BINARY]   (default target/debug/graphbridge: all features, so
 #                                         the image also has `demo` and `simulate`)
-# Needs root (rootful podman) and Debian's podman, runc, catatonit and mmdebstrap, which it
-# installs when missing. crun fails here ("cgroups in hybrid mode"), hence --runtime runc;
+# Needs root (rootful podman; re-runs itself with sudo) and Debian's podman, runc, catatonit
+# and mmdebstrap, which it installs when missing. crun fails here ("cgroups in hybrid mode"), hence --runtime runc;
 # RLIMIT_NPROC may not be set here, hence `default_ulimits = []` in containers.conf.
 set -euo pipefail
+# Rootful podman (host networking, runc): as root, or again through sudo.
+[ "$(id -u)" = 0 ] || exec sudo --preserve-env "$0" "$@"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 BINARY=$(readlink -f "${1:-target/debug/graphbridge}")
