@@ -23,7 +23,7 @@ use graphbridge_core::pipeline::{BatchError, Pipeline};
 use graphbridge_core::server::AppState;
 use graphbridge_core::server::Health;
 use graphbridge_core::sink::kafka::Reporting;
-use graphbridge_core::sink::{Record, SinkError};
+use graphbridge_core::sink::Record;
 use graphbridge_core::telemetry::Metrics;
 
 /// The hub's consumer; its context keeps the last connection failure (see [`Reporting`]).
@@ -145,14 +145,8 @@ pub async fn check_at_start(cfg: &EventHubsConfig) -> Result<(), String> {
     })
     .await
     .map_err(|e| format!("eventhubs probe: {e}"))?;
-    match outcome {
-        Err(SinkError::Permanent(why)) => Err(format!("eventhubs: {why}")),
-        Err(SinkError::Retryable(why)) => {
-            tracing::warn!(error = %why, "event hub not reachable at start; retrying");
-            Ok(())
-        }
-        Ok(()) => Ok(()),
-    }
+    graphbridge_core::sink::refused_at_start("eventhubs", outcome)
+        .map_err(|e| format!("eventhubs: {}", e.detail()))
 }
 
 /// `serve --source eventhubs`'s readiness: the pipeline's, and not while the hub refuses us

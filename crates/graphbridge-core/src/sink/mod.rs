@@ -70,10 +70,16 @@ pub async fn build(cfg: &SinkConfig) -> Result<Arc<dyn Sink>, SinkError> {
 /// The sink at start: a misconfiguration (authentication, TLS) stops the start with its cause;
 /// an unreachable broker is logged and the process starts anyway (not ready, or spooling).
 pub async fn check_at_start(sink: &dyn Sink) -> Result<(), SinkError> {
-    match sink.ready().await {
+    refused_at_start(sink.kind(), sink.ready().await)
+}
+
+/// A start-up probe's answer for `what` (a sink, the Event Hubs source): a refusal stops the
+/// start, an outage is logged and the process starts anyway.
+pub fn refused_at_start(what: &str, probe: Result<(), SinkError>) -> Result<(), SinkError> {
+    match probe {
         Err(e @ SinkError::Permanent(_)) => Err(e),
         Err(e) => {
-            tracing::warn!(sink = sink.kind(), error = %e, "sink not ready at start");
+            tracing::warn!(what, error = %e.detail(), "not reachable at start; starting anyway");
             Ok(())
         }
         Ok(()) => Ok(()),
