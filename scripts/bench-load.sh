@@ -24,6 +24,10 @@
 #      everything except RSA. The simulator builds every batch first (--pregenerate): making
 #      an item costs it about what handling one costs the bridge, so otherwise the generator,
 #      not the bridge, sets the pace, and a half-idle bridge pays more per item.
+#   5. Scaling (SINK=file, 2 or more cores, pinned; SCALING=0 leaves it out): unique keys,
+#      batches built first, on the bridge's one core; then, after all runs, the bridge again on
+#      every core with the simulator niced (nice 19) on the same cores, and the ratio of the
+#      two wall-clock rates. The file sink, so that no broker competes for the cores.
 # Every phase verifies in the sink that each acked item arrived exactly once. The phases (and the
 # RSA measurements around them) repeat RUNS times against the same bridge; the summary gives
 # each figure's median and range, since this machine is shared and one run can be lucky.
@@ -45,6 +49,8 @@ source scripts/bench-lib.sh
 SOURCE=${SOURCE:-webhook}
 SINK=${SINK:-kafka}
 RUNS=${RUNS:-3}
+SCALING=${SCALING:-1}
+if [ "$SINK" != file ] || [ "$SOURCE" != webhook ] || [ "${PIN:-1}" != 1 ] || (($(nproc) < 2)); then SCALING=0; fi
 bench_start
 if [ "$SOURCE" = eventhubs ]; then
   SECURE_DIR=$(scripts/secure.sh dir)
@@ -92,13 +98,27 @@ for run in $(seq 1 "$RUNS"); do
   fi
   echo "== run $run: pass-through ($SOURCE): $COUNT notifications, one reused wrapped key"
   sim "$WORK/graphbridge.toml" "${SIM_ARGS[@]}" --verify "$SINK" --count "$COUNT" --seed "$((run * 10 + 3))" --reuse-key --pregenerate --concurrency "$CONCURRENCY" --batch-size "$BATCH" >"$R/passthrough.json"
+  if [ "$SCALING" = 1 ]; then
+    echo "== run $run: scaling, one core: $COUNT notifications, unique keys, batches built first"
+    sim "$WORK/graphbridge.toml" --verify "$SINK" --count "$COUNT" --seed "$((run * 10 + 4))" --pregenerate --concurrency "$CONCURRENCY" --batch-size "$BATCH" >"$R/scale1.json"
+  fi
   # The machine's speed drifts (shared cores, frequency scaling): the limit again after the
   # load, and the ratio uses the mean of both.
   mkdir -p "$R/after"
   rsa_limits "$R/after"
 done
 
-PHASES="${PHASES[*]}" python3 - "$WORK" "$RUNS" <<'PY'
+if [ "$SCALING" = 1 ]; then
+  stop_serve
+  ON_BRIDGE_CPUS=() ON_OTHER_CPUS=(nice -n 19)
+  start_serve "$WORK/graphbridge.toml"
+  for run in $(seq 1 "$RUNS"); do
+    echo "== run $run: scaling, every core ($CORES), simulator niced: $COUNT notifications, unique keys, batches built first"
+    sim "$WORK/graphbridge.toml" --verify "$SINK" --count "$COUNT" --seed "$((run * 10 + 5))" --pregenerate --concurrency "$((CONCURRENCY * CORES))" --batch-size "$BATCH" >"$WORK/run$run/scale_all.json"
+  done
+fi
+
+SCALING=$SCALING CORES=$CORES PHASES="${PHASES[*]}" python3 - "$WORK" "$RUNS" <<'PY'
 import json, os, statistics, sys
 work, runs = sys.argv[1], int(sys.argv[2])
 phases = os.environ["PHASES"].split()
@@ -133,6 +153,12 @@ for run in range(1, runs + 1):
         lat = load(run, "latency")
         add("ack p99 at 70 % of the saturated rate, ms", lat["ack_latency"]["p99_ms"])
     add("pass-through per bridge CPU-second", load(run, "passthrough")["items_per_cpu_second"] or 0)
+    if os.environ["SCALING"] == "1":
+        one, every = load(run, "scale1"), load(run, "scale_all")
+        for name, r in (("scaling, one core", one), ("scaling, every core", every)):
+            v = r["verification"]; ok &= v["passed"]
+            print(f"   {name:20} {r['throughput_items_per_s']:8.0f} items/s wall clock | verify {'PASSED' if v['passed'] else 'FAILED'} ({v['found']}/{v['expected']})")
+        add(f"scaling: {os.environ['CORES']} cores / 1 core, wall clock (gate: 1.8 at 2)", every["throughput_items_per_s"] / one["throughput_items_per_s"])
 print(f"== summary over {runs} run(s): median [min - max]")
 for name, values in figures.items():
     fmt = (lambda x: f"{x:.2f}") if max(values) < 10 else (lambda x: f"{x:.0f}")

@@ -52,9 +52,9 @@ pub enum Unavailable {
     /// The spool could not take the batch (full, i/o, closed).
     #[error("{0}")]
     Spool(#[source] SpoolError),
-    /// A blocking thread opening items panicked or was cancelled.
+    /// A crypto worker opening items panicked or had stopped.
     #[error("decrypt task failed: {0}")]
-    Task(#[source] tokio::task::JoinError),
+    Task(#[source] super::workers::WorkerError),
 }
 
 impl Unavailable {

@@ -15,6 +15,7 @@ mod outcome;
 mod publish;
 #[cfg(test)]
 pub(crate) mod test_support;
+mod workers;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
