@@ -19,8 +19,8 @@ out=$(mktemp /tmp/graphbridge-callgrind.XXXXXX)
 trap 'rm -f "$out"' EXIT
 # Only the pipeline is counted: the batch's stages (deliver) and the envelope parse.
 valgrind --tool=callgrind --callgrind-out-file="$out" \
-  --toggle-collect='graphbridge::pipeline::Pipeline::deliver*' \
-  --toggle-collect='graphbridge::graph::envelope::Envelope::parse_limited*' \
+  --toggle-collect='graphbridge_core::pipeline::Pipeline::deliver*' \
+  --toggle-collect='graphbridge_core::graph::envelope::Envelope::parse_limited*' \
   "$bench" --bench pass_through_cpu --profile-time 3 >/dev/null 2>&1
 sha=$(callgrind_annotate "$out" 2>/dev/null | awk '/sha256_block_data_order/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
 
