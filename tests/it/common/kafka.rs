@@ -117,21 +117,43 @@ pub async fn consume_until_distinct_at(
         .1
 }
 
-/// Sum of high watermarks over every partition of `topics`.
+/// Sum of high watermarks over every partition of `topics`. A topic created moments ago may
+/// not have its leaders known everywhere yet (`NotLeaderForPartition`, `LeaderNotAvailable`):
+/// the broker's answer is asked again until it settles, for at most 30 s.
 fn total_messages(consumer: &StreamConsumer, topics: &[&str]) -> i64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match try_total_messages(consumer, topics) {
+            Ok(total) => return total,
+            Err(e) if std::time::Instant::now() < deadline && leaders_settling(&e) => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("watermarks: {e}"),
+        }
+    }
+}
+
+fn leaders_settling(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::*;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(NotLeaderForPartition | LeaderNotAvailable | UnknownTopicOrPartition)
+    )
+}
+
+fn try_total_messages(
+    consumer: &StreamConsumer,
+    topics: &[&str],
+) -> Result<i64, rdkafka::error::KafkaError> {
     let mut total = 0;
     for topic in topics {
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         for p in md.topics()[0].partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .expect("watermarks");
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
             total += high - low;
         }
     }
-    total
+    Ok(total)
 }
 
 fn to_consumed(msg: &impl Message) -> Consumed {
