@@ -29,7 +29,6 @@ cd "$ROOT"
 source scripts/podman-lib.sh
 BINARY=$(readlink -f "${1:-target/debug/graphbridge}")
 IMAGE=localhost/graphbridge:ci
-BASE=localhost/graphbridge-base:bookworm
 PORT=${CONTAINER_CHECK_PORT:-28180}
 ADMIN=${CONTAINER_CHECK_ADMIN_PORT:-28190}
 CONTROLLER_ADMIN=${CONTAINER_CHECK_CONTROLLER_ADMIN_PORT:-28191}
@@ -60,14 +59,12 @@ cleanup() {
 trap cleanup EXIT
 
 step "base image from Debian packages (mmdebstrap, or the one made this week)"
-# What the Dockerfile's runtime stage installs (ca-certificates, libssl3) comes preinstalled;
-# passwd for its useradd. compose-check.sh builds on the same base.
-debian_base "$BASE" ca-certificates,libssl3,passwd
+graphbridge_base
 
-step "image: the Dockerfile with RUNTIME_BASE=$BASE, BINARY_FROM=prebuilt"
+step "image: the Dockerfile with RUNTIME_BASE=$GRAPHBRIDGE_BASE, BINARY_FROM=prebuilt"
 mkdir -p "$WORK/context"
 cp "$BINARY" "$WORK/context/graphbridge"
-podman build --quiet --file Dockerfile --build-arg RUNTIME_BASE="$BASE" --build-arg BINARY_FROM=prebuilt \
+podman build --quiet --file Dockerfile --build-arg RUNTIME_BASE="$GRAPHBRIDGE_BASE" --build-arg BINARY_FROM=prebuilt \
   --build-arg REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   --tag "$IMAGE" "$WORK/context" >/dev/null
 podman image inspect "$IMAGE" --format 'user {{.Config.User}}, entrypoint {{.Config.Entrypoint}}, {{.Size}} bytes'

@@ -53,3 +53,8 @@ debian_base() {
   rm -f "$rootfs"
   echo "made $image from Debian bookworm's packages"
 }
+
+# The base of the graphbridge images (RUNTIME_BASE) and of the broker stand-ins: what the
+# Dockerfile's runtime stage installs (ca-certificates, libssl3) preinstalled, passwd for useradd.
+GRAPHBRIDGE_BASE=localhost/graphbridge-base:bookworm
+graphbridge_base() { debian_base "$GRAPHBRIDGE_BASE" ca-certificates,libssl3,passwd; }
