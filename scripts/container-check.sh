@@ -18,16 +18,17 @@
 #   scripts/container-check.sh [BINARY]   (default target/debug/graphbridge: all features, so
 #                                         the image also has `demo` and `simulate`)
 # Needs root (rootful podman; re-runs itself with sudo) and Debian's podman, runc, catatonit
-# and mmdebstrap, which it installs when missing. crun fails here ("cgroups in hybrid mode"), hence --runtime runc;
-# RLIMIT_NPROC may not be set here, hence `default_ulimits = []` in containers.conf.
+# and mmdebstrap, which it installs when missing, with the containers.conf this machine class
+# needs (runc, no default ulimits: scripts/podman-lib.sh).
 set -euo pipefail
 # Rootful podman (host networking, runc): as root, or again through sudo.
 [ "$(id -u)" = 0 ] || exec sudo --preserve-env "$0" "$@"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=scripts/podman-lib.sh
+source scripts/podman-lib.sh
 BINARY=$(readlink -f "${1:-target/debug/graphbridge}")
 IMAGE=localhost/graphbridge:ci
-BASE=localhost/graphbridge-base:bookworm
 PORT=${CONTAINER_CHECK_PORT:-28180}
 ADMIN=${CONTAINER_CHECK_ADMIN_PORT:-28190}
 CONTROLLER_ADMIN=${CONTAINER_CHECK_CONTROLLER_ADMIN_PORT:-28191}
@@ -39,16 +40,11 @@ t0=$SECONDS
 
 step() { echo "== $* ($((SECONDS - t0))s)"; }
 die() { echo "container-check: $*" >&2; exit 1; }
-podman() { command podman --runtime runc "$@"; }
 
 [ -x "$BINARY" ] || die "no binary at $BINARY (cargo build first)"
 [ -x "$HELM" ] || die "no helm (scripts/chart-check.sh builds it; or set HELM)"
-scripts/setup.sh podman runc catatonit mmdebstrap
-conf=/etc/containers/containers.conf
-if ! grep -q '^default_ulimits' "$conf" 2>/dev/null; then
-  mkdir -p /etc/containers
-  printf '[containers]\ndefault_ulimits = []\n' >>"$conf"
-fi
+# shellcheck disable=SC2119 # no packages beyond podman's
+podman_setup
 
 WORK=$(mktemp -d /tmp/graphbridge-container.XXXXXX)
 cleanup() {
@@ -57,22 +53,18 @@ cleanup() {
   done
   [ -z "${STANDIN_PID:-}" ] || kill "$STANDIN_PID" 2>/dev/null || true
   podman rm -f "$NAME" >/dev/null 2>&1 || true
-  podman rmi -f "$IMAGE" "$BASE" >/dev/null 2>&1 || true
+  podman rmi -f "$IMAGE" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-step "base image from Debian packages (mmdebstrap)"
-# What the Dockerfile's runtime stage installs (ca-certificates, libssl3) comes preinstalled;
-# passwd for its useradd.
-mmdebstrap --quiet --variant=apt --include=ca-certificates,libssl3,passwd bookworm "$WORK/rootfs.tar"
-podman import --quiet "$WORK/rootfs.tar" "$BASE" >/dev/null
-rm -f "$WORK/rootfs.tar"
+step "base image from Debian packages (mmdebstrap, or the one made this week)"
+graphbridge_base
 
-step "image: the Dockerfile with RUNTIME_BASE=$BASE, BINARY_FROM=prebuilt"
+step "image: the Dockerfile with RUNTIME_BASE=$GRAPHBRIDGE_BASE, BINARY_FROM=prebuilt"
 mkdir -p "$WORK/context"
 cp "$BINARY" "$WORK/context/graphbridge"
-podman build --quiet --file Dockerfile --build-arg RUNTIME_BASE="$BASE" --build-arg BINARY_FROM=prebuilt \
+podman build --quiet --file Dockerfile --build-arg RUNTIME_BASE="$GRAPHBRIDGE_BASE" --build-arg BINARY_FROM=prebuilt \
   --build-arg REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   --tag "$IMAGE" "$WORK/context" >/dev/null
 podman image inspect "$IMAGE" --format 'user {{.Config.User}}, entrypoint {{.Config.Entrypoint}}, {{.Size}} bytes'

@@ -3,6 +3,7 @@
 #
 #   scripts/kafka.sh start|stop|restart|status|wipe
 #   scripts/kafka.sh class <main.Class> [args...]   # run any class from the Kafka jars
+#   scripts/kafka.sh fetch                          # only fetch the jars; prints their directory
 #
 # Jars come from Maven Central (the only place we can reach), resolved once with Maven
 # and cached outside the work tree. Data lives under $GRAPHBRIDGE_RUN/kafka and survives
@@ -297,5 +298,6 @@ case "${1:-}" in
     [[ -f $RUN/log4j-tools.properties ]] || write_config
     run_class "$@"
     ;;
-  *) echo "usage: $0 start|stop|restart|status|wipe|class <main.Class> [args...]" >&2; exit 2 ;;
+  fetch) fetch && echo "$LIBS" ;;
+  *) echo "usage: $0 start|stop|restart|status|wipe|fetch|class <main.Class> [args...]" >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 // opscheck validates the deployment files that have no checker on a machine without Docker or
 // Prometheus: `opscheck compose FILE...` loads a Compose file with compose-go (the loader
-// `docker compose config` uses: schema, interpolation, references between services), and
+// `docker compose config` uses: schema, interpolation, references between services; FILE may
+// be `base.yml:override.yml`, merged as `docker compose -f base.yml -f override.yml` would), and
 // `opscheck rules FILE...` parses Prometheus rule groups exactly as Prometheus loads them
 // (rulefmt: YAML structure, PromQL expressions, label and annotation templates), and
 // `opscheck yaml2json FILE` prints a multi-document YAML file as a JSON array (CRDs, for
@@ -16,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/prometheus/common/model"
@@ -54,12 +56,17 @@ func main() {
 }
 
 func checkCompose(file string) error {
-	abs, err := filepath.Abs(file)
-	if err != nil {
-		return err
+	// Several files as Compose's COMPOSE_FILE names them; paths relative to the first one's.
+	var files []string
+	for _, f := range strings.Split(file, ":") {
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			return err
+		}
+		files = append(files, abs)
 	}
-	opts, err := cli.NewProjectOptions([]string{abs},
-		cli.WithWorkingDirectory(filepath.Dir(abs)),
+	opts, err := cli.NewProjectOptions(files,
+		cli.WithWorkingDirectory(filepath.Dir(files[0])),
 		cli.WithOsEnv,
 		cli.WithDotEnv,
 		cli.WithName("graphbridge"),

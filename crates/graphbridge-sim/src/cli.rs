@@ -242,13 +242,14 @@ pub async fn main(args: Args, config: Option<&Path>) -> anyhow::Result<bool> {
     let mut bridge = usage();
     let verification = match &target {
         Some(t) => {
-            // A webhook's 2xx means published; an event in a hub is read by the bridge later,
-            // so with --to-hub the check is repeated until it passes (bounded).
+            // A webhook's 2xx means published, unless the bridge spooled the batch: that is
+            // published when the spool drains. An event in a hub is read by the bridge later.
+            // In those two cases the check is repeated until it passes (bounded).
+            let later = args.waits_for_the_bridge() || outcomes.spooled_items > 0;
             let deadline = std::time::Instant::now() + Duration::from_secs(120);
             loop {
                 let v = verify(t, &outcomes.acked, &outcomes.may_repeat).await?;
-                if v.passed || !args.waits_for_the_bridge() || std::time::Instant::now() >= deadline
-                {
+                if v.passed || !later || std::time::Instant::now() >= deadline {
                     break Some(v);
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;

@@ -30,6 +30,14 @@ pub struct Issuer {
     pub app_id: String,
 }
 
+/// The OpenID metadata. Its `jwks_uri` is on the host the request was addressed to (its Host
+/// header), so that a bridge reaching the issuer by a service name (Compose, Kubernetes) fetches
+/// the keys there too, also when the issuer listens on 0.0.0.0; on `base` without one.
+fn metadata(host: Option<&str>, base: &str) -> Value {
+    let base = host.map_or_else(|| base.to_string(), |h| format!("http://{h}"));
+    json!({ "issuer": "https://login.microsoftonline.com/{tenantid}/v2.0", "jwks_uri": format!("{base}/keys") })
+}
+
 impl std::fmt::Debug for Issuer {
     // The signing key stays out of logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,12 +130,17 @@ impl Issuer {
     /// metadata URL to configure in the bridge.
     pub fn serve(self: &Arc<Self>, listener: TcpListener) -> anyhow::Result<String> {
         let base = format!("http://{}", listener.local_addr()?);
-        let meta = json!({ "issuer": "https://login.microsoftonline.com/{tenantid}/v2.0", "jwks_uri": format!("{base}/keys") });
         let jwks = self.jwks();
+        let fallback = base.clone();
         let app = axum::Router::new()
             .route(
                 "/.well-known/openid-configuration",
-                axum::routing::get(move || async move { axum::Json(meta) }),
+                axum::routing::get(move |headers: axum::http::HeaderMap| async move {
+                    let host = headers
+                        .get(axum::http::header::HOST)
+                        .and_then(|h| h.to_str().ok());
+                    axum::Json(metadata(host, &fallback))
+                }),
             )
             .route(
                 "/keys",
@@ -135,5 +148,43 @@ impl Issuer {
             );
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(format!("{base}/.well-known/openid-configuration"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwks_uri_on_the_host_the_bridge_asked() {
+        let uri = |host| metadata(host, "http://0.0.0.0:8443")["jwks_uri"].clone();
+        assert_eq!(uri(Some("simulate:8443")), "http://simulate:8443/keys");
+        assert_eq!(uri(None), "http://0.0.0.0:8443/keys");
+    }
+
+    #[tokio::test]
+    async fn served_metadata_names_the_requested_host() {
+        let issuer = Arc::new(Issuer::new("app", None).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        issuer.serve(listener).unwrap();
+        let url = format!("http://127.0.0.1:{port}/.well-known/openid-configuration");
+        let client = graphbridge_core::http::client();
+        let get = |host: String| {
+            let req = client.get(&url).header(reqwest::header::HOST, host);
+            async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+        };
+        let meta = get(format!("issuer.test:{port}")).await;
+        assert_eq!(meta["jwks_uri"], format!("http://issuer.test:{port}/keys"));
+        let meta = get(format!("127.0.0.1:{port}")).await;
+        let keys: Value = client
+            .get(meta["jwks_uri"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(keys, issuer.jwks());
     }
 }

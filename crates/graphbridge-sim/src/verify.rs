@@ -99,7 +99,8 @@ fn kafka_ids(_: &KafkaConfig) -> anyhow::Result<HashMap<String, usize>> {
 }
 
 /// Reads the channel and chat topics from the start up to their current high watermarks:
-/// every acknowledged event is below them, so the read is complete without waiting.
+/// every event acknowledged without spooling is below them, so the read is complete without
+/// waiting (a spooled one may not be yet: the caller checks again).
 #[cfg(feature = "kafka")]
 fn kafka_ids(cfg: &KafkaConfig) -> anyhow::Result<HashMap<String, usize>> {
     let consumer: BaseConsumer = KafkaSink::consumer_config(cfg)
