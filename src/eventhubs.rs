@@ -172,7 +172,7 @@ impl Health for HubHealth {
 }
 
 /// Reads the hub until `stop` turns true. Up to `window` events are processed at once (the
-/// pipeline decrypts on blocking threads and waits on the broker; one at a time left the core
+/// pipeline decrypts on the crypto workers and waits on the broker; one at a time left the core
 /// idle during those waits), and they complete and are committed in the order they were read,
 /// so an offset is committed only once it and every event before it on its partition was
 /// accepted, skipped or dead-lettered. One that must be retried is processed again (after a
