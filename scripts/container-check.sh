@@ -21,8 +21,10 @@
 # and mmdebstrap, which it installs when missing. crun fails here ("cgroups in hybrid mode"), hence --runtime runc;
 # RLIMIT_NPROC may not be set here, hence `default_ulimits = []` in containers.conf.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Rootful podman (host networking, runc): as root, or again through sudo.
-[ "$(id -u)" = 0 ] || exec sudo --preserve-env "$0" "$@"
+as_root "$@"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 BINARY=$(readlink -f "${1:-target/debug/graphbridge}")
@@ -39,16 +41,10 @@ t0=$SECONDS
 
 step() { echo "== $* ($((SECONDS - t0))s)"; }
 die() { echo "container-check: $*" >&2; exit 1; }
-podman() { command podman --runtime runc "$@"; }
 
 [ -x "$BINARY" ] || die "no binary at $BINARY (cargo build first)"
 [ -x "$HELM" ] || die "no helm (scripts/chart-check.sh builds it; or set HELM)"
-scripts/setup.sh podman runc catatonit mmdebstrap
-conf=/etc/containers/containers.conf
-if ! grep -q '^default_ulimits' "$conf" 2>/dev/null; then
-  mkdir -p /etc/containers
-  printf '[containers]\ndefault_ulimits = []\n' >>"$conf"
-fi
+podman_ready
 
 WORK=$(mktemp -d /tmp/graphbridge-container.XXXXXX)
 cleanup() {
@@ -65,9 +61,7 @@ trap cleanup EXIT
 step "base image from Debian packages (mmdebstrap)"
 # What the Dockerfile's runtime stage installs (ca-certificates, libssl3) comes preinstalled;
 # passwd for its useradd.
-mmdebstrap --quiet --variant=apt --include=ca-certificates,libssl3,passwd bookworm "$WORK/rootfs.tar"
-podman import --quiet "$WORK/rootfs.tar" "$BASE" >/dev/null
-rm -f "$WORK/rootfs.tar"
+debian_image "$BASE" "$WORK/rootfs.tar" --include=ca-certificates,libssl3,passwd
 
 step "image: the Dockerfile with RUNTIME_BASE=$BASE, BINARY_FROM=prebuilt"
 mkdir -p "$WORK/context"

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Shared by kafka.sh and nats.sh (sourced, not run). Each defines running_pid, log, PIDFILE
-# and STOP_TIMEOUT.
+# Shared by the scripts (sourced, not run): the broker scripts' stop (kafka.sh and nats.sh, each
+# defining running_pid, log, PIDFILE and STOP_TIMEOUT) and the container scripts' rootful podman
+# (container-check.sh, fresh-machine-check.sh).
 
 # Stops the service if it runs; idempotent.
 stop() {
@@ -39,4 +40,34 @@ lock_for() {
     exec 8>"$RUN.lock"
     flock -w 1200 8 || die "timed out waiting for another $0 to finish"
   esac
+}
+
+# as_root ARGS...: the calling script again as root through sudo, unless it is root already.
+# The environment is kept, PATH too: sudo's secure_path would drop ~/.cargo/bin and Go.
+as_root() {
+  [ "$(id -u)" = 0 ] || exec sudo --preserve-env env "PATH=$PATH" "$0" "$@"
+}
+
+# podman_ready: Debian's podman, runc, catatonit and mmdebstrap, installed when missing (run from
+# the repository's root). RLIMIT_NPROC may not be set here: `default_ulimits = []`.
+podman_ready() {
+  scripts/setup.sh podman runc catatonit mmdebstrap
+  local conf=/etc/containers/containers.conf
+  if ! grep -q '^default_ulimits' "$conf" 2>/dev/null; then
+    mkdir -p /etc/containers
+    printf '[containers]\ndefault_ulimits = []\n' >>"$conf"
+  fi
+}
+
+# crun fails here ("cgroups in hybrid mode not supported"): runc.
+podman() { command podman --runtime runc "$@"; }
+
+# debian_image IMAGE TAR [MMDEBSTRAP-ARGS...]: a Debian bookworm image from Debian's packages, no
+# registry: mmdebstrap --variant=apt into TAR (removed afterwards), then podman import.
+debian_image() {
+  local image=$1 tar=$2
+  shift 2
+  mmdebstrap --quiet --variant=apt "$@" bookworm "$tar"
+  podman import --quiet "$tar" "$image" >/dev/null
+  rm -f "$tar"
 }

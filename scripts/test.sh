@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: installs what is missing, starts a real Kafka (KRaft)
 # and a real NATS JetStream on 127.0.0.1, runs fmt, clippy and every test, stops the brokers,
 # then checks the Helm chart, compose file and Dockerfile (chart-check.sh, with the binary the
-# tests built) and builds and runs the container image with podman (container-check.sh).
+# tests built), builds and runs the container image with podman (container-check.sh), and runs
+# the README's two commands on a fresh Debian machine in a container (fresh-machine-check.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -53,3 +54,6 @@ for v in PORT ADMIN_PORT CONTROLLER_ADMIN_PORT ISSUER_PORT GRAPH_PORT; do
   export "CONTAINER_CHECK_$v=$(free_port)"
 done
 scripts/container-check.sh target/debug/graphbridge
+# The README's two commands on a fresh Debian machine, a container (fresh-machine-check.sh);
+# not again inside that machine's own run of this script.
+[ -n "${GRAPHBRIDGE_SKIP_FRESH_MACHINE_CHECK:-}" ] || scripts/fresh-machine-check.sh
