@@ -19,7 +19,7 @@
 #
 # FRESH_CPUS=1 confines the container to those CPUs (podman --cpuset-cpus), e.g. beside other
 # work on a developer's machine; CI leaves it unset and uses them all.
-# The inner test.sh runs with GRAPHBRIDGE_SKIP_FRESH_MACHINE_CHECK=1: it must not start this
+# The inner test.sh runs with GRAPHBRIDGE_TEST_IN_FRESH_MACHINE=1: it must not start this
 # check again inside itself. Needs root (rootful, privileged podman; re-runs itself with sudo).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -84,34 +84,30 @@ podman run --detach --name "$NAME" --init --privileged "${cpus[@]}" \
   -v "$GO_DIR:/usr/local/go:ro" -v "$WORK/graphbridge.bundle:/tmp/graphbridge.bundle:ro" \
   -v "$WORK/containers:/var/lib/containers" \
   "$IMAGE" sleep infinity >/dev/null
-# As the user's login shell would after rustup's and Go's installers: their bin on PATH.
-as_dev() { # TIMEOUT COMMAND...
-  local limit=$1
-  shift
-  timeout --kill-after 30 "$limit" podman exec --user dev --workdir /home/dev/graphbridge \
-    --env HOME=/home/dev --env PATH=/home/dev/.cargo/bin:/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin \
-    "$@"
-}
 podman exec --user dev --workdir /home/dev --env HOME=/home/dev "$NAME" \
   git clone --quiet -c advice.detachedHead=false /tmp/graphbridge.bundle graphbridge
 
-# readme_command LOG SUCCESS-LINE TIMEOUT [EXEC-ARGS...] COMMAND: as dev in the clone, bounded;
-# the output to LOG, its step lines here; fails unless COMMAND succeeds and LOG has the line.
+# readme_command LOG SUCCESS-LINE TIMEOUT COMMAND [VAR=VALUE...]: COMMAND as dev in the clone,
+# bounded, PATH as dev's login shell has it after rustup's and Go's installers; its output to
+# LOG, its step lines here. Fails unless COMMAND succeeds and LOG has SUCCESS-LINE.
 readme_command() {
-  local log=$1 success=$2 limit=$3 start=$SECONDS
-  shift 3
-  step "${*: -1}"
-  if ! as_dev "$limit" "${@:1:$#-1}" "$NAME" "${*: -1}" 2>&1 | tee "$log" | grep --line-buffered -E '^(== |setup.sh: )' ||
+  local log=$1 success=$2 limit=$3 command=$4 start=$SECONDS var
+  shift 4
+  local env=(--env HOME=/home/dev --env PATH=/home/dev/.cargo/bin:/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin)
+  for var in "$@"; do env+=(--env "$var"); done
+  step "$command"
+  if ! podman exec --user dev --workdir /home/dev/graphbridge "${env[@]}" "$NAME" \
+    timeout --kill-after 30 "$limit" "$command" 2>&1 | tee "$log" | { grep --line-buffered -E '^(== |setup.sh: )' || true; } ||
     ! grep -q "$success" "$log"; then
     tail -40 "$log"
-    die "${*: -1} failed on the fresh machine"
+    die "$command failed on the fresh machine"
   fi
   grep "$success" "$log"
-  took+=("${*: -1} $(((SECONDS - start) / 60))m$(((SECONDS - start) % 60))s")
+  took+=("$command $(((SECONDS - start) / 60))m$(((SECONDS - start) % 60))s")
 }
 took=()
 readme_command "$WORK/demo.txt" "^demo ok" "$DEMO_TIMEOUT" scripts/demo.sh
-readme_command "$WORK/test.txt" "^== container check passed" "$TEST_TIMEOUT" \
-  --env GRAPHBRIDGE_SKIP_FRESH_MACHINE_CHECK=1 scripts/test.sh
+readme_command "$WORK/test.txt" "^== container check passed" "$TEST_TIMEOUT" scripts/test.sh \
+  GRAPHBRIDGE_TEST_IN_FRESH_MACHINE=1
 
 step "fresh machine check passed: ${took[0]}, ${took[1]}"

@@ -56,4 +56,4 @@ done
 scripts/container-check.sh target/debug/graphbridge
 # The README's two commands on a fresh Debian machine, a container (fresh-machine-check.sh);
 # not again inside that machine's own run of this script.
-[ -n "${GRAPHBRIDGE_SKIP_FRESH_MACHINE_CHECK:-}" ] || scripts/fresh-machine-check.sh
+[ -n "${GRAPHBRIDGE_TEST_IN_FRESH_MACHINE:-}" ] || scripts/fresh-machine-check.sh
