@@ -201,7 +201,8 @@ scripts/dockerfile-check.sh "$CHART_CHECK_BIN"
 
 if command -v shellcheck >/dev/null; then
   step "shellcheck"
-  shellcheck scripts/chart-check.sh scripts/dockerfile-check.sh scripts/setup.sh scripts/test.sh
+  shellcheck -x scripts/chart-check.sh scripts/dockerfile-check.sh scripts/setup.sh scripts/test.sh \
+    scripts/lib.sh scripts/container-check.sh scripts/fresh-machine-check.sh
 fi
 
 step "chart-check passed"

@@ -46,6 +46,7 @@ die() { echo "fresh-machine-check: $*" >&2; exit 1; }
 [ -x "$GO_DIR/bin/go" ] || die "no Go at $GO_DIR"
 git diff --quiet HEAD || echo "fresh-machine-check: uncommitted changes are not in the clone (HEAD only)" >&2
 podman_ready
+scripts/setup.sh slirp4netns
 
 # On the host's disk, not a tmpfs: the nested podman's storage and the builds grow to several GiB.
 WORK=$(mktemp -d /var/tmp/graphbridge-fresh.XXXXXX)
@@ -79,7 +80,10 @@ git bundle create --quiet "$WORK/graphbridge.bundle" HEAD
 mkdir -p "$WORK/containers"
 cpus=()
 [ -z "${FRESH_CPUS:-}" ] || cpus=(--cpuset-cpus "$FRESH_CPUS")
-podman run --detach --name "$NAME" --init --privileged "${cpus[@]}" \
+# Its own user-mode network (slirp4netns): the podman inside puts its bridge on 10.88.0.0/16,
+# which on podman's default network would clash with the container's own address and route.
+# catatonit as PID 1 reaps what the brokers and tests leave behind.
+podman run --detach --name "$NAME" --init --privileged --network slirp4netns "${cpus[@]}" \
   -v "$RUSTUP_DIR:/home/dev/.rustup:ro" -v "$RUSTUP_BIN:/home/dev/.cargo/bin/rustup:ro" \
   -v "$GO_DIR:/usr/local/go:ro" -v "$WORK/graphbridge.bundle:/tmp/graphbridge.bundle:ro" \
   -v "$WORK/containers:/var/lib/containers" \

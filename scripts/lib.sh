@@ -43,9 +43,10 @@ lock_for() {
 }
 
 # as_root ARGS...: the calling script again as root through sudo, unless it is root already.
-# The environment is kept, PATH too: sudo's secure_path would drop ~/.cargo/bin and Go.
+# The environment is kept, PATH too (sudo's secure_path would drop ~/.cargo/bin and Go), with
+# the sbin directories root has and an ordinary user's PATH leaves out (iptables for podman).
 as_root() {
-  [ "$(id -u)" = 0 ] || exec sudo --preserve-env env "PATH=$PATH" "$0" "$@"
+  [ "$(id -u)" = 0 ] || exec sudo --preserve-env env "PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin" "$0" "$@"
 }
 
 # podman_ready: Debian's podman, runc, catatonit and mmdebstrap, installed when missing (run from

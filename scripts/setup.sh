@@ -10,6 +10,8 @@
 #   scripts/setup.sh [CMD...]  # everything the tests need, and a Debian package for each CMD
 #                              # that is missing (e.g. `setup.sh valgrind`)
 set -euo pipefail
+# Debian puts some of these in /usr/sbin (nats-server), which an ordinary user's PATH leaves out.
+PATH=$PATH:/usr/sbin
 
 need_pkgs=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
