@@ -205,7 +205,7 @@ scripts/dockerfile-check.sh "$CHART_CHECK_BIN"
 if command -v shellcheck >/dev/null; then
   step "shellcheck"
   shellcheck -x scripts/chart-check.sh scripts/dockerfile-check.sh scripts/setup.sh scripts/test.sh \
-    scripts/container-check.sh scripts/compose-check.sh scripts/podman-lib.sh \
+    scripts/lib.sh scripts/container-check.sh scripts/compose-check.sh scripts/podman-lib.sh scripts/fresh-machine-check.sh \
     deploy/compose/kafka/run deploy/compose/kafka/bin/kafka-run-class.sh deploy/compose/nats/docker-entrypoint.sh
 fi
 

@@ -27,7 +27,9 @@
 # Needs root (rootful podman, bridge networking; re-runs itself with sudo) and installs Debian's
 # podman, podman-compose, runc, catatonit and mmdebstrap when missing.
 set -euo pipefail
-[ "$(id -u)" = 0 ] || exec sudo --preserve-env "$0" "$@"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+as_root "$@"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=scripts/podman-lib.sh

@@ -21,8 +21,10 @@
 # and mmdebstrap, which it installs when missing, with the containers.conf this machine class
 # needs (runc, no default ulimits: scripts/podman-lib.sh).
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Rootful podman (host networking, runc): as root, or again through sudo.
-[ "$(id -u)" = 0 ] || exec sudo --preserve-env "$0" "$@"
+as_root "$@"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=scripts/podman-lib.sh

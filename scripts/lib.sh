@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Shared by kafka.sh and nats.sh (sourced, not run). Each defines running_pid, log, PIDFILE
-# and STOP_TIMEOUT.
+# Shared by the scripts (sourced, not run): the broker scripts' stop (kafka.sh and nats.sh, each
+# defining running_pid, log, PIDFILE and STOP_TIMEOUT) and the container scripts' as_root
+# (rootful podman: container-check.sh, compose-check.sh, fresh-machine-check.sh).
 
 # Stops the service if it runs; idempotent.
 stop() {
@@ -39,4 +40,11 @@ lock_for() {
     exec 8>"$RUN.lock"
     flock -w 1200 8 || die "timed out waiting for another $0 to finish"
   esac
+}
+
+# as_root ARGS...: the calling script again as root through sudo, unless it is root already.
+# The environment is kept, PATH too (sudo's secure_path would drop ~/.cargo/bin and Go), with
+# the sbin directories root has and an ordinary user's PATH leaves out (iptables for podman).
+as_root() {
+  [ "$(id -u)" = 0 ] || exec sudo --preserve-env env "PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin" "$0" "$@"
 }

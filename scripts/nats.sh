@@ -8,6 +8,8 @@
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# Debian installs nats-server in /usr/sbin, which an ordinary user's PATH leaves out.
+PATH=$PATH:/usr/sbin
 
 RUN=${GRAPHBRIDGE_RUN:-/tmp/graphbridge-brokers}/nats
 PORT=${NATS_PORT:-14222}

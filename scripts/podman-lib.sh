@@ -47,11 +47,24 @@ debian_base() {
     echo "reusing $image (made $(date -d "@${made##* }" -Iminutes))"
     return 0
   fi
-  rootfs=$(mktemp --suffix=.tar /tmp/graphbridge-rootfs.XXXXXX)
-  mmdebstrap --quiet --variant=apt --include="$packages" bookworm "$rootfs"
-  podman import --quiet --change "LABEL dev.graphbridge.packages=$packages" "$rootfs" "$image" >/dev/null
-  rm -f "$rootfs"
+  debian_image "$image" --include="$packages" --change "LABEL dev.graphbridge.packages=$packages"
   echo "made $image from Debian bookworm's packages"
+}
+
+# debian_image IMAGE [--change INSTRUCTION] [MMDEBSTRAP-ARGS...]: IMAGE from Debian bookworm's
+# packages, no registry: mmdebstrap --variant=apt into a temporary tar, then podman import
+# (with the Containerfile INSTRUCTION given by --change, if any).
+debian_image() {
+  local image=$1 rootfs change=()
+  shift
+  if [ "${1:-}" = --change ]; then
+    change=(--change "$2")
+    shift 2
+  fi
+  rootfs=$(mktemp --suffix=.tar /var/tmp/graphbridge-rootfs.XXXXXX)
+  mmdebstrap --quiet --variant=apt "$@" bookworm "$rootfs"
+  podman import --quiet "${change[@]}" "$rootfs" "$image" >/dev/null
+  rm -f "$rootfs"
 }
 
 # The base of the graphbridge images (RUNTIME_BASE) and of the broker stand-ins: what the

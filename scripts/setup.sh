@@ -3,13 +3,15 @@
 # missing: C toolchain and headers for librdkafka (built from source by rdkafka's cmake-build)
 # and OpenSSL (openssl-sys, found with pkg-config), Java + Maven for Kafka (its jars come from
 # Maven Central, see kafka.sh), nats-server, ShellCheck and python3-venv (hadolint's virtual
-# environment) for the chart check. Go (>= 1.24, for helm/kubeconform in chart-check.sh) and
-# python3 come with the machine.
+# environment) for the chart check, python3-yaml for the container check. Go (>= 1.24, for
+# helm/kubeconform in chart-check.sh) and python3 come with the machine.
 #
 #   scripts/setup.sh --build   # only what `cargo build` needs (scripts/demo.sh)
 #   scripts/setup.sh [CMD...]  # everything the tests need, and a Debian package for each CMD
 #                              # that is missing (e.g. `setup.sh valgrind`)
 set -euo pipefail
+# Debian puts some of these in /usr/sbin (nats-server), which an ordinary user's PATH leaves out.
+PATH=$PATH:/usr/sbin
 
 need_pkgs=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
@@ -35,6 +37,8 @@ if ! $build_only; then
   have_cmd openssl || need_pkgs+=(openssl)
   # Debian's python3 lacks ensurepip; hadolint's venv (chart-check.sh) needs it.
   python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+  # container-check.sh reads and writes the chart's manifests with PyYAML.
+  python3 -c 'import yaml' >/dev/null 2>&1 || need_pkgs+=(python3-yaml)
 fi
 for extra in "$@"; do
   have_cmd "$extra" || need_pkgs+=("$extra")

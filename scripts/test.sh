@@ -2,8 +2,9 @@
 # The whole test suite, as CI runs it: installs what is missing, starts a real Kafka (KRaft)
 # and a real NATS JetStream on 127.0.0.1, runs fmt, clippy and every test, stops the brokers,
 # then checks the Helm chart, compose file and Dockerfile (chart-check.sh, with the binary the
-# tests built), builds and runs the container image with podman (container-check.sh) and runs
-# docker-compose.yml's quick start with podman-compose on local stand-in images (compose-check.sh).
+# tests built), builds and runs the container image with podman (container-check.sh), runs
+# docker-compose.yml's quick start with podman-compose on local stand-in images (compose-check.sh),
+# and runs the README's two commands on a fresh Debian machine in a container (fresh-machine-check.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -58,3 +59,7 @@ for v in BRIDGE_PORT ADMIN_PORT NATS_PORT; do
   export "COMPOSE_CHECK_$v=$(free_port)"
 done
 scripts/compose-check.sh target/debug/graphbridge
+# The README's two commands on a fresh Debian machine, a container (fresh-machine-check.sh);
+# not again inside that machine's own run of this script.
+[ -n "${GRAPHBRIDGE_TEST_IN_FRESH_MACHINE:-}" ] || scripts/fresh-machine-check.sh
+echo "== test.sh: every check passed"
