@@ -47,7 +47,7 @@ debian_base() {
     echo "reusing $image (made $(date -d "@${made##* }" -Iminutes))"
     return 0
   fi
-  debian_image "$image" --include="$packages" --change "LABEL dev.graphbridge.packages=$packages"
+  debian_image "$image" --change "LABEL dev.graphbridge.packages=$packages" --include="$packages"
   echo "made $image from Debian bookworm's packages"
 }
 
