@@ -91,9 +91,9 @@ impl Opener {
     ) -> Result<(), Unavailable> {
         // CPU stage. When a key must be unwrapped (RSA, ~0.3-1 ms) the work runs off the reactor
         // on the crypto workers, the batch split into one chunk per core; there is one worker
-        // per core, whatever the number of concurrent batches. When every key is already unwrapped (cached) an item
-        // costs tens of microseconds, less than handing it to other threads: a batch of up to
-        // INLINE_MAX_ITEMS runs here (a few milliseconds at most).
+        // per core, whatever the number of concurrent batches. When every key is already
+        // unwrapped (cached) an item costs tens of microseconds, less than handing it to other
+        // threads: a batch of up to INLINE_MAX_ITEMS runs here (a few milliseconds at most).
         let batch_span = tracing::Span::current();
         if to_open.len() <= INLINE_MAX_ITEMS && to_open.iter().all(|t| !self.needs_rsa(t)) {
             let keyring = self.keyring.load();
@@ -310,7 +310,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn chunks_on_blocking_threads_fill_every_slot_by_index() {
+    async fn chunks_on_the_workers_fill_every_slot_by_index() {
         // A cache of 0 entries: every item needs RSA, 5 items over 2 cores = chunks of 3 and 2.
         let o = Opener::new(synthetic_keyring(), 0, false, 2);
         let (good, bad) = (synthetic_item(), tampered_item());
