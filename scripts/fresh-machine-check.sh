@@ -12,7 +12,8 @@
 #   3. this checkout's HEAD cloned there (committed work only) by an ordinary user `dev`
 #      with passwordless sudo, who runs `scripts/demo.sh` (its "demo ok" line asserted) and
 #      then `scripts/test.sh`, its container check included (podman inside the container:
-#      privileged, its storage on a host directory of this run);
+#      privileged, its storage on a host directory of this run); its compose check is left to
+#      the host's run (see test.sh);
 #   4. each command's duration reported; the container, image and directories removed.
 #
 #   scripts/fresh-machine-check.sh
