@@ -18,7 +18,8 @@
 #      bridge's own primitive) and `openssl speed` for reference; measured again after the
 #      load, and the ratio uses the mean of both (the machine's speed drifts).
 #   2. Saturation: unique keys, as fast as the bridge takes them; notifications per bridge
-#      CPU-second (= per fully used core) and its ratio to the RSA limit per core.
+#      CPU-second (= per fully used core) and its ratio to the RSA limit per core, and the CPU
+#      per item by bridge thread (graphbridge-cry: the crypto workers, RSA included).
 #   3. Latency: 70 % of the saturated rate for DURATION seconds; ack-latency percentiles.
 #   4. Pass-through: one reused wrapped key (the unwrapped-key cache answers): the cost of
 #      everything except RSA. The simulator builds every batch first (--pregenerate): making
@@ -145,6 +146,11 @@ for run in range(1, runs + 1):
               f" | verify {'PASSED' if v['passed'] else 'FAILED'} ({v['found']}/{v['expected']})")
     sat = load(run, "saturation")
     per_cpu = sat["items_per_cpu_second"] or 0
+    # Where a saturated item's CPU goes, by bridge thread (crypto workers, reactor, sink).
+    acked = sat["items_acked"] or 1
+    for thread, seconds in sorted(((sat["bridge"] or {}).get("threads") or {}).items()):
+        if seconds > 0:
+            add(f"saturation: CPU µs per item on {thread} threads", seconds * 1e6 / acked)
     add("notifications per bridge CPU-second (saturation)", per_cpu)
     add(f"ratio to openssl speed rsa{bits} (the gate: 0.92)", per_cpu / openssl if openssl else 0)
     add("ratio to aws-lc-rs's RSA limit per core", per_cpu / rsa)

@@ -234,10 +234,7 @@ pub async fn main(args: Args, config: Option<&Path>) -> anyhow::Result<bool> {
     let usage = || {
         args.pid
             .and_then(ProcessUsage::read)
-            .map(|after| ProcessUsage {
-                cpu_seconds: after.cpu_seconds - before.map_or(0.0, |b| b.cpu_seconds),
-                ..after
-            })
+            .map(|after| after.since(before.as_ref()))
     };
     let mut bridge = usage();
     let verification = match &target {

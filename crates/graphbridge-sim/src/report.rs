@@ -10,11 +10,15 @@ use super::run::Outcomes;
 use super::verify::Verification;
 
 /// CPU seconds and peak RSS of a process, from /proc (Linux).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ProcessUsage {
     pub cpu_seconds: f64,
     pub peak_rss_mib: f64,
     pub rss_mib: f64,
+    /// CPU seconds of its live threads by name (`top -H`'s names, at most 15 bytes, so the
+    /// crypto workers share one): where the CPU went, e.g. RSA on the workers against HTTP on
+    /// the reactor. Threads that ended are not counted.
+    pub threads: BTreeMap<String, f64>,
 }
 
 impl ProcessUsage {
@@ -40,8 +44,47 @@ impl ProcessUsage {
             cpu_seconds: ticks / 100.0,
             peak_rss_mib: kib("VmHWM:")? / 1024.0,
             rss_mib: kib("VmRSS:")? / 1024.0,
+            threads: thread_cpu(pid),
         })
     }
+
+    /// The CPU used since `before`, with the memory figures of now.
+    pub fn since(self, before: Option<&ProcessUsage>) -> Self {
+        let Some(before) = before else { return self };
+        let threads = self
+            .threads
+            .into_iter()
+            .map(|(name, s)| {
+                let earlier = before.threads.get(&name).copied().unwrap_or(0.0);
+                (name, s - earlier)
+            })
+            .collect();
+        ProcessUsage {
+            cpu_seconds: self.cpu_seconds - before.cpu_seconds,
+            threads,
+            ..self
+        }
+    }
+}
+
+/// CPU seconds of each live thread of `pid`, summed by thread name, from the nanosecond
+/// counters in /proc/PID/task/TID/schedstat.
+fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
+    let mut by_name = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let ns = std::fs::read_to_string(dir.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
+        if let Some(ns) = ns {
+            *by_name.entry(name.trim().to_string()).or_insert(0.0) += ns / 1e9;
+        }
+    }
+    by_name
 }
 
 #[derive(Debug, Serialize)]
@@ -116,6 +159,7 @@ impl Report {
             throughput_items_per_s: o.acked.len() as f64 / elapsed.max(1e-9),
             ack_latency: latency(&o.ack_latencies),
             items_per_cpu_second: bridge
+                .as_ref()
                 .filter(|b| b.cpu_seconds > 0.0)
                 .map(|b| o.acked.len() as f64 / b.cpu_seconds),
             bridge,
@@ -172,6 +216,19 @@ impl fmt::Display for Report {
         )?;
         if let Some(b) = &self.bridge {
             writeln!(f, "bridge      {:.2} CPU s, peak RSS {:.1} MiB (now {:.1} MiB), {:.0} items per CPU-second", b.cpu_seconds, b.peak_rss_mib, b.rss_mib, self.items_per_cpu_second.unwrap_or(0.0))?;
+            if self.items_acked > 0 {
+                let per_item: Vec<String> = b
+                    .threads
+                    .iter()
+                    .filter(|(_, s)| **s > 0.0)
+                    .map(|(name, s)| format!("{name} {:.1}", s * 1e6 / self.items_acked as f64))
+                    .collect();
+                writeln!(
+                    f,
+                    "threads     CPU µs per acked item: {}",
+                    per_item.join(", ")
+                )?;
+            }
         }
         if let Some(v) = &self.verification {
             writeln!(
@@ -204,5 +261,31 @@ mod tests {
     fn reads_own_process_usage() {
         let u = ProcessUsage::read(std::process::id()).expect("/proc is readable");
         assert!(u.peak_rss_mib > 0.0 && u.peak_rss_mib >= u.rss_mib);
+    }
+
+    #[test]
+    fn counts_cpu_by_thread_name() {
+        // A named thread that has done some work reads the usage while it is still alive.
+        let u = std::thread::Builder::new()
+            .name("cpu-probe".into())
+            .spawn(|| {
+                let start = std::time::Instant::now();
+                let mut x = 0u64;
+                while start.elapsed() < std::time::Duration::from_millis(20) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+                ProcessUsage::read(std::process::id()).expect("/proc is readable")
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let probe = u.threads.get("cpu-probe").copied().unwrap_or(0.0);
+        assert!(probe > 0.005, "{:?}", u.threads);
+        let earlier = ProcessUsage {
+            threads: BTreeMap::from([("cpu-probe".to_string(), probe / 2.0)]),
+            ..Default::default()
+        };
+        let since = u.since(Some(&earlier));
+        assert_eq!(since.threads["cpu-probe"], probe - probe / 2.0);
     }
 }
