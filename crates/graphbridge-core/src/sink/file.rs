@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Record, Sink, SinkError, Stream};
+use super::{next_group, Record, Sink, SinkError, Stream};
 use crate::config::FileSinkConfig;
 
 /// Most batches written under one fsync.
@@ -75,14 +75,7 @@ fn lines<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<u8> {
 }
 
 fn run(mut files: [File; 2], mut rx: mpsc::UnboundedReceiver<Append>, commits: &AtomicU64) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < GROUP {
-            match rx.try_recv() {
-                Ok(a) => group.push(a),
-                Err(_) => break,
-            }
-        }
+    while let Some(group) = next_group(&mut rx, GROUP) {
         let result = commit(&mut files, &group);
         commits.fetch_add(1, Ordering::Relaxed);
         for a in group {

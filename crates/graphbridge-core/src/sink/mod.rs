@@ -101,6 +101,23 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// For a group-committing writer thread (the file sink's, the spool's): waits for the next
+/// request, then takes every other one already queued, up to `max`. `None` once the queue is
+/// closed and empty.
+pub(crate) fn next_group<T>(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    max: usize,
+) -> Option<Vec<T>> {
+    let mut group = vec![rx.blocking_recv()?];
+    while group.len() < max {
+        match rx.try_recv() {
+            Ok(next) => group.push(next),
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{segment_path, sync_dir, Position, Spool, SpoolError};
-use crate::sink::lock;
+use crate::sink::{lock, next_group};
 
 /// Most appends written under one fsync.
 const GROUP: usize = 512;
@@ -47,14 +47,7 @@ pub fn spawn(spool: Arc<Spool>, file: File) -> Handle {
 }
 
 fn run(spool: Arc<Spool>, mut file: File, mut rx: mpsc::UnboundedReceiver<Append>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < GROUP {
-            match rx.try_recv() {
-                Ok(a) => group.push(a),
-                Err(_) => break,
-            }
-        }
+    while let Some(group) = next_group(&mut rx, GROUP) {
         if let Err(e) = roll_if_full(&spool, &mut file) {
             tracing::error!(error = %e, "spool: cannot start a new segment");
             fail(group, &e);
