@@ -143,13 +143,50 @@ pub fn decrypt_cached_with(
     content: &EncryptedContent,
     fp: &Digest,
 ) -> Result<Vec<u8>, DecryptError> {
-    let key = select_key(keyring, content)?;
-    if let Some(symmetric) = cache.get(fp) {
-        return open_data(&symmetric, &content.data, &content.data_signature);
+    let key = data_key(keyring, cache, content, fp)?;
+    open_with(cache, content, fp, key)
+}
+
+/// A content's symmetric key: from the cache, or just unwrapped with RSA and not yet proven by
+/// the HMAC, so not cached yet.
+pub struct DataKey {
+    key: SymmetricKey,
+    unwrapped: bool,
+}
+
+/// The first half of [`decrypt_cached_with`]: the content's key, from the cache or unwrapped
+/// with RSA (the expensive step), after the certificate checks.
+pub fn data_key(
+    keyring: &Keyring,
+    cache: &KeyCache,
+    content: &EncryptedContent,
+    fp: &Digest,
+) -> Result<DataKey, DecryptError> {
+    let private = select_key(keyring, content)?;
+    Ok(match cache.get(fp) {
+        Some(key) => DataKey {
+            key,
+            unwrapped: false,
+        },
+        None => DataKey {
+            key: unwrap_key(private, &content.data_key)?,
+            unwrapped: true,
+        },
+    })
+}
+
+/// The second half: verifies and decrypts the data with the key from [`data_key`]; a freshly
+/// unwrapped key is cached once the HMAC proved it.
+pub fn open_with(
+    cache: &KeyCache,
+    content: &EncryptedContent,
+    fp: &Digest,
+    key: DataKey,
+) -> Result<Vec<u8>, DecryptError> {
+    let plaintext = open_data(&key.key, &content.data, &content.data_signature)?;
+    if key.unwrapped {
+        cache.insert(*fp, &key.key);
     }
-    let symmetric = unwrap_key(key, &content.data_key)?;
-    let plaintext = open_data(&symmetric, &content.data, &content.data_signature)?;
-    cache.insert(*fp, &symmetric);
     Ok(plaintext)
 }
 

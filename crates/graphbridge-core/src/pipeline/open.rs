@@ -10,10 +10,11 @@ use super::error::Unavailable;
 use super::outcome::{reject, Outcome};
 use super::workers::Workers;
 use crate::auth::Authenticated;
-use crate::crypto::decrypt::decrypt_cached_with;
+use crate::crypto::decrypt::{data_key, open_with, DataKey};
 use crate::crypto::key_cache::{fingerprint, Digest, KeyCache};
 use crate::crypto::keyring::Keyring;
 use crate::event::normalize::{self, message_resource};
+use crate::graph::resource::MessageResource;
 use crate::sink::Record;
 
 /// Largest batch opened on the reactor thread when no item needs RSA (≈30 µs per item).
@@ -185,57 +186,101 @@ fn outcome(raw: &RawValue, opened: Opened, received_at: &str) -> Outcome {
 }
 
 impl OpenContext<'_> {
-    /// Decrypts and normalizes each item (by its index in the batch).
+    /// Decrypts and normalizes each item (by its index in the batch). Every RSA operation of
+    /// the chunk runs first, back to back, and then the rest item by item: RSA's code and the
+    /// key's tables stay in the caches instead of alternating with JSON work (about 1 % more
+    /// notifications per CPU-second, docs/performance.md).
     fn open_all(&self, work: Vec<ToOpen<'_>>) -> Vec<(usize, Opened)> {
-        work.into_iter()
+        let keyed: Vec<_> = work
+            .iter()
             .map(|t| {
-                let n = t.item.item();
-                // Ids only, never content or secrets. DEBUG: logs at INFO do not pay for a
-                // span per item; trace export takes it (telemetry.rs).
-                let _item = tracing::debug_span!(
-                    parent: self.batch_span,
-                    "item",
-                    subscription_id = &*n.subscription_id,
-                    tenant_id = &*n.tenant_id,
-                    resource = n.resource.as_deref().unwrap_or_default(),
-                )
-                .entered();
-                let at = self.received_at;
-                (
-                    t.index,
-                    open(self.keyring, self.cache, &t, at, self.include_resource),
-                )
+                let _item = self.item_span(t).entered();
+                key_item(self.keyring, self.cache, t)
+            })
+            .collect();
+        work.iter()
+            .zip(keyed)
+            .map(|(t, keyed)| {
+                let _item = self.item_span(t).entered();
+                let opened = keyed
+                    .and_then(|k| open(self.cache, t, k, self.received_at, self.include_resource));
+                (t.index, opened)
             })
             .collect()
     }
+
+    /// Ids only, never content or secrets. DEBUG: logs at INFO do not pay for a span per
+    /// item; trace export takes it (telemetry.rs).
+    fn item_span(&self, t: &ToOpen<'_>) -> tracing::Span {
+        let n = t.item.item();
+        tracing::debug_span!(
+            parent: self.batch_span,
+            "item",
+            subscription_id = &*n.subscription_id,
+            tenant_id = &*n.tenant_id,
+            resource = n.resource.as_deref().unwrap_or_default(),
+        )
+    }
 }
 
-/// Decrypts (when Graph sent content) and normalizes one authenticated message item.
-fn open(
+/// An item after its first step: its resource checked and its content's key at hand.
+struct Keyed<'n> {
+    raw_resource: &'n str,
+    resource: MessageResource,
+    /// `None` when Graph sent no content.
+    key: Option<DataKey>,
+}
+
+fn rejection(e: impl std::fmt::Display, reason: &'static str) -> (&'static str, String) {
+    (reason, e.to_string())
+}
+
+/// The first step of opening an item: the resource checked, then the key found (RSA when it
+/// is not cached). An unsupported resource is rejected before any RSA work, for free.
+fn key_item<'n>(
     keyring: &Keyring,
     cache: &KeyCache,
+    t: &'n ToOpen<'_>,
+) -> Result<Keyed<'n>, (&'static str, String)> {
+    let n = t.item.item();
+    let (raw_resource, resource) = message_resource(n).map_err(|e| rejection(&e, e.reason()))?;
+    let key = match (&n.encrypted_content, &t.key_id) {
+        (Some(c), Some(fp)) => {
+            Some(data_key(keyring, cache, c, fp).map_err(|e| rejection(&e, e.reason()))?)
+        }
+        _ => None, // ToOpen::new sets key_id exactly when there is content
+    };
+    Ok(Keyed {
+        raw_resource,
+        resource,
+        key,
+    })
+}
+
+/// The rest: decrypts (when Graph sent content) and normalizes the item.
+fn open(
+    cache: &KeyCache,
     t: &ToOpen<'_>,
+    keyed: Keyed<'_>,
     received_at: &str,
     include_resource: bool,
 ) -> Opened {
     let n = t.item.item();
-    // Check the resource before any RSA work: an unsupported one is rejected for free.
-    let (raw_resource, resource) = message_resource(n).map_err(|e| (e.reason(), e.to_string()))?;
-    let plaintext = match (&n.encrypted_content, &t.key_id) {
-        (Some(c), Some(fp)) => Some(decrypt_cached_with(keyring, cache, c, fp)),
-        _ => None, // ToOpen::new sets key_id exactly when there is content
-    }
-    .transpose()
-    .map_err(|e| (e.reason(), e.to_string()))?;
+    let plaintext = match (keyed.key, &n.encrypted_content, &t.key_id) {
+        (Some(key), Some(c), Some(fp)) => {
+            Some(open_with(cache, c, fp, key).map_err(|e| rejection(&e, e.reason()))?)
+        }
+        _ => None,
+    };
     let event = normalize::normalize(
         n,
-        raw_resource,
-        resource,
+        keyed.raw_resource,
+        keyed.resource,
         plaintext.as_deref(),
         received_at,
         include_resource,
     )
-    .map_err(|e| (e.reason(), e.to_string()))?;
+    .map_err(|e| rejection(&e, e.reason()))?;
     Ok(Record::message(event))
 }
 
