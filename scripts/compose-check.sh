@@ -77,9 +77,15 @@ ours() { # KIND: this project's containers, volumes or networks
   [ "$1" != container ] || all=(--all)
   podman "$1" ls "${all[@]}" --quiet --filter "label=io.podman.compose.project=$PROJECT" 2>/dev/null
 }
+# What went wrong in a service, from its log: the distinct WARN and ERROR messages and exceptions,
+# the last 12 (Kafka's last lines are its shutdown, not the cause).
+problems() {
+  podman logs "$(container "$1")" 2>&1 | grep -E '\b(WARN|ERROR|FATAL)\b|Exception' |
+    sed -E 's/^\[[^]]*\] //' | awk '!seen[$0]++' | tail -n 12 || true
+}
 running() { [ "$(podman inspect --format '{{.State.Status}}' "$(container "$1")" 2>/dev/null)" = running ]; }
 healthy() {
-  running "$1" || die "$1 exited: $(podman logs --tail 30 "$(container "$1")" 2>&1)"
+  running "$1" || die "$1 exited:"$'\n'"$(problems "$1")"
   podman healthcheck run "$(container "$1")" >/dev/null 2>&1
 }
 jetstream() { # the INFO line a NATS server greets its clients with
@@ -99,12 +105,21 @@ verdict() { logs simulate && grep -m1 '^verify ' "$WORK/simulate.log" >"$WORK/ve
 
 [ -x "$BINARY" ] || die "no binary at $BINARY (cargo build first)"
 podman_setup podman-compose
+# The services reach each other by name (kafka:9092, also Kafka's own controller at kafka:9093;
+# graphbridge:8080, simulate:8443): podman's DNS, aardvark-dns, which runs with netavark. On the
+# CNI backend Debian's podman has no DNS and Kafka cannot even reach itself.
+backend=$(podman info --format '{{.Host.NetworkBackend}}')
+[ "$backend" = netavark ] || die "podman's network backend is $backend, not netavark: containers" \
+  "would not resolve each other's names. Podman chose it when it first ran, before netavark and" \
+  "aardvark-dns were installed; set network_backend = \"netavark\" in [network] of" \
+  "/etc/containers/containers.conf (and remove the containers on CNI networks first)"
 WORK=$(mktemp -d /tmp/graphbridge-compose.XXXXXX)
 teardown() {
   local status=$?
   trap - EXIT
   if ((status != 0)); then
-    echo "-- podman-compose's log (tail):" >&2
+    echo "-- podman-compose's log (its errors, then its tail):" >&2
+    grep -E '^Error' "$WORK/compose.log" | tail -n 5 >&2 || true
     tail -n 15 "$WORK/compose.log" >&2 || true
     for service in graphbridge simulate; do
       echo "-- $service's log (tail):" >&2
@@ -140,10 +155,15 @@ cp "$BINARY" target/compose/graphbridge
 step "podman-compose up --build --no-start ${SERVICES[*]}"
 compose up --build --no-start "${SERVICES[@]}"
 podman ps --all --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}  {{.Image}}'
+# podman-compose 1.0.3 goes on when a build fails (and exits 0): say which.
+for service in "${SERVICES[@]}"; do
+  podman container exists "$(container "$service")" ||
+    die "no container for $service: a build failed"
+done
 
 step "kafka and nats"
 compose start kafka nats
-within 120 healthy kafka || die "kafka not healthy within 120 s"
+within 120 healthy kafka || die "kafka not healthy within 120 s:"$'\n'"$(problems kafka)"
 echo "kafka healthy: $(podman inspect --format '{{.State.Health.Status}}' "$(container kafka)")"
 within 30 jetstream || die "nats did not answer with JetStream on 127.0.0.1:$NATS_CLIENT_PORT"
 echo "nats answers on 127.0.0.1:$NATS_CLIENT_PORT with JetStream on"

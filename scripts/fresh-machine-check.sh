@@ -11,10 +11,10 @@
 #      `cargo install`) and ~/go stay the container's own;
 #   3. this checkout's HEAD cloned there (committed work only) by an ordinary user `dev`
 #      with passwordless sudo, who runs `scripts/demo.sh` (its "demo ok" line asserted) and
-#      then `scripts/test.sh`, its container check included (podman inside the container:
-#      privileged, its storage on a host directory of this run); its compose check is left to
-#      the host's run (see test.sh);
-#   4. each command's duration reported; the container, image and directories removed.
+#      then `scripts/test.sh`, its container and compose checks included (podman inside the
+#      container: privileged, its storage on a host directory of this run);
+#   4. each command's duration reported; the container, image and directories removed (a
+#      failed command's whole output is kept in /var/tmp, its path printed).
 #
 #   scripts/fresh-machine-check.sh
 #
@@ -95,7 +95,8 @@ podman exec --user dev --workdir /home/dev --env HOME=/home/dev "$NAME" \
 
 # readme_command LOG SUCCESS-LINE TIMEOUT COMMAND [VAR=VALUE...]: COMMAND as dev in the clone,
 # bounded, PATH as dev's login shell has it after rustup's and Go's installers; its output to
-# LOG, its step lines here. Fails unless COMMAND succeeds and LOG has SUCCESS-LINE.
+# LOG, its step lines here. Fails unless COMMAND succeeds and LOG has SUCCESS-LINE; then LOG is
+# kept beside $WORK (which goes) and its tail shown.
 readme_command() {
   local log=$1 success=$2 limit=$3 command=$4 start=$SECONDS var
   shift 4
@@ -106,7 +107,8 @@ readme_command() {
     timeout --kill-after 30 "$limit" "$command" 2>&1 | tee "$log" | { grep --line-buffered -E '^(== |setup.sh: )' || true; } ||
     ! grep -q "$success" "$log"; then
     tail -40 "$log"
-    die "$command failed on the fresh machine"
+    cp "$log" "$WORK.${log##*/}"
+    die "$command failed on the fresh machine; its whole output: $WORK.${log##*/}"
   fi
   grep "$success" "$log"
   took+=("$command $(((SECONDS - start) / 60))m$(((SECONDS - start) % 60))s")

@@ -11,8 +11,14 @@ podman() { command podman --runtime runc "$@"; }
 # class needs, unless that file already sets it:
 #   [engine] runtime = "runc"            crun fails here ("cgroups in hybrid mode not supported")
 #   [containers] default_ulimits = []    setting RLIMIT_NPROC is not permitted here
+# Also netavark and aardvark-dns, podman's network stack with its DNS, and iptables, which
+# netavark needs: Debian's podman only recommends them, so an install without recommends (as
+# setup.sh's) gets the CNI plugins instead, where containers cannot resolve each other's names
+# (Debian's CNI has no dnsname plugin): compose-check's services find each other by name. They
+# come with podman in one install: podman picks its network backend the first time it runs and
+# keeps it (netavark when it is installed then and no CNI network exists).
 podman_setup() {
-  "$(dirname "${BASH_SOURCE[0]}")/setup.sh" podman runc catatonit mmdebstrap "$@"
+  "$(dirname "${BASH_SOURCE[0]}")/setup.sh" podman runc catatonit mmdebstrap netavark aardvark-dns iptables "$@"
   python3 - /etc/containers/containers.conf <<'PY'
 import os, re, sys, tomllib
 path = sys.argv[1]

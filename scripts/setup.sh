@@ -8,7 +8,8 @@
 #
 #   scripts/setup.sh --build   # only what `cargo build` needs (scripts/demo.sh)
 #   scripts/setup.sh [CMD...]  # everything the tests need, and a Debian package for each CMD
-#                              # that is missing (e.g. `setup.sh valgrind`)
+#                              # that is missing (e.g. `setup.sh valgrind`); a CMD may also
+#                              # name a package without a command on PATH (aardvark-dns)
 set -euo pipefail
 # Debian puts some of these in /usr/sbin (nats-server), which an ordinary user's PATH leaves out.
 PATH=$PATH:/usr/sbin
@@ -41,7 +42,7 @@ if ! $build_only; then
   python3 -c 'import yaml' >/dev/null 2>&1 || need_pkgs+=(python3-yaml)
 fi
 for extra in "$@"; do
-  have_cmd "$extra" || need_pkgs+=("$extra")
+  have_cmd "$extra" || have_pkg "$extra" || need_pkgs+=("$extra")
 done
 
 if ((${#need_pkgs[@]})); then
