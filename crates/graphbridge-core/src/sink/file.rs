@@ -26,10 +26,10 @@ pub struct FileSink {
     commits: Arc<AtomicU64>,
 }
 
-/// One batch's lines for each file and where to answer once they are durable.
+/// One batch's lines for each file (events, dead letters: the order of the writer's files) and
+/// where to answer once they are durable.
 struct Append {
-    events: Vec<u8>,
-    dead: Vec<u8>,
+    lines: [Vec<u8>; 2],
     done: oneshot::Sender<Result<(), SinkError>>,
 }
 
@@ -87,23 +87,20 @@ fn run(mut files: [File; 2], mut rx: mpsc::UnboundedReceiver<Append>, commits: &
 /// Appends the group's lines to each file and fsyncs it. A failed write is cut off again
 /// (best effort), so the lines of the batches Graph retries follow complete ones.
 fn commit(files: &mut [File; 2], group: &[Append]) -> Result<(), String> {
-    let [events, dead] = files;
-    for (file, part) in [
-        (events, (|a: &Append| &a.events) as fn(&Append) -> &Vec<u8>),
-        (dead, |a: &Append| &a.dead),
-    ] {
-        let len: usize = group.iter().map(|a| part(a).len()).sum();
+    for (i, file) in files.iter_mut().enumerate() {
+        let len: usize = group.iter().map(|a| a.lines[i].len()).sum();
         if len == 0 {
             continue;
         }
         // One batch alone (the usual case on one core) is written as it is, without a copy.
         let joined;
         let buf = match group {
-            [one] => part(one),
+            [one] => &one.lines[i],
             _ => {
-                let mut all = Vec::with_capacity(len);
-                group.iter().for_each(|a| all.extend_from_slice(part(a)));
-                joined = all;
+                joined = group.iter().fold(Vec::with_capacity(len), |mut all, a| {
+                    all.extend_from_slice(&a.lines[i]);
+                    all
+                });
                 &joined
             }
         };
@@ -131,7 +128,10 @@ impl Sink for FileSink {
         let (done, answer) = oneshot::channel();
         let closed = || SinkError::Retryable("file sink writer stopped".into());
         self.tx
-            .send(Append { events, dead, done })
+            .send(Append {
+                lines: [events, dead],
+                done,
+            })
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
@@ -221,8 +221,7 @@ mod tests {
                 let (done, answer) = oneshot::channel();
                 let events = format!("{b}\n").into_bytes();
                 tx.send(Append {
-                    events,
-                    dead: Vec::new(),
+                    lines: [events, Vec::new()],
                     done,
                 })
                 .unwrap();
