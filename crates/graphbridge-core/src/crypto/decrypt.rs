@@ -132,19 +132,8 @@ pub fn decrypt_cached(
     content: &EncryptedContent,
 ) -> Result<Vec<u8>, DecryptError> {
     let fp = fingerprint(&content.encryption_certificate_id, &content.data_key);
-    decrypt_cached_with(keyring, cache, content, &fp)
-}
-
-/// [`decrypt_cached`] for a caller that already has the content's [`fingerprint`] (the
-/// pipeline looks the key up first, to choose the thread that opens the item).
-pub fn decrypt_cached_with(
-    keyring: &Keyring,
-    cache: &KeyCache,
-    content: &EncryptedContent,
-    fp: &Digest,
-) -> Result<Vec<u8>, DecryptError> {
-    let key = data_key(keyring, cache, content, fp)?;
-    open_with(cache, content, fp, key)
+    let key = data_key(keyring, cache, content, &fp)?;
+    open_with(cache, content, &fp, key)
 }
 
 /// A content's symmetric key: from the cache, or just unwrapped with RSA and not yet proven by
@@ -154,7 +143,9 @@ pub struct DataKey {
     unwrapped: bool,
 }
 
-/// The first half of [`decrypt_cached_with`]: the content's key, from the cache or unwrapped
+/// The first half of [`decrypt_cached`], for a caller that already has the content's
+/// [`fingerprint`] (the pipeline looks the key up first, to choose the thread that opens the
+/// item, and runs a chunk's RSA operations back to back): the content's key, from the cache or unwrapped
 /// with RSA (the expensive step), after the certificate checks.
 pub fn data_key(
     keyring: &Keyring,
