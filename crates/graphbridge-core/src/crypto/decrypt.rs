@@ -145,8 +145,8 @@ pub struct DataKey {
 
 /// The first half of [`decrypt_cached`], for a caller that already has the content's
 /// [`fingerprint`] (the pipeline looks the key up first, to choose the thread that opens the
-/// item, and runs a chunk's RSA operations back to back): the content's key, from the cache or unwrapped
-/// with RSA (the expensive step), after the certificate checks.
+/// item, and runs a chunk's RSA operations back to back): the content's key, from the cache
+/// or unwrapped with RSA (the expensive step), after the certificate checks.
 pub fn data_key(
     keyring: &Keyring,
     cache: &KeyCache,
