@@ -13,18 +13,6 @@ use graphbridge_core::config::Config;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Keeps up to 4 MiB of freed memory at the top of each glibc arena mapped instead of handing
-/// it back at once (the default threshold is 128 KiB). librdkafka sets up an LZ4 context per
-/// message set — a zeroed 64 KiB buffer and a 16 KiB table — and frees it; with the default,
-/// its broker thread's arena gave those pages back after every set and faulted them in again
-/// for the next: about one page fault per notification and 3 µs of that thread's CPU per
-/// notification at saturation (docs/performance.md). Only C libraries use glibc's malloc here.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_c_heap_resident() {
-    // SAFETY: mallopt only sets an allocator parameter; it is safe to call at any time.
-    unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20) };
-}
-
 #[derive(Parser)]
 #[command(
     name = "graphbridge",
@@ -235,8 +223,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn main() -> ExitCode {
     // One TLS crypto provider (aws-lc-rs) for every client and server in the process.
     graphbridge_core::http::install_crypto_provider();
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    keep_c_heap_resident();
     match run(Cli::parse()).await {
         Ok(code) => code,
         Err(e) => {

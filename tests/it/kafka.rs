@@ -280,3 +280,77 @@ async fn readiness_asks_for_the_configured_topics_and_needs_them_to_exist(listen
     assert_eq!(status, 200, "ready once the configured topics exist");
     srv.shutdown().await;
 }
+
+/// Minor page faults so far of each librdkafka broker thread of this process, by thread id.
+fn broker_thread_faults() -> std::collections::HashMap<String, u64> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if !comm.starts_with("rdk:broker") {
+                return None;
+            }
+            // Field 10 of stat is minflt; the name (field 2) is the only one with spaces or
+            // parentheses, so count from its closing parenthesis.
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            let after_name = &stat[stat.rfind(')')? + 2..];
+            let minflt = after_name.split(' ').nth(7)?.parse().ok()?;
+            Some((dir.file_name()?.to_string_lossy().into_owned(), minflt))
+        })
+        .collect()
+}
+
+/// librdkafka sets up and frees an LZ4 context per message set; with glibc's default trim
+/// threshold its broker thread faulted those pages in again for every set (0.6-0.9 faults per
+/// record at the bench's rate). `KafkaSink::new` keeps them mapped (`keep_c_heap_resident`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test]
+async fn producing_compressed_batches_takes_no_page_faults_per_message_set() {
+    needs!(producing_compressed_batches_takes_no_page_faults_per_message_set: "GRAPHBRIDGE_TEST_KAFKA");
+    let dir = tempfile::tempdir().unwrap();
+    let before = broker_thread_faults();
+    let cfg = kafka_config(dir.path(), &unique("faults")).sink.kafka;
+    let sink = KafkaSink::new(&cfg).unwrap();
+    // Batches of 50 records over many chats, so over every partition: a message set per
+    // partition per batch, each LZ4-compressed (the sink's default).
+    let batch = |n: usize| -> Vec<Record> {
+        (0..50)
+            .map(|i| {
+                let text = format!("<p>message {n}-{i} in a chat about the release</p>").repeat(40);
+                let mut r = Record::raw(
+                    format!("{n}-{i}"),
+                    format!("19:chat-{i}@unq.gbl.spaces"),
+                    "t",
+                    "2026-01-01T00:00:00.000Z",
+                    text.into_bytes(),
+                );
+                r.stream = graphbridge_core::sink::Stream::ChatMessages;
+                r
+            })
+            .collect()
+    };
+    // The first batches connect, fetch metadata and start the broker's own thread.
+    for n in 0..5 {
+        sink.publish(&batch(n)).await.unwrap();
+    }
+    // This sink's broker threads: started since `before` (other tests run in this process
+    // too), counted from now on only.
+    let warm: std::collections::HashMap<String, u64> = broker_thread_faults()
+        .into_iter()
+        .filter(|(tid, _)| !before.contains_key(tid))
+        .collect();
+    assert!(!warm.is_empty(), "no broker thread found");
+    for n in 5..105 {
+        sink.publish(&batch(n)).await.unwrap();
+    }
+    let now = broker_thread_faults();
+    let faults: u64 = warm
+        .iter()
+        .map(|(tid, at_warm)| now.get(tid).map_or(0, |f| f - at_warm))
+        .sum();
+    assert!(
+        faults < 100,
+        "{faults} page faults on the broker threads for 5,000 records in 100 batches"
+    );
+}
