@@ -282,6 +282,7 @@ async fn readiness_asks_for_the_configured_topics_and_needs_them_to_exist(listen
 }
 
 /// Minor page faults so far of each librdkafka broker thread of this process, by thread id.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn broker_thread_faults() -> std::collections::HashMap<String, u64> {
     std::fs::read_dir("/proc/self/task")
         .unwrap()

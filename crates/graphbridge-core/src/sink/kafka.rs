@@ -136,7 +136,7 @@ const DEFAULTS: &[(&str, &str)] = &[
 /// `mallopt`, this keeps glibc's adaptation, and `GLIBC_TUNABLES` or `MALLOC_*_` settings still
 /// win (glibc stops adapting when they are set). Only C libraries use glibc's malloc in
 /// `graphbridge` (Rust allocates with mimalloc); the effect is process-wide and idempotent.
-pub fn keep_c_heap_resident() {
+fn keep_c_heap_resident() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: a block allocated and freed at once, never read or written.
     unsafe {
