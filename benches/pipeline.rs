@@ -146,10 +146,12 @@ fn batch(c: &mut Criterion) {
         },
         recipient,
     );
-    let bodies: Vec<Vec<u8>> = (0..20)
+    let bodies: Vec<bytes::Bytes> = (0..20)
         .map(|_| {
             let items: Vec<_> = (0..ITEMS).map(|_| workload.next_item().json).collect();
-            serde_json::to_vec(&serde_json::json!({ "value": items })).unwrap()
+            serde_json::to_vec(&serde_json::json!({ "value": items }))
+                .unwrap()
+                .into()
         })
         .collect();
     let keyring = Arc::new(ArcSwap::from_pointee(Keyring::new([key(

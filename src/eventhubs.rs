@@ -83,7 +83,9 @@ pub async fn handle(pipeline: &Pipeline, body: &[u8]) -> Handled {
     if is_validation(body) {
         return Handled::Validation;
     }
-    let (reason, detail) = match pipeline.process(body).await {
+    // One copy of the event's body; the crypto workers share it instead of per-item copies.
+    let shared = bytes::Bytes::copy_from_slice(body);
+    let (reason, detail) = match pipeline.process(&shared).await {
         Ok(_) => return Handled::Accepted,
         Err(e) if e.graph_retries() => return Handled::Retry(e.to_string()),
         Err(BatchError::BadRequest(e)) => (e.reason(), e.to_string()),

@@ -8,11 +8,12 @@ use graphbridge_core::crypto::decrypt::{decrypt, open_data, unwrap_key, DecryptE
 use graphbridge_core::crypto::keyring::{Keyring, PrivateKey};
 use graphbridge_core::graph::envelope::{ChangeNotification, EncryptedContent, Envelope};
 
+/// The vector's content detached from the file's buffer, as the crypto workers get it.
 fn content(path: &str) -> EncryptedContent<'static> {
-    let bytes = read(path);
+    let bytes = bytes::Bytes::from(read(path));
     serde_json::from_slice::<EncryptedContent>(&bytes)
         .unwrap()
-        .into_owned()
+        .detach(&bytes)
 }
 
 fn pem_key(id: &str, folder: &str) -> PrivateKey {

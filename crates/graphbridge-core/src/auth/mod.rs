@@ -43,10 +43,11 @@ impl<'a> Authenticated<'a> {
         &self.item
     }
 
-    /// The same item, no longer borrowing the request body (for work on other threads).
-    pub fn into_owned(self) -> Authenticated<'static> {
+    /// The same item, no longer borrowing the request body `body` it was parsed from (for
+    /// work on other threads; see [`ChangeNotification::detach`]).
+    pub fn detach(self, body: &bytes::Bytes) -> Authenticated<'static> {
         Authenticated {
-            item: self.item.into_owned(),
+            item: self.item.detach(body),
         }
     }
 }
@@ -90,7 +91,7 @@ impl Authenticator {
         }
         if !self.tenants.is_empty() && !self.tenants.contains(&item.tenant_id.to_ascii_lowercase())
         {
-            return Err(AuthError::TenantNotAllowed(item.tenant_id.into_owned()));
+            return Err(AuthError::TenantNotAllowed(item.tenant_id.to_string()));
         }
         Ok(Authenticated { item })
     }
@@ -106,7 +107,7 @@ mod tests {
             "subscriptionId": "s", "tenantId": tenant, "clientState": cs
         }))
         .unwrap()
-        .into_owned()
+        .detach(&bytes::Bytes::new())
     }
 
     #[test]

@@ -4,8 +4,6 @@
 //! consumers dedupe a backfilled copy of a message they already have. The event is marked with
 //! the `graphbridgeorigin = backfill` extension attribute, which is not part of the id.
 
-use std::borrow::Cow;
-
 use super::normalize::{message_resource, normalize, NormalizeError};
 use super::v1::{MessageEvent, ORIGIN_BACKFILL};
 use crate::graph::envelope::{ChangeNotification, ChangeType};
@@ -70,12 +68,12 @@ pub fn message_event(
         .map_err(|e| FetchedError::NotChatMessage(crate::graph::json_error(&e)))?;
     let resource = notification_resource(&m)?;
     let n = ChangeNotification {
-        subscription_id: Cow::Borrowed(subscription_id),
+        subscription_id: subscription_id.into(),
         subscription_expiration_date_time: None,
         change_type: Some(change_type(&m)),
         client_state: None,
-        tenant_id: Cow::Borrowed(tenant),
-        resource: Some(Cow::Owned(resource)),
+        tenant_id: tenant.into(),
+        resource: Some(resource.into()),
         resource_data: None,
         encrypted_content: None,
         lifecycle_event: None,

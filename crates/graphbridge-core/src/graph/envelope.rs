@@ -5,11 +5,14 @@
 //! and the raw bytes stay available for the dead-letter stream and the raw archive.
 //!
 //! Both steps borrow from the request body: the items are slices of it and their strings
-//! (the kilobytes of base64 above all) are not copied unless JSON escapes force it.
+//! (the kilobytes of base64 above all) are not copied unless JSON escapes force it. Items handed
+//! to other threads keep sharing the body's buffer for those kilobytes ([`BodyText`]).
 
 use std::borrow::Cow;
+use std::ops::Deref;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::secret::Secret;
@@ -51,109 +54,198 @@ impl ChangeType {
     }
 }
 
-/// Strings are `Cow`: borrowed from the body, owned when JSON escapes forced a copy (or when
-/// built here). serde borrows a `Cow<str>` field only when it is spelled so, and never inside
-/// an `Option`, hence this helper for the optional ones.
-fn borrowed_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
-    #[derive(Deserialize)]
-    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
-    Ok(Option::<Borrowed>::deserialize(d)?.map(|b| b.0))
-}
-
 /// One `changeNotification`. Lifecycle notifications share the type and carry `lifecycleEvent`.
+/// Strings are [`BodyText`]: borrowed from the body, owned when JSON escapes forced a copy
+/// (or when built here), slices of the body's buffer once detached for other threads.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeNotification<'a> {
     #[serde(borrow)]
-    pub subscription_id: Cow<'a, str>,
-    #[serde(default, borrow, deserialize_with = "borrowed_opt")]
-    pub subscription_expiration_date_time: Option<Cow<'a, str>>,
+    pub subscription_id: BodyText<'a>,
+    #[serde(default, borrow)]
+    pub subscription_expiration_date_time: Option<BodyText<'a>>,
     #[serde(default)]
     pub change_type: Option<ChangeType>,
     /// Echo of the subscription's secret; compared in constant time, never logged.
     #[serde(default)]
     pub client_state: Option<Secret>,
     #[serde(borrow)]
-    pub tenant_id: Cow<'a, str>,
-    #[serde(default, borrow, deserialize_with = "borrowed_opt")]
-    pub resource: Option<Cow<'a, str>>,
+    pub tenant_id: BodyText<'a>,
+    #[serde(default, borrow)]
+    pub resource: Option<BodyText<'a>>,
     #[serde(default, borrow)]
     pub resource_data: Option<ResourceData<'a>>,
     #[serde(default, borrow)]
     pub encrypted_content: Option<EncryptedContent<'a>>,
-    #[serde(default, borrow, deserialize_with = "borrowed_opt")]
-    pub lifecycle_event: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub lifecycle_event: Option<BodyText<'a>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ResourceData<'a> {
-    #[serde(default, borrow, deserialize_with = "borrowed_opt")]
-    pub id: Option<Cow<'a, str>>,
-    #[serde(
-        rename = "@odata.type",
-        default,
-        borrow,
-        deserialize_with = "borrowed_opt"
-    )]
-    pub odata_type: Option<Cow<'a, str>>,
-    #[serde(
-        rename = "@odata.id",
-        default,
-        borrow,
-        deserialize_with = "borrowed_opt"
-    )]
-    pub odata_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub id: Option<BodyText<'a>>,
+    #[serde(rename = "@odata.type", default, borrow)]
+    pub odata_type: Option<BodyText<'a>>,
+    #[serde(rename = "@odata.id", default, borrow)]
+    pub odata_id: Option<BodyText<'a>>,
 }
 
 #[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct EncryptedContent<'a> {
     #[serde(borrow)]
-    pub data: Cow<'a, str>,
+    pub data: BodyText<'a>,
     #[serde(borrow)]
-    pub data_key: Cow<'a, str>,
+    pub data_key: BodyText<'a>,
     #[serde(borrow)]
-    pub data_signature: Cow<'a, str>,
+    pub data_signature: BodyText<'a>,
     #[serde(borrow)]
-    pub encryption_certificate_id: Cow<'a, str>,
-    #[serde(default, borrow, deserialize_with = "borrowed_opt")]
-    pub encryption_certificate_thumbprint: Option<Cow<'a, str>>,
+    pub encryption_certificate_id: BodyText<'a>,
+    #[serde(default, borrow)]
+    pub encryption_certificate_thumbprint: Option<BodyText<'a>>,
 }
 
-fn owned(t: Cow<'_, str>) -> Cow<'static, str> {
-    Cow::Owned(t.into_owned())
+/// Text parsed from the request body that can outlive the borrow without being copied: a
+/// `Cow` while parsing; for work on other threads, a slice of the body's own buffer (`Bytes`,
+/// reference-counted) when it still borrows from that body. Copying the items' strings for the
+/// crypto workers cost the reactor more than the bytes suggest: a dozen allocations per item,
+/// each freed by a worker and collected back by the allocator (docs/performance.md).
+#[derive(Clone, PartialEq, Eq)]
+pub enum BodyText<'a> {
+    Parsed(Cow<'a, str>),
+    Shared(SharedStr),
+}
+
+/// A slice of a request body that was a `&str` (built only by [`BodyText::detach`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedStr(Bytes);
+
+impl BodyText<'_> {
+    /// The same text, no longer borrowing: a slice of `body` when the text lies inside it,
+    /// else an owned copy (JSON escapes, or a body not held in `Bytes`).
+    pub fn detach(self, body: &Bytes) -> BodyText<'static> {
+        match self {
+            BodyText::Parsed(Cow::Borrowed(s)) if contains(body, s.as_bytes()) => {
+                BodyText::Shared(SharedStr(body.slice_ref(s.as_bytes())))
+            }
+            BodyText::Parsed(text) => BodyText::Parsed(Cow::Owned(text.into_owned())),
+            BodyText::Shared(shared) => BodyText::Shared(shared),
+        }
+    }
+}
+
+/// Whether `part` lies inside `body`'s buffer (what `Bytes::slice_ref` requires).
+fn contains(body: &Bytes, part: &[u8]) -> bool {
+    let start = body.as_ptr() as usize;
+    let at = part.as_ptr() as usize;
+    at >= start && at + part.len() <= start + body.len()
+}
+
+impl Deref for BodyText<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            BodyText::Parsed(text) => text,
+            // Checking again costs little next to what the text is used for (base64, HMAC),
+            // and keeps this module free of `unsafe`.
+            BodyText::Shared(SharedStr(bytes)) => {
+                std::str::from_utf8(bytes).expect("a SharedStr is cut from a &str")
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for BodyText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for BodyText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl PartialEq<str> for BodyText<'_> {
+    fn eq(&self, other: &str) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<&str> for BodyText<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        **self == **other
+    }
+}
+
+impl From<String> for BodyText<'_> {
+    fn from(text: String) -> Self {
+        BodyText::Parsed(Cow::Owned(text))
+    }
+}
+
+impl<'a> From<Cow<'a, str>> for BodyText<'a> {
+    fn from(text: Cow<'a, str>) -> Self {
+        BodyText::Parsed(text)
+    }
+}
+
+impl<'a> From<&'a str> for BodyText<'a> {
+    fn from(text: &'a str) -> Self {
+        BodyText::Parsed(Cow::Borrowed(text))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for BodyText<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+        Ok(BodyText::Parsed(Borrowed::deserialize(d)?.0))
+    }
+}
+
+impl Serialize for BodyText<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self)
+    }
 }
 
 impl ChangeNotification<'_> {
-    /// A copy that no longer borrows the request body (for work on other threads).
-    pub fn into_owned(self) -> ChangeNotification<'static> {
+    /// The same item, no longer borrowing the request body (for work on other threads): its
+    /// strings are slices of `body`'s buffer when they lie inside it, else copies.
+    pub fn detach(self, body: &Bytes) -> ChangeNotification<'static> {
+        let text = |t: BodyText<'_>| t.detach(body);
         ChangeNotification {
-            subscription_id: owned(self.subscription_id),
-            subscription_expiration_date_time: self.subscription_expiration_date_time.map(owned),
+            subscription_id: text(self.subscription_id),
+            subscription_expiration_date_time: self.subscription_expiration_date_time.map(text),
             change_type: self.change_type,
             client_state: self.client_state,
-            tenant_id: owned(self.tenant_id),
-            resource: self.resource.map(owned),
+            tenant_id: text(self.tenant_id),
+            resource: self.resource.map(text),
             resource_data: self.resource_data.map(|r| ResourceData {
-                id: r.id.map(owned),
-                odata_type: r.odata_type.map(owned),
-                odata_id: r.odata_id.map(owned),
+                id: r.id.map(text),
+                odata_type: r.odata_type.map(text),
+                odata_id: r.odata_id.map(text),
             }),
-            encrypted_content: self.encrypted_content.map(EncryptedContent::into_owned),
-            lifecycle_event: self.lifecycle_event.map(owned),
+            encrypted_content: self.encrypted_content.map(|c| c.detach(body)),
+            lifecycle_event: self.lifecycle_event.map(text),
         }
     }
 }
 
 impl EncryptedContent<'_> {
-    /// A copy that no longer borrows the request body.
-    pub fn into_owned(self) -> EncryptedContent<'static> {
+    /// The same content, no longer borrowing the request body (see [`BodyText::detach`]).
+    pub fn detach(self, body: &Bytes) -> EncryptedContent<'static> {
+        let text = |t: BodyText<'_>| t.detach(body);
         EncryptedContent {
-            data: owned(self.data),
-            data_key: owned(self.data_key),
-            data_signature: owned(self.data_signature),
-            encryption_certificate_id: owned(self.encryption_certificate_id),
-            encryption_certificate_thumbprint: self.encryption_certificate_thumbprint.map(owned),
+            data: text(self.data),
+            data_key: text(self.data_key),
+            data_signature: text(self.data_signature),
+            encryption_certificate_id: text(self.encryption_certificate_id),
+            encryption_certificate_thumbprint: self.encryption_certificate_thumbprint.map(text),
         }
     }
 }
@@ -262,26 +354,67 @@ impl<'a> ChangeNotification<'a> {
 mod tests {
     use super::*;
 
+    /// Whether `text` is a borrowed slice of `body`.
+    fn borrows(text: &BodyText<'_>, body: &[u8]) -> bool {
+        matches!(text, BodyText::Parsed(Cow::Borrowed(t)) if body.as_ptr_range().contains(&t.as_ptr()))
+    }
+
     #[test]
     fn items_borrow_the_body_unless_escapes_force_a_copy() {
-        let body = br#"{"value":[{"subscriptionId":"s1","tenantId":"t","resource":"chats('a')",
+        let body = Bytes::from_static(
+            br#"{"value":[{"subscriptionId":"s1","tenantId":"t","resource":"chats('a')",
             "encryptedContent":{"data":"ab\/cd","dataKey":"k+/=","dataSignature":"sig",
-            "encryptionCertificateId":"c","encryptionCertificateThumbprint":"ff"}}]}"#;
-        let env = Envelope::parse(body).unwrap();
+            "encryptionCertificateId":"c","encryptionCertificateThumbprint":"ff"}}]}"#,
+        );
+        let env = Envelope::parse(&body).unwrap();
         let n = ChangeNotification::parse(env.value[0]).unwrap();
-        assert!(matches!(n.subscription_id, Cow::Borrowed("s1")));
-        assert!(matches!(n.resource, Some(Cow::Borrowed("chats('a')"))));
+        assert!(borrows(&n.subscription_id, &body) && n.subscription_id == "s1");
+        assert!(borrows(n.resource.as_ref().unwrap(), &body));
         let c = n.encrypted_content.clone().unwrap();
-        assert!(matches!(c.data_key, Cow::Borrowed("k+/=")));
-        assert!(matches!(
-            c.encryption_certificate_thumbprint,
-            Some(Cow::Borrowed("ff"))
+        assert!(borrows(&c.data_key, &body) && c.data_key == "k+/=");
+        assert!(borrows(
+            c.encryption_certificate_thumbprint.as_ref().unwrap(),
+            &body
         ));
-        // JSON may escape `/` in base64: the value is unescaped into an owned string.
-        assert!(matches!(c.data, Cow::Owned(ref d) if d == "ab/cd"));
-        let owned = n.into_owned();
-        assert_eq!(owned.encrypted_content.unwrap().data, "ab/cd");
-        assert_eq!(owned.tenant_id, "t");
+        // JSON may escape `/` in base64: the value is unescaped into an owned string, which
+        // then moves to other threads as it is.
+        assert!(matches!(c.data, BodyText::Parsed(Cow::Owned(ref d)) if d == "ab/cd"));
+        let detached = n.detach(&body);
+        let c = detached.encrypted_content.unwrap();
+        assert!(matches!(c.data, BodyText::Parsed(Cow::Owned(ref d)) if d == "ab/cd"));
+        assert!(matches!(c.data_key, BodyText::Shared(_)) && c.data_key == "k+/=");
+        assert!(matches!(detached.tenant_id, BodyText::Shared(_)) && detached.tenant_id == "t");
+    }
+
+    #[test]
+    fn detached_items_share_the_body_they_lie_in_and_are_copied_otherwise() {
+        let body = Bytes::from(
+            br#"{"value":[{"subscriptionId":"s1","tenantId":"t","encryptedContent":{
+            "data":"QUJD","dataKey":"k","dataSignature":"sig","encryptionCertificateId":"c"}}]}"#
+                .to_vec(),
+        );
+        let env = Envelope::parse(&body).unwrap();
+        let n = ChangeNotification::parse(env.value[0]).unwrap();
+        let in_body = n.encrypted_content.as_ref().unwrap().data.as_ptr();
+
+        let shared = n.clone().detach(&body);
+        let data = shared.encrypted_content.as_ref().unwrap().data.clone();
+        assert!(matches!(data, BodyText::Shared(_)));
+        assert_eq!((&*data, data.as_ptr()), ("QUJD", in_body), "no copy");
+        assert!(matches!(shared.subscription_id, BodyText::Shared(_)));
+
+        // The same item against a buffer it is not in: copied, not cut from the wrong buffer.
+        let elsewhere = Bytes::from(body.to_vec());
+        let copied = n.detach(&elsewhere);
+        let data = copied.encrypted_content.as_ref().unwrap().data.clone();
+        assert!(matches!(data, BodyText::Parsed(Cow::Owned(_))));
+        assert!(matches!(copied.tenant_id, BodyText::Parsed(Cow::Owned(_))));
+        assert_eq!(&*data, "QUJD");
+        // Either way the item serializes as it was received.
+        assert_eq!(
+            serde_json::to_value(&shared).unwrap(),
+            serde_json::to_value(&copied).unwrap()
+        );
     }
 
     #[test]

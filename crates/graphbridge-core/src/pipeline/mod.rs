@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use serde_json::value::RawValue;
 
 pub use assemble::BatchSummary;
@@ -136,12 +137,13 @@ impl Pipeline {
         self.tokens.as_ref()
     }
 
-    /// Processes one request body. The whole call is bounded by the ack budget.
-    pub async fn process(&self, body: &[u8]) -> Result<BatchSummary, BatchError> {
+    /// Processes one request body. The whole call is bounded by the ack budget. The items
+    /// borrow from `body`; the crypto workers share its buffer instead of copies.
+    pub async fn process(&self, body: &Bytes) -> Result<BatchSummary, BatchError> {
         let started = Instant::now();
         let envelope = Envelope::parse_limited(body, self.max_json_depth, self.max_items)
             .inspect_err(|e| self.metrics.reject(e.reason()))?;
-        let result = tokio::time::timeout(self.budget, self.accept(envelope)).await;
+        let result = tokio::time::timeout(self.budget, self.accept(body, envelope)).await;
         let result = match result {
             Ok(r) => r,
             Err(_) => Err(Unavailable::Budget(self.budget).into()),
@@ -166,7 +168,11 @@ impl Pipeline {
         result
     }
 
-    async fn accept(&self, envelope: Envelope<'_>) -> Result<BatchSummary, BatchError> {
+    async fn accept(
+        &self,
+        body: &Bytes,
+        envelope: Envelope<'_>,
+    ) -> Result<BatchSummary, BatchError> {
         let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let items = &envelope.value[..];
         let parsed = parse_items(items);
@@ -188,14 +194,14 @@ impl Pipeline {
         }
 
         let Some(spool) = &self.spool else {
-            return self.deliver(items, parsed, &received_at).await;
+            return self.deliver(body, items, parsed, &received_at).await;
         };
         // Batches already waiting go first: queue behind them, which also answers at once
         // instead of waiting out the budget against a broker known to be down.
         if spool.backlog() {
             return self.spool_batch(spool, items, received_at).await;
         }
-        let attempt = self.deliver(items, parsed, &received_at);
+        let attempt = self.deliver(body, items, parsed, &received_at);
         match tokio::time::timeout(self.publish_budget, attempt).await {
             Ok(Ok(summary)) => Ok(summary),
             Ok(Err(e)) => {
@@ -235,13 +241,17 @@ impl Pipeline {
     pub async fn deliver_spooled(&self, batch: SpooledBatch) -> Result<BatchSummary, BatchError> {
         let items: Vec<&RawValue> = batch.items.iter().map(|raw| &**raw).collect();
         let parsed = parse_items(&items);
-        self.deliver(&items, parsed, &batch.received_at).await
+        // Each spooled item is its own allocation: the workers get copies.
+        self.deliver(&Bytes::new(), &items, parsed, &batch.received_at)
+            .await
     }
 
     /// Authenticates, decrypts, normalizes and publishes the items of one batch: the steps
-    /// each in its file, the records in item order (raw archive last).
+    /// each in its file, the records in item order (raw archive last). `body` holds the items
+    /// (see [`Opener::open_into`]).
     async fn deliver<'a>(
         &self,
+        body: &Bytes,
         items: &[&'a RawValue],
         parsed: Vec<Result<ChangeNotification<'a>, serde_json::Error>>,
         received_at: &str,
@@ -257,7 +267,7 @@ impl Pipeline {
             tapped,
         } = authenticate(&self.auth, items, parsed, received_at, opts);
         self.opener
-            .open_into(items, &mut slots, to_open, received_at)
+            .open_into(body, items, &mut slots, to_open, received_at)
             .await?;
         let (records, summary) = assemble(slots, raw_records);
         self.publish(&records, summary, tapped).await
@@ -348,7 +358,10 @@ mod tests {
     async fn a_body_that_is_not_an_envelope_is_a_bad_request_and_reaches_no_sink() {
         let sink = FakeSink::ok();
         let p = pipeline(sink.clone(), false);
-        let err = p.process(b"{not json").await.unwrap_err();
+        let err = p
+            .process(&Bytes::from_static(b"{not json"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, BatchError::BadRequest(_)), "{err}");
         assert!(!err.graph_retries());
         assert_eq!(sink.calls(), 0);

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::error::Unavailable;
@@ -44,11 +45,11 @@ impl<'a> ToOpen<'a> {
         }
     }
 
-    /// The same, no longer borrowing the request body (for work on other threads).
-    fn into_owned(self) -> ToOpen<'static> {
+    /// The same, no longer borrowing the request body `body` (for work on other threads).
+    fn detach(self, body: &Bytes) -> ToOpen<'static> {
         ToOpen {
             index: self.index,
-            item: self.item.into_owned(),
+            item: self.item.detach(body),
             key_id: self.key_id,
         }
     }
@@ -82,9 +83,12 @@ impl Opener {
     }
 
     /// Opens every item of `to_open` into its slot (`slots[index]`, `items[index]` being the
-    /// item as received): an event, or a rejection that keeps the item as received.
+    /// item as received): an event, or a rejection that keeps the item as received. `body` is
+    /// the buffer the items were parsed from, shared with the workers instead of copies; an
+    /// empty one when they were not parsed from one buffer (spooled batches).
     pub async fn open_into(
         &self,
+        body: &Bytes,
         items: &[&RawValue],
         slots: &mut [Option<Outcome>],
         to_open: Vec<ToOpen<'_>>,
@@ -110,13 +114,14 @@ impl Opener {
             }
             return Ok(());
         }
-        self.open_on_workers(items, slots, to_open, received_at, &batch_span)
+        self.open_on_workers(body, items, slots, to_open, received_at, &batch_span)
             .await
     }
 
     /// Opens the items in one chunk per core on the crypto workers.
     async fn open_on_workers(
         &self,
+        body: &Bytes,
         items: &[&RawValue],
         slots: &mut [Option<Outcome>],
         mut to_open: Vec<ToOpen<'_>>,
@@ -127,11 +132,11 @@ impl Opener {
         let mut chunks = Vec::new();
         while !to_open.is_empty() {
             let rest = to_open.split_off(chunk.min(to_open.len()));
-            // Other threads outlive this borrow of the request body: they get copies (the
-            // RSA operation each item needs costs far more than the copy).
+            // Other threads outlive this borrow of the request body: they get the items detached
+            // from it, the ciphertext still in the body's buffer, the small fields copied.
             let work: Vec<_> = std::mem::replace(&mut to_open, rest)
                 .into_iter()
-                .map(ToOpen::into_owned)
+                .map(|t| t.detach(body))
                 .collect();
             let (keyring, cache) = (self.keyring.load_full(), self.key_cache.clone());
             let (include, at) = (self.include_resource, received_at.to_string());
@@ -300,7 +305,7 @@ mod tests {
             .enumerate()
             .map(|(i, raw)| {
                 let n = crate::graph::envelope::ChangeNotification::parse(raw).unwrap();
-                ToOpen::new(i, authenticator().authenticate(n).unwrap()).into_owned()
+                ToOpen::new(i, authenticator().authenticate(n).unwrap()).detach(&Bytes::new())
             })
             .collect()
     }
@@ -309,7 +314,7 @@ mod tests {
         let mut slots: Vec<Option<Outcome>> = raws.iter().map(|_| None).collect();
         let work = to_open(raws);
         opener
-            .open_into(raws, &mut slots, work, RECEIVED_AT)
+            .open_into(&Bytes::new(), raws, &mut slots, work, RECEIVED_AT)
             .await
             .unwrap();
         slots

@@ -92,8 +92,10 @@ pub fn lifecycle_item(event: &str) -> Box<RawValue> {
 }
 
 /// A request body holding `items`.
-pub fn body(items: &[&RawValue]) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "value": items })).unwrap()
+pub fn body(items: &[&RawValue]) -> bytes::Bytes {
+    serde_json::to_vec(&serde_json::json!({ "value": items }))
+        .unwrap()
+        .into()
 }
 
 /// What a [`FakeSink`] does with every publish.
