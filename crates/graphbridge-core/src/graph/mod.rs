@@ -3,6 +3,7 @@
 pub mod envelope;
 pub mod message;
 pub mod resource;
+pub mod text;
 
 /// Parses JSON bytes. serde_json parses a `&str` markedly faster than bytes: it then checks
 /// UTF-8 once for the whole input instead of once per string. Bytes that are not UTF-8 go
