@@ -133,7 +133,7 @@ impl Opener {
         while !to_open.is_empty() {
             let rest = to_open.split_off(chunk.min(to_open.len()));
             // Other threads outlive this borrow of the request body: they get the items detached
-            // from it, the ciphertext still in the body's buffer, the small fields copied.
+            // from it, their strings still in the body's buffer (copied where escapes forced it).
             let work: Vec<_> = std::mem::replace(&mut to_open, rest)
                 .into_iter()
                 .map(|t| t.detach(body))
