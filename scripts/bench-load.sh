@@ -20,7 +20,7 @@
 #      machine's speed drifts). A bridge pinned to one core is compared with aws-lc-rs on one
 #      core, an unpinned one with the rate per core while every core is busy.
 #   2. Saturation: unique keys, as fast as the bridge takes them; notifications per bridge
-#      CPU-second (= per fully used core) and its ratio to the RSA limit per core, and the CPU
+#      CPU-second (= per fully used core) and its ratios to both RSA references, and the CPU
 #      per item by bridge thread (graphbridge-cry: the crypto workers, RSA included).
 #   3. Latency: 70 % of the saturated rate for DURATION seconds; ack-latency percentiles.
 #   4. Pass-through: one reused wrapped key (the unwrapped-key cache answers): the cost of
